@@ -1,0 +1,1 @@
+"""Qt-free core: sampler chain, metrics, traces, the generation session, run store, settings."""

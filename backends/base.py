@@ -1,0 +1,330 @@
+"""Values and errors shared by every backend and by the core.
+
+Owns: the frozen value types that cross threads (``SamplerSettings``, ``TokenAlt``,
+``StageInfo``, ``Step``, ``Finished``, ``ModelInfo``, ``Capabilities``) and the
+``BackendError`` tree. Pure Python, no Qt, no llama.cpp import: safe on any thread.
+
+Every value here is immutable (``frozen=True, slots=True``) so a worker thread can hand
+it to the GUI thread without copying or locking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "SamplerSettings",
+    "SAMPLER_ORDER",
+    "TokenAlt",
+    "StageInfo",
+    "Step",
+    "Finished",
+    "ModelInfo",
+    "Capabilities",
+    "BackendError",
+    "ModelLoadError",
+    "PromptTooLongError",
+    "GenerationError",
+    "ConnectionFailed",
+]
+
+#: The default order of llama.cpp's chain (common/sampling.cpp) that we follow.
+SAMPLER_ORDER: tuple[str, ...] = ("penalties", "top_k", "typical", "top_p", "min_p", "temperature")
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerSettings:
+    """Every knob of the sampler chain, with llama.cpp's meaning for each.
+
+    A value that switches a stage off: top_k <= 0, top_p >= 1, min_p <= 0, typical_p >= 1,
+    repeat_penalty == 1 with frequency and presence 0. temperature <= 0 means greedy.
+    """
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    penalty_last_n: int = 64
+    min_keep: int = 1
+    seed: int = 42
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    top_n: int = 20
+
+    #: (name, minimum, maximum) checked by ``validate``; the widgets use the same limits.
+    LIMITS = {
+        "temperature": (0.0, 5.0),
+        "top_k": (0, 262144),
+        "top_p": (0.0, 1.0),
+        "min_p": (0.0, 1.0),
+        "typical_p": (0.0, 1.0),
+        "repeat_penalty": (0.0, 5.0),
+        "frequency_penalty": (-2.0, 2.0),
+        "presence_penalty": (-2.0, 2.0),
+        "penalty_last_n": (0, 4096),
+        "min_keep": (1, 1000),
+        "seed": (0, 2**32 - 1),
+        "max_tokens": (1, 32768),
+        "top_n": (1, 200),
+    }
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the knob and its allowed range if a value is out of range."""
+        for name, (lo, hi) in self.LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(f"{name} is not a number")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} = {value} is outside the allowed range {lo} .. {hi}")
+
+    def replace(self, **changes: Any) -> "SamplerSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SamplerSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "stop" in kwargs:
+            kwargs["stop"] = tuple(kwargs["stop"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAlt:
+    """One candidate token of a step: its raw probability (softmax of the model's logits)
+    and its final probability (after the whole sampler chain; 0 when a stage removed it)."""
+
+    id: int | None
+    token: str
+    p_raw: float
+    p_final: float
+
+    @property
+    def logprob_raw(self) -> float:
+        return math.log(self.p_raw) if self.p_raw > 0 else float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """What one stage of the chain did at one step.
+
+    ``probs`` holds, for each entry of ``Step.top`` in the same order, its probability in the
+    distribution after this stage (renormalised over the tokens still kept).
+    ``removed_mass`` is the probability mass, in the distribution entering the stage, of the
+    tokens the stage dropped; ``removed_raw`` is the same tokens' mass in the raw distribution.
+    """
+
+    name: str
+    kept: int
+    removed_mass: float
+    removed_raw: float
+    probs: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Everything recorded about one generated token. Nothing of vocabulary size.
+
+    ``token`` is the text this step made visible: a token carrying part of a UTF-8 character
+    shows ``""`` and the step that completes the character shows the whole character.
+    ``piece`` is the token's own text (bytes escaped as ``<0xE2>`` when incomplete).
+    ``rank`` is 1 for the most likely raw token. ``estimated`` marks values computed from a
+    truncated top-N (remote backends), with ``unseen_mass`` the raw mass outside it.
+    """
+
+    index: int
+    position: int
+    token_id: int | None
+    token: str
+    piece: str
+    p_raw: float
+    p_final: float
+    rank: int
+    entropy_raw: float
+    entropy_final: float
+    kl_final_raw: float
+    top: tuple[TokenAlt, ...]
+    stages: tuple[StageInfo, ...] = ()
+    kept: int = 0
+    forced: bool = False
+    estimated: bool = False
+    unseen_mass: float = 0.0
+
+    @property
+    def surprisal(self) -> float:
+        """-log p_raw of the chosen token, in nats."""
+        return -math.log(self.p_raw) if self.p_raw > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "position": self.position,
+            "token_id": self.token_id,
+            "token": self.token,
+            "piece": self.piece,
+            "p_raw": self.p_raw,
+            "p_final": self.p_final,
+            "rank": self.rank,
+            "entropy_raw": self.entropy_raw,
+            "entropy_final": self.entropy_final,
+            "kl_final_raw": self.kl_final_raw,
+            "surprisal": _finite(self.surprisal),
+            "kept": self.kept,
+            "forced": self.forced,
+            "estimated": self.estimated,
+            "unseen_mass": self.unseen_mass,
+            "top": [
+                {"id": a.id, "token": a.token, "p_raw": a.p_raw, "p_final": a.p_final}
+                for a in self.top
+            ],
+            "stages": [
+                {
+                    "name": s.name,
+                    "kept": s.kept,
+                    "removed_mass": s.removed_mass,
+                    "removed_raw": s.removed_raw,
+                    "probs": list(s.probs),
+                }
+                for s in self.stages
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Step":
+        return cls(
+            index=d["index"],
+            position=d.get("position", d["index"]),
+            token_id=d.get("token_id"),
+            token=d.get("token", ""),
+            piece=d.get("piece", d.get("token", "")),
+            p_raw=d["p_raw"],
+            p_final=d["p_final"],
+            rank=d.get("rank", 0),
+            entropy_raw=d["entropy_raw"],
+            entropy_final=d["entropy_final"],
+            kl_final_raw=d["kl_final_raw"],
+            top=tuple(TokenAlt(a["id"], a["token"], a["p_raw"], a["p_final"]) for a in d.get("top", ())),
+            stages=tuple(
+                StageInfo(s["name"], s["kept"], s["removed_mass"], s["removed_raw"], tuple(s["probs"]))
+                for s in d.get("stages", ())
+            ),
+            kept=d.get("kept", 0),
+            forced=d.get("forced", False),
+            estimated=d.get("estimated", False),
+            unseen_mass=d.get("unseen_mass", 0.0),
+        )
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The end of a generation. ``reason`` is one of: "eos", "stop", "length", "cancelled",
+    "context" (the context window filled up), "error"."""
+
+    reason: str
+    text: str
+    n_tokens: int
+    seconds: float
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    message: str = ""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The model card of a loaded model."""
+
+    path: str
+    name: str
+    architecture: str
+    size_label: str
+    quantization: str
+    n_vocab: int
+    n_ctx_train: int
+    n_layers: int
+    file_size: int
+    has_chat_template: bool
+    n_ctx: int = 0
+    n_gpu_layers: int = 0
+    n_threads: int = 0
+    gpu_offload_supported: bool = False
+    bos_token: int | None = None
+    eos_token: int | None = None
+
+    def card_lines(self) -> list[tuple[str, str]]:
+        return [
+            ("Name", self.name),
+            ("Architecture", self.architecture),
+            ("Size", self.size_label or "unknown"),
+            ("Quantization", self.quantization or "unknown"),
+            ("Vocabulary", f"{self.n_vocab:,}"),
+            ("Training context", f"{self.n_ctx_train:,}"),
+            ("Layers", str(self.n_layers)),
+            ("File size", _human_bytes(self.file_size)),
+            ("Chat template", "yes" if self.has_chat_template else "no"),
+        ]
+
+
+def _human_bytes(n: int) -> str:
+    x = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if x < 1000 or unit == "TB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1000
+    return f"{n} B"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can reveal. Widgets read this to enable controls and show badges."""
+
+    full_logits: bool = False
+    sampler_stages: bool = False
+    step_mode: bool = False
+    top_n_max: int = 0
+    seed: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class BackendError(Exception):
+    """Base of every error a backend raises. The message is written for the user: it says
+    what happened and what to do about it."""
+
+
+class ModelLoadError(BackendError):
+    """The model file is missing, truncated, not GGUF, or not supported by this build."""
+
+
+class PromptTooLongError(BackendError):
+    """The prompt does not fit in the context window."""
+
+
+class GenerationError(BackendError):
+    """llama.cpp failed while evaluating tokens."""
+
+
+class ConnectionFailed(BackendError):
+    """A remote server could not be reached or answered badly."""

@@ -1,0 +1,1 @@
+"""Qt views: panels, plots and the token view. They draw what the controller hands them."""
