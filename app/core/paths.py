@@ -1,0 +1,93 @@
+"""Where Samplescope keeps its files, and how it writes them safely.
+
+Owns: the per-user directories (``config_dir``, ``data_dir``, ``cache_dir``) and
+``atomic_write_text``. Any thread may call these (they only touch the file system).
+Qt-free.
+
+Each directory comes from platformdirs (appname ``samplescope``) unless an environment
+variable names another one; tests set these so they never touch the user's real files:
+
+=================  ==========================  ============================
+function           environment variable        holds
+=================  ==========================  ============================
+``config_dir()``   ``SAMPLESCOPE_CONFIG_DIR``  settings.json
+``data_dir()``     ``SAMPLESCOPE_DATA_DIR``    runs.sqlite3 (the run store)
+``cache_dir()``    ``SAMPLESCOPE_CACHE_DIR``   disposable files
+=================  ==========================  ============================
+
+A directory is created (with its parents) the first time it is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = [
+    "APP_NAME",
+    "CONFIG_ENV",
+    "DATA_ENV",
+    "CACHE_ENV",
+    "config_dir",
+    "data_dir",
+    "cache_dir",
+    "atomic_write_text",
+]
+
+APP_NAME = "samplescope"
+CONFIG_ENV = "SAMPLESCOPE_CONFIG_DIR"
+DATA_ENV = "SAMPLESCOPE_DATA_DIR"
+CACHE_ENV = "SAMPLESCOPE_CACHE_DIR"
+
+
+def _resolve(env_var: str, kind: str) -> Path:
+    override = os.environ.get(env_var, "").strip()
+    if override:
+        path = Path(override).expanduser()
+    else:
+        import platformdirs  # lazy: only needed when no override is set
+
+        finder = {
+            "config": platformdirs.user_config_dir,
+            "data": platformdirs.user_data_dir,
+            "cache": platformdirs.user_cache_dir,
+        }[kind]
+        path = Path(finder(APP_NAME, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_dir() -> Path:
+    """The directory for settings (``$SAMPLESCOPE_CONFIG_DIR`` if set), created on demand."""
+    return _resolve(CONFIG_ENV, "config")
+
+
+def data_dir() -> Path:
+    """The directory for the run store (``$SAMPLESCOPE_DATA_DIR`` if set), created on demand."""
+    return _resolve(DATA_ENV, "data")
+
+
+def cache_dir() -> Path:
+    """The directory for disposable files (``$SAMPLESCOPE_CACHE_DIR`` if set), created on demand."""
+    return _resolve(CACHE_ENV, "cache")
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, newline: str | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that readers see either the old file or the new
+    one, never half of it: write a temporary file in the same directory, flush it to disk,
+    then ``os.replace`` it over ``path``. Raises ``OSError`` (the old file is left intact)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
