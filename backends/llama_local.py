@@ -1,0 +1,353 @@
+"""A local GGUF model through llama.cpp's low-level C API (llama-cpp-python bindings).
+
+Owns: ``LlamaCppBackend``: loading a model (n_gpu_layers, n_ctx, n_threads) with checks that
+turn llama.cpp failures into ``ModelLoadError`` messages; the model card; tokenizing; the KV
+cache of one sequence with prefix reuse (``prepare``); evaluating one token at a time
+(``feed``) and exposing that position's logits as a numpy view (``logits``). It never
+samples: the sampler chain lives in ``app.core.sampling``.
+
+Qt-free. Not thread-safe: exactly one thread (the model worker) may use an instance.
+``llama_cpp`` is imported lazily so that importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .base import Capabilities, GenerationError, ModelInfo, ModelLoadError, PromptTooLongError
+from .models import check_gguf
+
+__all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version"]
+
+_init_lock = threading.Lock()
+_initialised = False
+_log_tail: collections.deque[str] = collections.deque(maxlen=40)
+_log_callback = None  # keep the ctypes callback alive
+
+
+def _llama():
+    """Import llama_cpp, initialise the backend once, and route its log into a small buffer
+    (shown in error messages) instead of the terminal."""
+    global _initialised, _log_callback
+    import llama_cpp
+
+    with _init_lock:
+        if not _initialised:
+            llama_cpp.llama_backend_init()
+
+            @llama_cpp.llama_log_callback
+            def _cb(level, text, user_data):  # noqa: ARG001
+                try:
+                    msg = text.decode("utf-8", errors="replace").strip()
+                except Exception:  # pragma: no cover
+                    return
+                if msg:
+                    _log_tail.append(msg)
+
+            if not os.environ.get("SAMPLESCOPE_LLAMA_VERBOSE"):
+                _log_callback = _cb
+                llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            _initialised = True
+    return llama_cpp
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama-cpp-python build can offload layers to a GPU."""
+    return bool(_llama().llama_supports_gpu_offload())
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return getattr(llama_cpp, "__version__", "unknown")
+
+
+def _last_log_error() -> str:
+    for line in reversed(_log_tail):
+        low = line.lower()
+        if "error" in low or "failed" in low or "invalid" in low:
+            return line
+    return ""
+
+
+class LlamaCppBackend:
+    """One loaded GGUF model and one llama.cpp context with a single sequence."""
+
+    capabilities = Capabilities(
+        full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        n_ctx: int = 2048,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        path = Path(path)
+        check_gguf(path)
+        ll = _llama()
+        self._ll = ll
+        self.path = path
+        n_threads = n_threads or min(4, os.cpu_count() or 1)
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = int(n_gpu_layers)
+        _log_tail.clear()
+        model = ll.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+        if not model:
+            detail = _last_log_error()
+            raise ModelLoadError(
+                f"llama.cpp could not load {path.name}"
+                + (f": {detail}" if detail else "")
+                + ". The file may be damaged or use an architecture this llama-cpp-python "
+                f"build ({llama_cpp_version()}) does not support."
+            )
+        self._model = model
+        self._vocab = ll.llama_model_get_vocab(model)
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
+        n_ctx_train = int(ll.llama_model_n_ctx_train(model))
+        if n_ctx <= 0:
+            n_ctx = n_ctx_train
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_batch = int(min(n_batch, n_ctx))
+        cparams.n_ubatch = int(min(n_batch, n_ctx))
+        cparams.n_seq_max = 1
+        cparams.n_threads = int(n_threads)
+        cparams.n_threads_batch = int(n_threads)
+        if hasattr(cparams, "swa_full"):
+            cparams.swa_full = True  # keep every position so prefix reuse can cut anywhere
+        ctx = ll.llama_init_from_model(model, cparams)
+        if not ctx:
+            ll.llama_model_free(model)
+            self._model = None
+            detail = _last_log_error()
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {path.name}"
+                + (f": {detail}" if detail else "")
+                + ". Try a smaller context size."
+            )
+        self._ctx = ctx
+        self.n_ctx = int(ll.llama_n_ctx(ctx))
+        self.n_batch = int(cparams.n_batch)
+        self._batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        self._mem = ll.llama_get_memory(ctx)
+        self._tokens: list[int] = []  # what the KV cache holds, in order
+        self._has_logits = False
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self.info = self._read_info(n_gpu_layers, n_threads, n_ctx_train)
+        self.eos_token = self.info.eos_token
+
+    # ----------------------------------------------------------------- model card
+    def _meta(self) -> dict[str, str]:
+        ll = self._ll
+        out: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(4096)
+        for i in range(int(ll.llama_model_meta_count(self._model))):
+            n = ll.llama_model_meta_key_by_index(self._model, i, buf, len(buf))
+            if n < 0:
+                continue
+            key = buf.value.decode("utf-8", errors="replace")
+            n = ll.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
+            if n < 0:
+                continue
+            out[key] = buf.value.decode("utf-8", errors="replace")
+        return out
+
+    def _read_info(self, n_gpu_layers: int, n_threads: int, n_ctx_train: int) -> ModelInfo:
+        ll = self._ll
+        meta = self._meta()
+        self.metadata = meta
+        buf = ctypes.create_string_buffer(256)
+        ll.llama_model_desc(self._model, buf, len(buf))
+        desc = buf.value.decode("utf-8", errors="replace")  # e.g. "gemma3 270M Q4_K - Medium"
+        arch = meta.get("general.architecture", desc.split(" ")[0] if desc else "unknown")
+        parts = desc.split(" ", 2)
+        size_label = meta.get("general.size_label") or (parts[1] if len(parts) > 1 else "")
+        quant = parts[2] if len(parts) > 2 else ""
+        tmpl = None
+        try:
+            tmpl = ll.llama_model_chat_template(self._model, None)
+        except Exception:  # older bindings
+            tmpl = meta.get("tokenizer.chat_template")
+        bos = int(ll.llama_vocab_bos(self._vocab))
+        eos = int(ll.llama_vocab_eos(self._vocab))
+        n_layers = int(ll.llama_model_n_layer(self._model))
+        n_gpu = n_layers + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layers + 1)
+        return ModelInfo(
+            path=str(self.path),
+            name=meta.get("general.name") or self.path.stem,
+            architecture=arch,
+            size_label=size_label,
+            quantization=quant,
+            n_vocab=self.n_vocab,
+            n_ctx_train=n_ctx_train,
+            n_layers=n_layers,
+            file_size=self.path.stat().st_size,
+            has_chat_template=bool(tmpl),
+            n_ctx=self.n_ctx,
+            n_gpu_layers=n_gpu if gpu_offload_supported() else 0,
+            n_threads=n_threads,
+            gpu_offload_supported=gpu_offload_supported(),
+            bos_token=bos if bos >= 0 else None,
+            eos_token=eos if eos >= 0 else None,
+        )
+
+    # ----------------------------------------------------------------- tokens
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (self._ll.llama_token * n_max)()
+        n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, False)
+        if n < 0:
+            n_max = -n
+            buf = (self._ll.llama_token * n_max)()
+            n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, False)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes a token stands for (may be part of a UTF-8 character). With ``special``
+        control tokens render as their name (``<eos>``), otherwise as nothing."""
+        key = (token, special)
+        b = self._pieces.get(key)
+        if b is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._ll.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._ll.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+            b = buf.raw[: max(n, 0)]
+            self._pieces[key] = b
+        return b
+
+    def piece(self, token: int) -> str:
+        """Display text of one token: its text, or ``<0xE2>``-style escapes for bytes that are
+        not a whole UTF-8 character (never a replacement character)."""
+        b = self.token_bytes(token, special=True)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            return "".join(f"<0x{x:02X}>" for x in b)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
+
+    # ----------------------------------------------------------------- evaluation
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        return tuple(self._tokens)
+
+    def prepare(self, tokens: Sequence[int]) -> int:
+        """Make the KV cache hold exactly ``tokens`` and the logits be those after the last
+        one. Tokens already in the cache as a common prefix are not evaluated again. Returns
+        the number of reused tokens."""
+        tokens = list(tokens)
+        if not tokens:
+            raise GenerationError("The prompt is empty: type something to continue from.")
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLongError(
+                f"The prompt is {len(tokens):,} tokens but the context holds {self.n_ctx:,}. "
+                "Shorten the prompt or load the model with a larger context."
+            )
+        n_common = 0
+        for a, b in zip(self._tokens, tokens):
+            if a != b:
+                break
+            n_common += 1
+        if n_common == len(tokens):
+            n_common -= 1  # the last token must be evaluated again to get its logits
+        if n_common < len(self._tokens):
+            ok = self._ll.llama_memory_seq_rm(self._mem, 0, n_common, -1)
+            if not ok:
+                self._ll.llama_memory_clear(self._mem, True)
+                n_common = 0
+            del self._tokens[n_common:]
+        self._eval(tokens[n_common:])
+        return n_common
+
+    def feed(self, token: int) -> None:
+        """Evaluate one more token at the next position; ``logits()`` then holds the next
+        step's logits."""
+        if len(self._tokens) >= self.n_ctx:
+            raise PromptTooLongError(f"The context window ({self.n_ctx:,} tokens) is full.")
+        self._eval([token])
+
+    def _eval(self, tokens: list[int]) -> None:
+        ll = self._ll
+        batch = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            last_chunk = start + self.n_batch >= len(tokens)
+            pos0 = len(self._tokens)
+            batch.n_tokens = len(chunk)
+            for i, t in enumerate(chunk):
+                batch.token[i] = t
+                batch.pos[i] = pos0 + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = last_chunk and i == len(chunk) - 1
+            rc = ll.llama_decode(self._ctx, batch)
+            if rc != 0:
+                self._has_logits = False
+                # the cache state after a failed decode is unknown: start over next time
+                ll.llama_memory_clear(self._mem, True)
+                self._tokens.clear()
+                if rc == 1:
+                    raise PromptTooLongError(
+                        f"llama.cpp found no room in the context ({self.n_ctx:,} tokens). "
+                        "Load the model with a larger context or shorten the prompt."
+                    )
+                raise GenerationError(f"llama.cpp failed to evaluate tokens (llama_decode returned {rc}).")
+            self._tokens.extend(chunk)
+        self._has_logits = True
+
+    def logits(self) -> np.ndarray:
+        """The logits after the last evaluated token, as a read-only float32 view into
+        llama.cpp's buffer. Valid until the next ``feed``/``prepare``; copy what you keep."""
+        if not self._has_logits:
+            raise GenerationError("No logits available: evaluate a prompt first.")
+        ptr = self._ll.llama_get_logits_ith(self._ctx, -1)
+        arr = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        arr.flags.writeable = False
+        return arr
+
+    def reset(self) -> None:
+        self._ll.llama_memory_clear(self._mem, True)
+        self._tokens.clear()
+        self._has_logits = False
+
+    # ----------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        ll = getattr(self, "_ll", None)
+        if ll is None:
+            return
+        if getattr(self, "_batch", None) is not None:
+            ll.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            ll.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "LlamaCppBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
