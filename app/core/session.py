@@ -1,0 +1,199 @@
+"""One generation on a local model: read logits, run our sampler chain, record the step.
+
+Owns: ``GenerationSession`` (the loop shared by the window, ``samplescope generate`` and the
+benchmark) and ``Utf8Stream`` (turns token bytes into text without ever splitting a
+character). Qt-free. A session runs on the thread that owns its backend (the model worker);
+it yields frozen ``Step`` and ``Finished`` values that may cross to the GUI thread.
+
+A session works against any object with the small "logits engine" surface of
+``backends.llama_local.LlamaCppBackend``: ``tokenize, prepare, feed, logits, piece,
+token_bytes, is_eog, n_ctx``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step
+
+from .sampling import ChainResult, apply_chain
+
+__all__ = ["GenerationSession", "LogitsEngine", "Utf8Stream"]
+
+_BANNED = np.float32(-1e30)  # finite, so p * log p stays 0 instead of nan
+
+
+class LogitsEngine(Protocol):
+    n_ctx: int
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+    def prepare(self, tokens: Sequence[int]) -> int: ...
+    def feed(self, token: int) -> None: ...
+    def logits(self) -> np.ndarray: ...
+    def piece(self, token: int) -> str: ...
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes: ...
+    def is_eog(self, token: int) -> bool: ...
+
+
+class Utf8Stream:
+    """Incremental UTF-8 decoding: bytes of a partial character wait for the rest."""
+
+    def __init__(self) -> None:
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, data: bytes) -> str:
+        return self._dec.decode(data)
+
+    def flush(self) -> str:
+        return self._dec.decode(b"", final=True)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._dec.getstate()[0])
+
+
+class GenerationSession:
+    """Generate from ``prompt`` with ``settings`` on ``engine``, one token per ``commit``.
+
+    ``start()`` evaluates the prompt (reusing the cached prefix); then either iterate
+    ``run(cancel)`` or, in step mode, call ``analyze()`` to see the pending distribution and
+    ``commit(token_id)`` to take a token (``None`` samples it with the chain).
+    """
+
+    def __init__(
+        self,
+        engine: LogitsEngine,
+        prompt: str,
+        settings: SamplerSettings,
+        *,
+        banned_tokens: Sequence[int] = (),
+    ) -> None:
+        settings.validate()
+        self.banned_tokens = tuple(int(t) for t in banned_tokens)
+        self.engine = engine
+        self.prompt = prompt
+        self.settings = settings
+        self.rng = np.random.Generator(np.random.PCG64(settings.seed))
+        self.prompt_tokens: list[int] = []
+        self.generated: list[int] = []
+        self.text = ""
+        self.steps: list[Step] = []
+        self.finished: Finished | None = None
+        self.reused_tokens = 0
+        self._utf8 = Utf8Stream()
+        self._pending: ChainResult | None = None
+        self._t0 = 0.0
+        self._started = False
+        self._stop_scan_from = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.prompt_tokens = self.engine.tokenize(self.prompt, add_special=True)
+        if len(self.prompt_tokens) + 1 > self.engine.n_ctx:
+            raise PromptTooLongError(
+                f"The prompt is {len(self.prompt_tokens):,} tokens but the context holds "
+                f"{self.engine.n_ctx:,}. Shorten the prompt or load the model with a larger context."
+            )
+        self._t0 = time.perf_counter()
+        self.reused_tokens = self.engine.prepare(self.prompt_tokens)
+        self._started = True
+
+    @property
+    def position(self) -> int:
+        return len(self.prompt_tokens) + len(self.generated)
+
+    def analyze(self) -> ChainResult:
+        """The chain applied to the logits of the next position (cached until ``commit``)."""
+        if not self._started:
+            raise GenerationError("The session has not been started.")
+        if self._pending is None:
+            s = self.settings
+            window = (self.prompt_tokens + self.generated)[-s.penalty_last_n :] if s.penalty_last_n > 0 else ()
+            logits = self.engine.logits()
+            if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
+                logits = logits.copy()
+                logits[list(self.banned_tokens)] = _BANNED
+            self._pending = apply_chain(logits, s, window, top_n=s.top_n)
+        return self._pending
+
+    def commit(self, token_id: int | None = None) -> Step:
+        """Take the next token (sampled when ``token_id`` is None), record it and feed it."""
+        if self.finished is not None:
+            raise GenerationError("This generation has already finished.")
+        result = self.analyze()
+        forced = token_id is not None
+        tok = int(token_id) if forced else int(result.draw(self.rng))
+        eog = self.engine.is_eog(tok)
+        text = "" if eog else self._utf8.push(self.engine.token_bytes(tok))
+        step = result.to_step(
+            tok,
+            index=len(self.steps),
+            position=self.position,
+            text=text,
+            piece=self.engine.piece(tok),
+            piece_of=self.engine.piece,
+            forced=forced,
+        )
+        self.steps.append(step)
+        self.generated.append(tok)
+        self._pending = None
+        self.text += text
+        if eog:
+            self._finish("eos")
+        elif self._hit_stop():
+            self._finish("stop")
+        elif len(self.generated) >= self.settings.max_tokens:
+            self._finish("length")
+        elif self.position >= self.engine.n_ctx:
+            self._finish("context", "The context window is full; load the model with a larger context.")
+        else:
+            self.engine.feed(tok)
+        return step
+
+    def _hit_stop(self) -> bool:
+        for stop in self.settings.stop:
+            if not stop:
+                continue
+            at = self.text.find(stop, max(0, self._stop_scan_from - len(stop)))
+            if at >= 0:
+                self.text = self.text[:at]
+                return True
+        self._stop_scan_from = len(self.text)
+        return False
+
+    def _finish(self, reason: str, message: str = "") -> Finished:
+        if reason not in ("stop",):
+            self.text += self._utf8.flush()
+        self.finished = Finished(
+            reason=reason,
+            text=self.text,
+            n_tokens=len(self.steps),
+            seconds=time.perf_counter() - self._t0 if self._t0 else 0.0,
+            prompt_tokens=len(self.prompt_tokens),
+            reused_tokens=self.reused_tokens,
+            message=message,
+        )
+        return self.finished
+
+    def cancel(self) -> Finished:
+        """End the generation now, keeping everything produced so far."""
+        if self.finished is None:
+            self._finish("cancelled", "Stopped by the user; the partial output is kept.")
+        return self.finished
+
+    def run(self, cancel: threading.Event | None = None) -> Iterator[Step | Finished]:
+        """Start (if needed) and generate to the end, yielding each Step and then Finished.
+        ``cancel`` is checked between steps."""
+        if not self._started:
+            self.start()
+        while self.finished is None:
+            if cancel is not None and cancel.is_set():
+                self.cancel()
+                break
+            yield self.commit()
+        yield self.finished

@@ -1,0 +1,39 @@
+"""Architecture rules: the core and the backends import no Qt; every module says what it owns."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules(package: str) -> list[str]:
+    pkg_dir = ROOT.joinpath(*package.split("."))
+    return [package] + [f"{package}.{m.name}" for m in pkgutil.walk_packages([str(pkg_dir)])]
+
+
+def test_core_and_backends_import_no_qt():
+    mods = _modules("app.core") + _modules("backends")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('PySide6', 'shiboken6', 'pyqtgraph', 'PyQt5', 'PyQt6'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"Qt imported by the core/backends: {out.stdout}"
+    assert len(mods) >= 8  # the walk found the modules
+
+
+def test_every_module_has_a_docstring():
+    missing = []
+    for folder in ("app", "backends", "widgets"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8").lstrip()
+            if path.name != "__init__.py" and not text.startswith(('"""', "'''")):
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
