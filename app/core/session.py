@@ -99,8 +99,8 @@ class GenerationSession:
                 f"The prompt is {len(self.prompt_tokens):,} tokens but the context holds "
                 f"{self.engine.n_ctx:,}. Shorten the prompt or load the model with a larger context."
             )
-        self._t0 = time.perf_counter()
         self.reused_tokens = self.engine.prepare(self.prompt_tokens)
+        self._t0 = time.perf_counter()  # tokens/s counts generation, not prompt evaluation
         self._started = True
 
     @property
