@@ -1,0 +1,179 @@
+"""Command line: ``samplescope`` (the window), ``samplescope generate`` and ``samplescope bench``.
+
+Owns: argument parsing and the headless commands. ``generate`` runs the same
+``GenerationSession`` as the window and prints one JSON object per step. Runs on the main
+thread; Qt is imported only when the window is launched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Sequence
+
+from backends.base import BackendError, Finished, SamplerSettings, Step
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+    d = SamplerSettings()
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="1 = off")
+    p.add_argument("--min-p", type=float, default=d.min_p, help="0 = off")
+    p.add_argument("--typical-p", type=float, default=d.typical_p, help="1 = off")
+    p.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty, help="1 = off")
+    p.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
+    p.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
+    p.add_argument("--penalty-last-n", type=int, default=d.penalty_last_n)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--top-n", type=int, default=d.top_n, help="alternatives recorded per step")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M)")
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--n-gpu-layers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="0 = automatic")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samplescope", description="Look inside how language models pick their words.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("gui", help="open the window (the default)")
+    g = sub.add_parser("generate", help="generate headless and print every step")
+    g.add_argument("--prompt", required=True)
+    _add_model_args(g)
+    _add_sampler_args(g)
+    g.add_argument("--json", action="store_true", help="one JSON object per step, then a summary line")
+    b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
+    _add_model_args(b)
+    b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
+    b.add_argument("--repeats", type=int, default=2)
+    b.add_argument("--long-tokens", type=int, default=2048, help="length of the peak-memory run (0 = skip)")
+    b.add_argument("--json", action="store_true")
+    return parser
+
+
+def settings_from_args(a: argparse.Namespace) -> SamplerSettings:
+    return SamplerSettings(
+        temperature=a.temperature,
+        top_k=a.top_k,
+        top_p=a.top_p,
+        min_p=a.min_p,
+        typical_p=a.typical_p,
+        repeat_penalty=a.repeat_penalty,
+        frequency_penalty=a.frequency_penalty,
+        presence_penalty=a.presence_penalty,
+        penalty_last_n=a.penalty_last_n,
+        seed=a.seed,
+        max_tokens=a.max_tokens,
+        stop=tuple(a.stop),
+        top_n=a.top_n,
+    )
+
+
+def load_backend(a: argparse.Namespace, *, n_ctx: int | None = None):
+    from backends.llama_local import LlamaCppBackend
+    from backends.models import ensure_embedded_model
+
+    path = a.model or ensure_embedded_model()
+    return LlamaCppBackend(path, n_ctx=n_ctx or a.n_ctx, n_gpu_layers=a.n_gpu_layers, n_threads=a.threads or None)
+
+
+def _json_default(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    raise TypeError(type(x))
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from app.core.session import GenerationSession
+
+    settings = settings_from_args(a)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    try:
+        backend = load_backend(a)
+        session = GenerationSession(backend, a.prompt, settings)
+        fin: Finished | None = None
+        for item in session.run():
+            if isinstance(item, Step):
+                if a.json:
+                    print(_dumps(_clean(item.to_dict())), flush=True)
+                else:
+                    print(item.token, end="", flush=True)
+            else:
+                fin = item
+    except BackendError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        fin = session.cancel()
+    summary = {
+        "text": fin.text,
+        "n_tokens": fin.n_tokens,
+        "tokens_per_s": round(fin.tokens_per_s, 2),
+        "finish_reason": fin.reason,
+        "prompt_tokens": fin.prompt_tokens,
+        "model": backend.info.name,
+        "model_path": backend.info.path,
+        "settings": settings.to_dict(),
+    }
+    if a.json:
+        print(_dumps({"summary": summary}))
+    else:
+        print(f"\n[{fin.n_tokens} tokens, {fin.tokens_per_s:.1f} tokens/s, {fin.reason}]", file=sys.stderr)
+    return 0
+
+
+def _clean(d):
+    """Replace non-finite floats (JSON has none) with None, recursively."""
+    if isinstance(d, dict):
+        return {k: _clean(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_clean(v) for v in d]
+    if isinstance(d, float) and not math.isfinite(d):
+        return None
+    return d
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from app.bench import run_bench
+
+    try:
+        result = run_bench(a)
+    except BackendError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(_dumps(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command == "generate":
+        return cmd_generate(a)
+    if a.command == "bench":
+        return cmd_bench(a)
+    from app.main import run_gui
+
+    return run_gui()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Start the window: QApplication, settings, run store, controller, main window.
+
+Owns: ``run_gui`` and ``create_window`` (used by the GUI tests too). Runs on the main
+(GUI) thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["run_gui", "create_window"]
+
+
+def create_window(*, autoload: bool = True):
+    """Build controller and window with the user's settings and run store."""
+    from app.controller import WorkbenchController
+    from app.core.settings import AppSettings
+    from app.core.store import RunStore, StoreError
+    from app.main_window import MainWindow
+
+    settings = AppSettings.load()
+    store = None
+    store_error = ""
+    try:
+        store = RunStore()
+    except StoreError as exc:
+        store_error = str(exc)
+    controller = WorkbenchController(store=store)
+    window = MainWindow(controller, settings, autoload=autoload)
+    if store_error:
+        window.show_banner(f"History disabled: {store_error}")
+    return window
+
+
+def run_gui(argv: list[str] | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("Samplescope")
+    app.setOrganizationName("samplescope")
+    window = create_window()
+    window.show()
+    return app.exec()

@@ -1,0 +1,583 @@
+"""The main window: panels, prompt, token view and live plots wired to the controller.
+
+Owns: ``MainWindow`` (menus, shortcuts, drag-and-drop, status bar, the 30 Hz redraw timer,
+selection between token view, bar chart and entropy timeline, exports, the error banner).
+Runs on the GUI thread. It never touches the model: it asks the ``WorkbenchController``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.controller import WorkbenchController
+from app.core.settings import AppSettings
+from backends.base import Finished, ModelInfo, SamplerSettings, Step
+from widgets.distribution_plot import DistributionPlot
+from widgets.entropy_plot import EntropyPlot
+from widgets.history_panel import HistoryPanel
+from widgets.model_panel import ModelPanel
+from widgets.palettes import PALETTES
+from widgets.sampling_panel import SamplingPanel
+from widgets.token_view import TokenView
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MainWindow", "DEFAULT_PROMPT", "REDRAW_MS"]
+
+DEFAULT_PROMPT = "The most surprising thing about octopuses is"
+REDRAW_MS = 33  # at most ~30 redraws per second, whatever the token rate
+
+
+def _window_settings() -> QSettings:
+    """Window geometry lives in an INI file beside settings.json (so tests can redirect it)."""
+    from app.core.paths import config_dir
+
+    return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
+        super().__init__()
+        self.controller = controller
+        self.app_settings = settings
+        self.setWindowTitle("Samplescope")
+        self.setAcceptDrops(True)
+        self._dirty = False
+        self._selected: int | None = None  # None: follow the latest step
+        self._pending: Step | None = None
+        self._build_widgets()
+        self._build_menus()
+        self._connect()
+        self._restore()
+        self.redraw_timer = QTimer(self)
+        self.redraw_timer.setInterval(REDRAW_MS)
+        self.redraw_timer.timeout.connect(self._redraw)
+        self.redraw_timer.start()
+        self.redraw_count = 0
+        self._refresh_history()
+        self._on_state(controller.state)
+        if settings.warning:
+            self.show_banner(settings.warning)
+        if autoload:
+            QTimer.singleShot(0, lambda: self._load(self.model_panel.selected_path()))
+
+    # ------------------------------------------------------------------ layout
+    def _build_widgets(self) -> None:
+        self.model_panel = ModelPanel()
+        self.sampling_panel = SamplingPanel()
+        self.history_panel = HistoryPanel()
+        for title, w, name in (
+            ("Model", self.model_panel, "model"),
+            ("Sampling", self.sampling_panel, "sampling"),
+            ("History", self.history_panel, "history"),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock_{name}")
+            dock.setWidget(w)
+            self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+            setattr(self, f"{name}_dock", dock)
+        self.tabifyDockWidget(self.model_dock, self.sampling_dock)
+        self.sampling_dock.raise_()
+
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(4, 4, 4, 4)
+        banner_row = QHBoxLayout()
+        self.banner = QLabel()
+        self.banner.setTextFormat(Qt.PlainText)
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background: #fde7e9; color: #5c0011; padding: 6px; border-radius: 3px;")
+        self.banner_close = QToolButton()
+        self.banner_close.setText("✕")
+        self.banner_close.setToolTip("Dismiss")
+        self.banner_close.clicked.connect(self.hide_banner)
+        banner_row.addWidget(self.banner, 1)
+        banner_row.addWidget(self.banner_close)
+        outer.addLayout(banner_row)
+        self.hide_banner()
+
+        split = QSplitter(Qt.Vertical)
+        prompt_box = QWidget()
+        pl = QVBoxLayout(prompt_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Type a prompt; the model continues it. Ctrl+Enter generates.")
+        self.prompt_edit.setPlainText(DEFAULT_PROMPT)
+        pl.addWidget(self.prompt_edit)
+        row = QHBoxLayout()
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("Generate to the end (Ctrl+Enter)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop between two tokens; the partial output is kept (Esc)")
+        self.step_button = QPushButton("Step")
+        self.step_button.setToolTip(
+            "Step mode: take one token (F10). The chart then shows the next distribution: "
+            "click a bar to choose that token instead of sampling."
+        )
+        self.step_mode_button = QPushButton("Step mode")
+        self.step_mode_button.setCheckable(True)
+        self.step_mode_button.setToolTip("Advance one token at a time, for demos (Ctrl+T)")
+        for b in (self.generate_button, self.stop_button, self.step_mode_button, self.step_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        pl.addLayout(row)
+        split.addWidget(prompt_box)
+
+        self.token_view = TokenView()
+        split.addWidget(self.token_view)
+        plots = QSplitter(Qt.Horizontal)
+        self.distribution_plot = DistributionPlot()
+        self.entropy_plot = EntropyPlot()
+        plots.addWidget(self.distribution_plot)
+        plots.addWidget(self.entropy_plot)
+        split.addWidget(plots)
+        split.setSizes([140, 260, 380])
+        outer.addWidget(split, 1)
+        self.setCentralWidget(central)
+
+        self.state_label = QLabel("No model")
+        self.speed_label = QLabel("")
+        self.steps_label = QLabel("")
+        for lab in (self.state_label, self.steps_label, self.speed_label):
+            lab.setTextFormat(Qt.PlainText)
+        self.statusBar().addWidget(self.state_label, 1)
+        self.statusBar().addPermanentWidget(self.steps_label)
+        self.statusBar().addPermanentWidget(self.speed_label)
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        if tip:
+            act.setStatusTip(tip)
+            act.setToolTip(tip)
+        act.setCheckable(checkable)
+        if checkable:
+            act.toggled.connect(slot)
+        else:
+            act.triggered.connect(slot)
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self.open_action = self._action(f, "&Open model…", self.open_model_dialog, QKeySequence.Open,
+                                        "Open a GGUF model file")
+        self.recent_menu = f.addMenu("Recent models")
+        f.addSeparator()
+        self._action(f, "Export run as &JSON…", lambda: self.export_run("json"), "Ctrl+Shift+J")
+        self._action(f, "Export run as &CSV…", lambda: self.export_run("csv"), "Ctrl+Shift+C")
+        self._action(f, "Export &distribution plot (PNG/SVG)…", lambda: self.export_plot(self.distribution_plot))
+        self._action(f, "Export &entropy plot (PNG/SVG)…", lambda: self.export_plot(self.entropy_plot))
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.Quit)
+
+        r = mb.addMenu("&Run")
+        self.generate_action = self._action(r, "&Generate", self.generate, "Ctrl+Return",
+                                            "Generate from the prompt (Ctrl+Enter)")
+        self.generate_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
+        self.stop_action = self._action(r, "&Stop", self.stop, "Esc", "Stop and keep the partial output")
+        r.addSeparator()
+        self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
+        self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
+
+        v = mb.addMenu("&View")
+        pal = v.addMenu("Token colours")
+        group = QActionGroup(self)
+        self.palette_actions = {}
+        for name in PALETTES:
+            act = QAction(name, self, checkable=True)
+            act.triggered.connect(lambda _=False, n=name: self.set_palette(n))
+            group.addAction(act)
+            pal.addAction(act)
+            self.palette_actions[name] = act
+        self.color_raw_action = self._action(v, "Colour tokens by raw probability", self._set_color_by, checkable=True)
+        self.whitespace_action = self._action(v, "Show &whitespace and newlines", self._set_whitespace,
+                                              "Ctrl+Shift+W", checkable=True)
+        v.addSeparator()
+        for dock in (self.model_dock, self.sampling_dock, self.history_dock):
+            v.addAction(dock.toggleViewAction())
+        h = mb.addMenu("&Help")
+        self._action(h, "&Shortcuts", self._show_shortcuts)
+
+    def _connect(self) -> None:
+        c = self.controller
+        c.stateChanged.connect(self._on_state)
+        c.modelLoaded.connect(self._on_model_loaded)
+        c.loadProgress.connect(self.model_panel.show_progress)
+        c.traceReset.connect(self._on_trace_reset)
+        c.stepsAdded.connect(self._mark_dirty)
+        c.pendingChanged.connect(self._on_pending)
+        c.generationFinished.connect(self._on_finished)
+        c.errorOccurred.connect(self._on_error)
+        c.runSaved.connect(lambda _id: self._refresh_history())
+        self.model_panel.loadRequested.connect(
+            lambda path, n_ctx, n_gpu, n_thr: self._load(path, n_ctx=n_ctx, n_gpu=n_gpu, n_threads=n_thr)
+        )
+        self.model_panel.openRequested.connect(self.open_model_dialog)
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button.clicked.connect(self.stop)
+        self.step_button.clicked.connect(lambda: self.step())
+        self.step_mode_button.toggled.connect(self.step_mode_action.setChecked)
+        self.token_view.stepClicked.connect(self.select_step)
+        self.entropy_plot.stepClicked.connect(self.select_step)
+        self.distribution_plot.tokenClicked.connect(self._on_bar_clicked)
+        self.history_panel.openRequested.connect(self.open_run)
+        self.history_panel.deleteRequested.connect(self._delete_run)
+
+    def _restore(self) -> None:
+        s = self.app_settings
+        try:
+            self.sampling_panel.set_settings(s.sampler_settings, s.preset_name or None)
+        except Exception:  # a settings file from another version: keep the defaults
+            pass
+        self.model_panel.n_ctx.setValue(s.n_ctx)
+        self.model_panel.n_threads.setValue(s.n_threads)
+        self.model_panel.n_gpu.setValue(s.n_gpu_layers)
+        self._update_recent()
+        palette = s.palette if s.palette in PALETTES else next(iter(PALETTES))
+        self.set_palette(palette)
+        self.whitespace_action.setChecked(s.show_whitespace)
+        qs = _window_settings()
+        geo = qs.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1500, 950)
+        state = qs.value("windowState")
+        if state is not None:
+            self.restoreState(state)
+
+    # ------------------------------------------------------------------ model
+    def _load(self, path: str | None, *, n_ctx: int | None = None, n_gpu: int | None = None,
+              n_threads: int | None = None) -> None:
+        mp = self.model_panel
+        self.hide_banner()
+        self._loading_path = path
+        self.controller.load_model(
+            path,
+            n_ctx=n_ctx if n_ctx is not None else mp.n_ctx.value(),
+            n_gpu_layers=n_gpu if n_gpu is not None else mp.n_gpu.value(),
+            n_threads=n_threads if n_threads is not None else mp.n_threads.value(),
+        )
+
+    def load_path(self, path: str) -> None:
+        """Load a GGUF file given by the user (menu, drop, recent list)."""
+        self.model_panel.select_path(path)
+        self._load(path)
+
+    def open_model_dialog(self) -> None:
+        start = os.path.dirname(self.app_settings.recent_models[0]) if self.app_settings.recent_models else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Open GGUF model", start, "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.load_path(path)
+
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self.model_panel.show_model(info)
+        path = getattr(self, "_loading_path", None)
+        if path:
+            self.app_settings.add_recent(path)
+            self._update_recent()
+            self.model_panel.select_path(path)
+        self.app_settings.last_model_path = path
+        self.setWindowTitle(f"Samplescope — {info.name}")
+
+    def _update_recent(self) -> None:
+        recent = list(self.app_settings.recent_models)
+        self.model_panel.set_recent(recent, getattr(self, "_loading_path", None))
+        self.recent_menu.clear()
+        for p in recent:
+            act = self.recent_menu.addAction(os.path.basename(p))
+            act.setToolTip(p)
+            act.triggered.connect(lambda _=False, path=p: self.load_path(path))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # ------------------------------------------------------------------ generation
+    def prompt(self) -> str:
+        return self.prompt_edit.toPlainText()
+
+    def settings(self) -> SamplerSettings:
+        return self.sampling_panel.settings()
+
+    def generate(self) -> None:
+        if self.step_mode_action.isChecked():
+            self.step()
+            return
+        self.hide_banner()
+        self.controller.generate(self.prompt(), self.settings())
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def set_step_mode(self, on: bool) -> None:
+        self.step_mode_button.blockSignals(True)
+        self.step_mode_button.setChecked(on)
+        self.step_mode_button.blockSignals(False)
+        self.distribution_plot.set_pick_mode(on)
+        if not on and self.controller.in_step_mode_run:
+            self.controller.finish_step_run()
+        self._on_state(self.controller.state)
+
+    def step(self, token_id: int | None = None) -> None:
+        if not self.step_mode_action.isChecked():
+            self.step_mode_action.setChecked(True)
+        self.hide_banner()
+        self.controller.step(self.prompt(), self.settings(), token_id)
+
+    def _on_bar_clicked(self, token_id: int) -> None:
+        if self.step_mode_action.isChecked() and self._pending is not None:
+            self.step(token_id)
+
+    def _on_trace_reset(self, trace) -> None:
+        self._selected = None
+        self._pending = None
+        self.token_view.set_trace(trace)  # shows trace.prompt before the output
+        self.entropy_plot.set_trace(trace)
+        self.distribution_plot.show_step(None)
+        self._mark_dirty()
+
+    def _on_pending(self, step: Step | None) -> None:
+        self._pending = step
+        if step is not None:
+            self._selected = None
+        self._mark_dirty()
+
+    def _on_finished(self, fin: Finished) -> None:
+        self._mark_dirty()
+        words = {
+            "eos": "end of text",
+            "stop": "stop string",
+            "length": "max tokens",
+            "cancelled": "stopped",
+            "context": "context full",
+            "error": "error",
+        }.get(fin.reason, fin.reason)
+        self.speed_label.setText(f"{fin.tokens_per_s:.1f} tokens/s")
+        self.statusBar().showMessage(f"Finished: {fin.n_tokens} tokens, {words}.", 8000)
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _redraw(self) -> None:
+        """Called by the timer: draw what arrived since the last redraw, at most ~30 Hz."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        self.redraw_count += 1
+        trace = self.controller.trace
+        self.token_view.refresh()
+        self.entropy_plot.refresh()
+        if self._pending is not None:
+            self.distribution_plot.show_step(self._pending)
+        elif trace is not None and trace.steps:
+            idx = self._selected if self._selected is not None else len(trace.steps) - 1
+            idx = min(idx, len(trace.steps) - 1)
+            self.distribution_plot.show_step(trace.steps[idx])
+            self.token_view.select(idx)
+            self.entropy_plot.select(idx)
+        n = len(trace) if trace is not None else 0
+        self.steps_label.setText(f"{n} tokens")
+        if trace is not None and trace.finished is None and self.controller.state == "generating" and n:
+            first = getattr(self, "_gen_t0", None)
+            import time
+
+            now = time.perf_counter()
+            if first is None or n == 1:
+                self._gen_t0 = now
+                self._gen_n0 = n
+            elif now > first:
+                rate = (n - self._gen_n0) / (now - first)
+                self.speed_label.setText(f"{rate:.1f} tokens/s")
+
+    def select_step(self, index: int) -> None:
+        trace = self.controller.trace
+        if trace is None or not 0 <= index < len(trace.steps):
+            return
+        self._selected = None if index == len(trace.steps) - 1 and trace.finished is None else index
+        self._pending = None if self._selected is not None else self._pending
+        self.token_view.select(index)
+        self.entropy_plot.select(index)
+        self.distribution_plot.show_step(trace.steps[index])
+
+    # ------------------------------------------------------------------ state & errors
+    def _on_state(self, state: str) -> None:
+        names = {
+            "no model": "No model loaded",
+            "loading": "Loading model…",
+            "ready": "Ready",
+            "generating": "Generating…",
+            "stepping": "Step mode: press Step (F10) or click a bar to choose the next token",
+        }
+        info = self.controller.model_info
+        self.state_label.setText(names.get(state, state) + (f" — {info.name}" if info else ""))
+        has_model = self.controller.model_info is not None
+        generating = state == "generating"
+        loading = state == "loading"
+        self.model_panel.set_busy(loading)
+        self.generate_button.setEnabled(has_model and not generating and not loading)
+        self.generate_action.setEnabled(has_model and not generating and not loading)
+        self.stop_button.setEnabled(generating or self.controller.in_step_mode_run)
+        self.stop_action.setEnabled(generating or self.controller.in_step_mode_run)
+        self.step_button.setEnabled(has_model and not generating and not loading)
+        self.step_action.setEnabled(has_model and not generating and not loading)
+        self.open_action.setEnabled(not loading and not generating)
+        self.sampling_panel.setEnabled(not generating)
+        if state == "generating":
+            self._gen_t0 = None
+
+    def _on_error(self, title: str, message: str) -> None:
+        self.show_banner(f"{title}: {message}")
+        if title == "Model not loaded":
+            self.model_panel.show_error(message)
+            if self.controller.model_info is not None:
+                self.model_panel.select_path(self.controller.model_info.path
+                                             if self.app_settings.last_model_path else None)
+        self.statusBar().showMessage(title, 8000)
+
+    def show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(True)
+        self.banner_close.setVisible(True)
+
+    def hide_banner(self) -> None:
+        self.banner.setVisible(False)
+        self.banner_close.setVisible(False)
+
+    def banner_text(self) -> str:
+        return self.banner.text() if self.banner.isVisible() else ""
+
+    # ------------------------------------------------------------------ history & export
+    def _refresh_history(self) -> None:
+        store = self.controller.store
+        if store is None:
+            return
+        try:
+            self.history_panel.set_runs(store.list_runs())
+        except Exception as exc:  # noqa: BLE001
+            self.show_banner(f"History unavailable: {exc}")
+
+    def open_run(self, run_id: int) -> None:
+        if self.controller.busy:
+            return
+        self.controller.open_run(run_id)
+
+    def _delete_run(self, run_id: int) -> None:
+        try:
+            self.controller.store.delete_run(run_id)
+        except Exception as exc:  # noqa: BLE001
+            self.show_banner(f"Run not deleted: {exc}")
+        self._refresh_history()
+
+    def export_run(self, fmt: str, path: str | None = None) -> str | None:
+        from app.core.export import write_csv, write_json
+
+        trace = self.controller.trace
+        if trace is None or not trace.steps:
+            self.show_banner("Nothing to export yet: generate or open a run first.")
+            return None
+        if path is None:
+            filt = "JSON (*.json)" if fmt == "json" else "CSV (*.csv)"
+            path, _ = QFileDialog.getSaveFileName(self, f"Export run as {fmt.upper()}", f"samplescope-run.{fmt}", filt)
+            if not path:
+                return None
+        try:
+            (write_json if fmt == "json" else write_csv)(trace, path)
+        except OSError as exc:
+            self.show_banner(f"Export failed: {exc}")
+            return None
+        self.statusBar().showMessage(f"Exported {path}", 5000)
+        return path
+
+    def export_plot(self, plot, path: str | None = None) -> str | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export plot", "samplescope-plot.png", "PNG image (*.png);;SVG vector (*.svg)"
+            )
+            if not path:
+                return None
+        try:
+            plot.export(path)
+        except Exception as exc:  # noqa: BLE001
+            self.show_banner(f"Plot export failed: {exc}")
+            return None
+        self.statusBar().showMessage(f"Exported {path}", 5000)
+        return path
+
+    # ------------------------------------------------------------------ view options
+    def set_palette(self, name: str) -> None:
+        self.token_view.set_palette(name)
+        self.app_settings.palette = name
+        act = self.palette_actions.get(name)
+        if act is not None:
+            act.setChecked(True)
+
+    def _set_color_by(self, raw: bool) -> None:
+        self.token_view.set_color_by("raw" if raw else "final")
+
+    def _set_whitespace(self, on: bool) -> None:
+        self.token_view.set_show_whitespace(on)
+        self.app_settings.show_whitespace = on
+
+    def _show_shortcuts(self) -> None:
+        self.show_banner(
+            "Shortcuts: Ctrl+Enter generate · Esc stop · Ctrl+T step mode · F10 step · "
+            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace"
+        )
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped_path(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = self._dropped_path(event.mimeData())
+        if path:
+            event.acceptProposedAction()
+            self.load_path(path)
+
+    @staticmethod
+    def _dropped_path(mime) -> str | None:
+        if mime.hasUrls():
+            for url in mime.urls():
+                if url.isLocalFile() and url.toLocalFile().lower().endswith(".gguf"):
+                    return url.toLocalFile()
+        return None
+
+    # ------------------------------------------------------------------ closing
+    def closeEvent(self, event) -> None:
+        s = self.app_settings
+        s.sampler_settings = self.settings()
+        s.preset_name = self.sampling_panel.preset.currentText()
+        s.n_ctx = self.model_panel.n_ctx.value()
+        s.n_threads = self.model_panel.n_threads.value()
+        s.n_gpu_layers = self.model_panel.n_gpu.value()
+        try:
+            s.save()
+        except OSError as exc:
+            log.warning("settings not saved: %s", exc)
+        qs = _window_settings()
+        qs.setValue("geometry", self.saveGeometry())
+        qs.setValue("windowState", self.saveState())
+        self.redraw_timer.stop()
+        self.controller.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,248 @@
+"""The whole window on the real embedded model (pytest-qt, offscreen).
+
+One window per module: it loads the embedded model once, as the app does at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from backends.base import SamplerSettings
+
+
+@pytest.fixture(scope="module")
+def window(qapp):
+    from pytestqt.qtbot import QtBot
+
+    from app.main import create_window
+
+    w = create_window(autoload=True)
+    w.show()
+    bot = QtBot(None)
+    bot.waitUntil(lambda: w.controller.model_info is not None, timeout=120_000)
+    bot.waitUntil(lambda: w.controller.state == "ready", timeout=10_000)
+    yield w
+    w.close()
+
+
+def _set(window, **kw):
+    s = SamplerSettings(**{"max_tokens": 24, "seed": 3, **kw})
+    window.sampling_panel.set_settings(s)
+    return s
+
+
+def _generate(window, qtbot, prompt="The capital of France is", **kw):
+    _set(window, **kw)
+    window.prompt_edit.setPlainText(prompt)
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000) as blocker:
+        qtbot.keyClick(window.prompt_edit, Qt.Key_Return, Qt.ControlModifier)
+    # let the redraw timer draw what arrived
+    qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+    return blocker.args[0]
+
+
+def test_starts_with_the_embedded_model_ready(window):
+    info = window.controller.model_info
+    assert info.architecture == "gemma3" and info.n_vocab == 262144
+    card = window.model_panel.card_text()
+    assert card["Vocabulary"] == "262,144"
+    assert card["Chat template"] == "no"
+    assert window.model_panel.selected_path() is None  # the embedded entry
+    assert "GPU offload" in window.model_panel.gpu_label.text()
+    assert "Ready" in window.state_label.text()
+
+
+def test_generate_fills_token_view_bars_and_entropy_curves(window, qtbot):
+    fin = _generate(window, qtbot)
+    trace = window.controller.trace
+    assert fin.reason in ("length", "eos") and fin.n_tokens == len(trace) > 0
+    # token view shows the prompt and every generated token
+    text = window.token_view.document_text()
+    assert text.startswith("The capital of France is")
+    assert window.token_view.rendered_count() == len(trace)
+    # bar chart: the latest step, raw and final side by side, chosen highlighted
+    last = trace.steps[-1]
+    bars = window.distribution_plot.bar_data()
+    assert bars["token_ids"][: len(last.top)] == [a.id for a in last.top][: len(bars["token_ids"])]
+    np.testing.assert_allclose(bars["raw"][: 5], [a.p_raw for a in last.top[:5]])
+    np.testing.assert_allclose(bars["final"][: 5], [a.p_final for a in last.top[:5]])
+    assert bars["token_ids"][bars["chosen_index"]] == last.token_id
+    # an "others" bar carries the rest of the raw mass
+    assert bars["raw"].sum() == pytest.approx(1.0, abs=1e-6)
+    # entropy timeline: one point per step, values from the trace
+    curves = window.entropy_plot.curve_data()
+    x, y = curves["entropy_raw"]
+    assert len(x) == len(trace)
+    np.testing.assert_allclose(y, [s.entropy_raw for s in trace.steps])
+    np.testing.assert_allclose(curves["entropy_final"][1], [s.entropy_final for s in trace.steps])
+    np.testing.assert_allclose(curves["surprisal"][1], [s.surprisal for s in trace.steps])
+    assert "tokens/s" in window.speed_label.text()
+
+
+def test_selection_is_shared_between_timeline_tokens_and_bars(window, qtbot):
+    trace = window.controller.trace
+    assert trace is not None and len(trace) > 3
+    with qtbot.waitSignal(window.entropy_plot.stepClicked):
+        window.entropy_plot._click_at_scene(window.entropy_plot.step_scene_pos(2))
+    assert window.token_view.selected() == 2
+    assert window.distribution_plot.step() is trace.steps[2]
+    view = window.token_view
+    point = view.point_for_step(1)
+    qtbot.mouseClick(view.text_edit().viewport(), Qt.LeftButton, pos=point)
+    assert window.entropy_plot.selected() == 1
+    assert window.distribution_plot.step() is trace.steps[1]
+    # the stage selector shows the distribution after each stage
+    names = window.distribution_plot.stage_names()
+    assert "top_k" in names
+    window.distribution_plot.set_stage("top_k")
+    bars = window.distribution_plot.bar_data()
+    stage = next(s for s in trace.steps[1].stages if s.name == "top_k")
+    np.testing.assert_allclose(bars["final"][: 3], stage.probs[:3])
+
+
+def test_plots_redraw_from_the_timer_not_per_token(window, qtbot):
+    before = window.redraw_count
+    window.controller.stepsAdded.emit()
+    window.controller.stepsAdded.emit()
+    assert window.redraw_count == before  # nothing drawn synchronously
+    qtbot.waitUntil(lambda: window.redraw_count == before + 1, timeout=2000)
+    assert window.redraw_timer.interval() >= 33
+
+
+def test_same_seed_same_output_and_run_saved(window, qtbot):
+    a = _generate(window, qtbot, seed=11, temperature=1.0)
+    b = _generate(window, qtbot, seed=11, temperature=1.0)
+    assert a.text == b.text
+    runs = window.controller.store.list_runs()
+    assert len(runs) >= 2 and runs[0].n_tokens == b.n_tokens
+    assert window.history_panel.run_ids()[0] == runs[0].id
+
+
+def test_reopen_a_run_from_history(window, qtbot):
+    first = window.controller.store.list_runs()[-1]
+    window.open_run(first.id)
+    qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+    trace = window.controller.trace
+    assert trace.run_id == first.id and len(trace) == first.n_tokens
+    assert len(window.entropy_plot.curve_data()["entropy_raw"][0]) == first.n_tokens
+    assert window.token_view.rendered_count() == first.n_tokens
+
+
+def test_stop_keeps_the_partial_output(window, qtbot):
+    _set(window, max_tokens=400)
+    window.prompt_edit.setPlainText("Once upon a time")
+    window.generate()
+    qtbot.waitUntil(lambda: window.controller.trace is not None and len(window.controller.trace) >= 3,
+                    timeout=60_000)
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=30_000) as blocker:
+        qtbot.keyClick(window, Qt.Key_Escape)
+    fin = blocker.args[0]
+    assert fin.reason == "cancelled"
+    trace = window.controller.trace
+    assert 3 <= fin.n_tokens < 400 and len(trace) == fin.n_tokens
+    assert fin.text == trace.text
+    assert window.controller.store.list_runs()[0].finish_reason == "cancelled"
+
+
+def test_step_mode_and_choosing_a_token_by_its_bar(window, qtbot):
+    _set(window, max_tokens=20)
+    window.prompt_edit.setPlainText("My favourite colour is")
+    window.step_mode_action.setChecked(True)
+    with qtbot.waitSignal(window.controller.pendingChanged, timeout=30_000):
+        window.step()  # starts the run: shows the first distribution, nothing chosen yet
+    assert len(window.controller.trace) == 0
+    qtbot.waitUntil(lambda: window.distribution_plot.step() is window._pending, timeout=5000)
+    pending = window._pending
+    pick = pending.top[2]  # not the most likely one
+    with qtbot.waitSignal(window.controller.pendingChanged, timeout=30_000):
+        window.distribution_plot._click_at_scene(window.distribution_plot.bar_scene_pos(2))
+    trace = window.controller.trace
+    assert len(trace) == 1
+    assert trace.steps[0].token_id == pick.id and trace.steps[0].forced
+    with qtbot.waitSignal(window.controller.pendingChanged, timeout=30_000):
+        qtbot.keyClick(window, Qt.Key_F10)
+    assert len(trace) == 2 and not trace.steps[1].forced
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=10_000) as blocker:
+        window.stop()
+    assert blocker.args[0].reason == "cancelled" and blocker.args[0].n_tokens == 2
+    window.step_mode_action.setChecked(False)
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=5000)
+
+
+def test_exports(window, qtbot, tmp_path):
+    if window.controller.trace is None or not window.controller.trace.steps:
+        _generate(window, qtbot)
+    trace = window.controller.trace
+    j = window.export_run("json", str(tmp_path / "run.json"))
+    data = json.loads(open(j, encoding="utf-8").read())
+    assert len(data["steps"]) == len(trace)
+    c = window.export_run("csv", str(tmp_path / "run.csv"))
+    assert len(open(c, encoding="utf-8").read().splitlines()) >= len(trace) + 1
+    for plot in (window.distribution_plot, window.entropy_plot):
+        for ext in ("png", "svg"):
+            p = window.export_plot(plot, str(tmp_path / f"{type(plot).__name__}.{ext}"))
+            assert p and (tmp_path / f"{type(plot).__name__}.{ext}").stat().st_size > 500
+
+
+def test_corrupt_model_file_leaves_the_app_usable(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 40)
+    with qtbot.waitSignal(window.controller.errorOccurred, timeout=30_000) as blocker:
+        window.load_path(str(bad))
+    title, message = blocker.args
+    assert title == "Model not loaded"
+    assert "broken.gguf" in message and "Still using" in message
+    assert "broken.gguf" in window.banner_text()
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=5000)
+    assert window.controller.model_info.architecture == "gemma3"
+    fin = _generate(window, qtbot, max_tokens=4)
+    assert fin.n_tokens == 4
+
+
+def test_drop_a_gguf_file_loads_it(window, qtbot, tmp_path):
+    notes = tmp_path / "notes.gguf"
+    notes.write_text("not a model")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(notes))])
+    event = QDropEvent(QPointF(50, 50), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    with qtbot.waitSignal(window.controller.errorOccurred, timeout=30_000) as blocker:
+        window.dropEvent(event)
+    assert "not a GGUF" in blocker.args[1]
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=5000)
+
+
+def test_out_of_range_knob_is_refused_with_the_reason(window, qtbot):
+    spin = window.sampling_panel._spins["temperature"]
+    before = spin.value()
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), "9")
+    assert spin.value() == before
+    assert "temperature" in window.sampling_panel.error_label.text()
+    assert "between 0 and 5" in window.sampling_panel.error_label.text()
+
+
+def test_presets_and_values_actually_used(window):
+    panel = window.sampling_panel
+    panel.preset.setCurrentText("Greedy")
+    assert panel.settings().temperature == 0.0
+    assert "greedy" in panel.used_label.text()
+    panel.preset.setCurrentText("Balanced")
+    s = panel.settings()
+    assert (s.temperature, s.top_k, s.top_p, s.min_p) == (0.8, 40, 0.95, 0.05)
+    assert "top-k 40" in panel.used_label.text()
+    panel._spins["top_k"].setValue(7)
+    assert panel.preset.currentText() == "Custom"
+    assert all(panel._spins[n].toolTip() for n in panel._spins)
+
+
+def test_model_output_is_plain_text_in_tooltips(window):
+    trace = window.controller.trace
+    html = window.token_view.tooltip_html(0)
+    assert "<script" not in html
+    assert trace is not None

@@ -1,0 +1,177 @@
+"""The model panel: which model, how to load it, and its model card.
+
+Owns: ``ModelPanel``. Runs on the GUI thread. It only asks for loads (``loadRequested``)
+and shows what the controller reports (progress, model card, GPU offload support).
+"""
+
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from backends.base import ModelInfo
+
+__all__ = ["ModelPanel", "EMBEDDED_LABEL"]
+
+EMBEDDED_LABEL = "Embedded: Gemma 3 270M (Q4_K_M)"
+
+
+def _plain(text: str = "") -> QLabel:
+    lab = QLabel(text)
+    lab.setTextFormat(Qt.PlainText)
+    lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    lab.setWordWrap(True)
+    return lab
+
+
+class ModelPanel(QWidget):
+    #: (path or None for the embedded model, n_ctx, n_gpu_layers, n_threads)
+    loadRequested = Signal(object, int, int, int)
+    openRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The embedded model and recently used GGUF files")
+        self.model_combo.addItem(EMBEDDED_LABEL, None)
+        row.addWidget(self.model_combo, 1)
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Open another GGUF file (Ctrl+O); you can also drop one on the window")
+        self.open_button.clicked.connect(self.openRequested)
+        row.addWidget(self.open_button)
+        lay.addLayout(row)
+
+        form = QFormLayout()
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setRange(256, 131072)
+        self.n_ctx.setSingleStep(256)
+        self.n_ctx.setValue(2048)
+        self.n_ctx.setToolTip("Context window in tokens: prompt plus generated text must fit in it.")
+        form.addRow("Context (n_ctx)", self.n_ctx)
+        self.n_gpu = QSpinBox()
+        self.n_gpu.setRange(-1, 999)
+        self.n_gpu.setSpecialValueText("all (-1)")
+        self.n_gpu.setValue(0)
+        form.addRow("GPU layers", self.n_gpu)
+        self.n_threads = QSpinBox()
+        self.n_threads.setRange(1, max(1, os.cpu_count() or 1) * 2)
+        self.n_threads.setValue(min(4, os.cpu_count() or 1))
+        self.n_threads.setToolTip("CPU threads llama.cpp uses for evaluation.")
+        form.addRow("Threads", self.n_threads)
+        lay.addLayout(form)
+        self.gpu_label = _plain()
+        lay.addWidget(self.gpu_label)
+        self.load_button = QPushButton("Load")
+        self.load_button.setToolTip("Load the selected model with these settings")
+        self.load_button.clicked.connect(self._request_load)
+        lay.addWidget(self.load_button)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress.setTextVisible(True)
+        lay.addWidget(self.progress)
+        self.status = _plain("No model loaded.")
+        lay.addWidget(self.status)
+        card_title = QLabel("Model card")
+        card_title.setStyleSheet("font-weight: bold;")
+        lay.addWidget(card_title)
+        self.card = QFormLayout()
+        lay.addLayout(self.card)
+        self._card_labels: dict[str, QLabel] = {}
+        for key in ("Name", "Architecture", "Size", "Quantization", "Vocabulary", "Training context",
+                    "Layers", "File size", "Chat template"):
+            lab = _plain("–")
+            self._card_labels[key] = lab
+            self.card.addRow(key, lab)
+        self.set_gpu_support(False)
+
+    # ------------------------------------------------------------------ inputs
+    def set_gpu_support(self, supported: bool, n_layers: int | None = None) -> None:
+        self.n_gpu.setEnabled(supported)
+        if supported:
+            layers = f" The model has {n_layers} layers; -1 offloads all." if n_layers else ""
+            self.gpu_label.setText("GPU offload: available in this llama-cpp-python build." + layers)
+            self.n_gpu.setToolTip("Layers to offload to the GPU (-1 = all)." + layers)
+        else:
+            layers = f" (the model has {n_layers} layers)" if n_layers else ""
+            self.gpu_label.setText("GPU offload: not available in this build; running on the CPU" + layers + ".")
+            self.n_gpu.setToolTip(
+                "This llama-cpp-python build has no GPU backend. Reinstall it with, for example, "
+                'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
+            )
+
+    def set_recent(self, paths: list[str], current: str | None) -> None:
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItem(EMBEDDED_LABEL, None)
+        for p in paths:
+            self.model_combo.addItem(os.path.basename(p), p)
+            self.model_combo.setItemData(self.model_combo.count() - 1, p, Qt.ToolTipRole)
+        idx = self.model_combo.findData(current) if current else 0
+        self.model_combo.setCurrentIndex(max(0, idx))
+        self.model_combo.blockSignals(False)
+
+    def selected_path(self) -> str | None:
+        return self.model_combo.currentData()
+
+    def select_path(self, path: str | None) -> None:
+        idx = self.model_combo.findData(path) if path else 0
+        if idx < 0:
+            self.model_combo.addItem(os.path.basename(path), path)
+            idx = self.model_combo.count() - 1
+        self.model_combo.setCurrentIndex(idx)
+
+    def _request_load(self) -> None:
+        self.loadRequested.emit(
+            self.selected_path(), self.n_ctx.value(), self.n_gpu.value(), self.n_threads.value()
+        )
+
+    # ------------------------------------------------------------------ outputs
+    def set_busy(self, busy: bool) -> None:
+        self.load_button.setEnabled(not busy)
+        self.open_button.setEnabled(not busy)
+        self.model_combo.setEnabled(not busy)
+        if busy:
+            self.progress.setVisible(True)
+        else:
+            self.progress.setVisible(False)
+
+    def show_progress(self, done: int, total: int, what: str) -> None:
+        self.progress.setVisible(True)
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+            self.progress.setFormat(f"{what} {100 * done / total:.0f}%")
+        else:
+            self.progress.setRange(0, 0)  # busy indicator
+            self.progress.setFormat(what)
+        self.status.setText(what)
+
+    def show_model(self, info: ModelInfo) -> None:
+        for key, value in info.card_lines():
+            if key in self._card_labels:
+                self._card_labels[key].setText(value)
+        self.set_gpu_support(info.gpu_offload_supported, info.n_layers)
+        gpu = f", {info.n_gpu_layers} layers on GPU" if info.gpu_offload_supported else ""
+        self.status.setText(
+            f"Loaded {os.path.basename(info.path)}: context {info.n_ctx:,}, {info.n_threads} threads{gpu}."
+        )
+
+    def show_error(self, message: str) -> None:
+        self.status.setText(message)
+
+    def card_text(self) -> dict[str, str]:
+        return {k: v.text() for k, v in self._card_labels.items()}
