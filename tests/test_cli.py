@@ -1,0 +1,62 @@
+"""The headless commands on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generate_json_prints_one_object_per_step_then_a_summary(capsys):
+    rc = main(["generate", "--prompt", "The capital of France is", "--max-tokens", "6",
+               "--temperature", "0", "--top-n", "5", "--threads", "2", "--json"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    steps, summary = lines[:-1], lines[-1]["summary"]
+    assert 1 <= len(steps) <= 6
+    for i, s in enumerate(steps):
+        for key in ("index", "token_id", "token", "p_raw", "p_final", "rank", "entropy_raw",
+                    "entropy_final", "kl_final_raw", "top"):
+            assert key in s
+        assert s["index"] == i
+        assert len(s["top"]) >= 5 and set(s["top"][0]) >= {"id", "token", "p_raw", "p_final"}
+        assert s["rank"] == 1 and s["p_final"] == 1.0  # greedy
+    assert summary["text"] == "".join(s["token"] for s in steps)
+    assert summary["n_tokens"] == len(steps)
+    assert summary["settings"]["temperature"] == 0
+    assert "tokens_per_s" in summary
+
+
+def test_generate_refuses_out_of_range_settings(capsys):
+    assert main(["generate", "--prompt", "x", "--top-p", "1.5"]) == 2
+    assert "top_p" in capsys.readouterr().err
+
+
+def test_generate_reports_a_bad_model_file(tmp_path, capsys):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    assert main(["generate", "--prompt", "x", "--model", str(bad)]) == 1
+    assert "not a GGUF" in capsys.readouterr().err
+
+
+def test_python_dash_m_app_runs_the_same_entry_point():
+    out = subprocess.run([sys.executable, "-m", "app", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    assert "generate" in out.stdout and "bench" in out.stdout
+
+
+def test_bench_prints_its_figures(capsys):
+    rc = main(["bench", "--tokens", "128", "--repeats", "1", "--long-tokens", "0", "--threads", "2",
+               "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("baseline_create_completion_tps", "instrumented_tps", "ratio_vs_create_completion",
+                "analysis_ms_per_step_median"):
+        assert result[key] > 0
+    assert result["new_tokens"] == 128
