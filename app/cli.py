@@ -45,7 +45,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samplescope", description="Look inside how language models pick their words.")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("gui", help="open the window (the default)")
+    gui = sub.add_parser("gui", help="open the window (the default)")
+    gui.add_argument("--prompt", help="start with this prompt in the editor")
+    gui.add_argument("--run", action="store_true", help="generate as soon as the model is ready")
+    gui.add_argument("--step-mode", action="store_true", help="start in step mode (classroom demos)")
     g = sub.add_parser("generate", help="generate headless and print every step")
     g.add_argument("--prompt", required=True)
     _add_model_args(g)
@@ -172,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_bench(a)
     from app.main import run_gui
 
-    return run_gui()
+    return run_gui(
+        prompt=getattr(a, "prompt", None), autorun=getattr(a, "run", False),
+        step_mode=getattr(a, "step_mode", False),
+    )
 
 
 if __name__ == "__main__":

@@ -87,15 +87,16 @@ class WorkbenchController(QObject):
 
         def job(cancel: threading.Event) -> Iterator[object]:
             from backends.llama_local import LlamaCppBackend
-            from backends.models import ensure_embedded_model
+            from backends.models import iter_embedded_model
 
-            progress: list[tuple[int, int, str]] = []
             if path is None:
-                events: list[LoadProgress] = []
-                target = ensure_embedded_model(lambda d, t, w: events.append(LoadProgress((d, t, w))))
-                # assembling is fast; report the last few progress points
-                for ev in events[:: max(1, len(events) // 20)] + events[-1:]:
-                    yield ev
+                gen = iter_embedded_model()
+                while True:
+                    try:
+                        yield LoadProgress(next(gen))
+                    except StopIteration as stop:
+                        target = stop.value
+                        break
             else:
                 target = Path(path)
             yield LoadProgress((0, 0, f"Loading {target.name}…"))
@@ -111,7 +112,6 @@ class WorkbenchController(QObject):
                         local.close()
                 except Exception as exc:  # the hash is a nicety: never fail the load for it
                     log.warning("could not hash %s: %s", target, exc)
-            del progress
             return backend, sha
 
         job_obj = Job(job, kind="load")

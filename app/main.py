@@ -33,7 +33,8 @@ def create_window(*, autoload: bool = True):
     return window
 
 
-def run_gui(argv: list[str] | None = None) -> int:
+def run_gui(argv: list[str] | None = None, *, prompt: str | None = None, autorun: bool = False,
+            step_mode: bool = False) -> int:
     from PySide6.QtWidgets import QApplication
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,5 +42,11 @@ def run_gui(argv: list[str] | None = None) -> int:
     app.setApplicationName("Samplescope")
     app.setOrganizationName("samplescope")
     window = create_window()
+    if prompt:
+        window.prompt_edit.setPlainText(prompt)
+    if step_mode:
+        window.step_mode_action.setChecked(True)
+    if autorun:
+        window.run_when_ready()
     window.show()
     return app.exec()

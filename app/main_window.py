@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QToolButton,
@@ -159,6 +160,10 @@ class MainWindow(QMainWindow):
         for lab in (self.state_label, self.steps_label, self.speed_label):
             lab.setTextFormat(Qt.PlainText)
         self.statusBar().addWidget(self.state_label, 1)
+        self.status_progress = QProgressBar()
+        self.status_progress.setMaximumWidth(260)
+        self.status_progress.setVisible(False)
+        self.statusBar().addPermanentWidget(self.status_progress)
         self.statusBar().addPermanentWidget(self.steps_label)
         self.statusBar().addPermanentWidget(self.speed_label)
 
@@ -225,6 +230,7 @@ class MainWindow(QMainWindow):
         c.stateChanged.connect(self._on_state)
         c.modelLoaded.connect(self._on_model_loaded)
         c.loadProgress.connect(self.model_panel.show_progress)
+        c.loadProgress.connect(self._show_load_progress)
         c.traceReset.connect(self._on_trace_reset)
         c.stepsAdded.connect(self._mark_dirty)
         c.pendingChanged.connect(self._on_pending)
@@ -281,6 +287,15 @@ class MainWindow(QMainWindow):
             n_threads=n_threads if n_threads is not None else mp.n_threads.value(),
         )
 
+    def run_when_ready(self) -> None:
+        """Generate (or take the first step in step mode) once the first model has loaded."""
+
+        def go(_info) -> None:
+            self.controller.modelLoaded.disconnect(go)
+            QTimer.singleShot(0, self.generate)
+
+        self.controller.modelLoaded.connect(go)
+
     def load_path(self, path: str) -> None:
         """Load a GGUF file given by the user (menu, drop, recent list)."""
         self.model_panel.select_path(path)
@@ -291,6 +306,17 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Open GGUF model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
             self.load_path(path)
+
+    def _show_load_progress(self, done: int, total: int, what: str) -> None:
+        bar = self.status_progress
+        bar.setVisible(True)
+        if total > 0:
+            bar.setRange(0, 1000)
+            bar.setValue(int(1000 * done / total))
+            bar.setFormat(f"{what} {100 * done / total:.0f}%")
+        else:
+            bar.setRange(0, 0)
+            bar.setFormat(what)
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_panel.show_model(info)
@@ -434,6 +460,8 @@ class MainWindow(QMainWindow):
         generating = state == "generating"
         loading = state == "loading"
         self.model_panel.set_busy(loading)
+        if not loading:
+            self.status_progress.setVisible(False)
         self.generate_button.setEnabled(has_model and not generating and not loading)
         self.generate_action.setEnabled(has_model and not generating and not loading)
         self.stop_button.setEnabled(generating or self.controller.in_step_mode_run)

