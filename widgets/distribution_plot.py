@@ -1,8 +1,9 @@
-"""The next-token distribution of one step as a bar chart: raw against final (or a stage).
+"""The next-token distribution of one step as a horizontal bar chart: raw against final (or a stage).
 
-Owns: ``DistributionPlot`` (a stage selector, an info line and a pyqtgraph plot of the top-N
-candidates plus an "others" bar), ``token_label`` (a token's text made visible for an axis) and
-``export_plot_item`` (PNG/SVG export shared with the other plots). Runs on the GUI thread only.
+Owns: ``DistributionPlot`` (a stage selector, an info line and a pyqtgraph plot with one row per
+top-N candidate, most likely at the top, plus an "others" row), ``token_label`` (a token's text
+made visible for an axis) and ``export_plot_item`` (PNG/SVG export shared with the other plots).
+Runs on the GUI thread only.
 
 Token texts reach Qt only as plain text: axis tick strings (drawn with ``drawText``), labels
 with ``Qt.PlainText``, and tooltips that are HTML built here with ``html.escape``.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QPainter, QPicture
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalette, QPicture
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
@@ -31,7 +32,12 @@ __all__ = ["DistributionPlot", "token_label", "export_plot_item", "RAW_COLOR", "
 RAW_COLOR = (86, 180, 233)
 FINAL_COLOR = (230, 159, 0)
 CHOSEN_PEN = (204, 0, 102)
-_BAR_W = 0.38
+_BAR_H = 0.36  # thickness of one bar; a row (1.0) holds the raw bar above the final bar
+_BAR_GAP = 0.01  # half the gap between the two bars of a row
+_LABEL_LEN = 16  # characters of a token shown on the axis before "…"
+_CHOSEN_MARK = "\u25b6 "  # "▶ ": token labels escape spaces as '␣', so no token label starts with this
+_MIN_ROWS = 8  # fewer rows than this are drawn at this pitch, not stretched into slabs
+_PCT_ROWS = 3  # the top rows whose final probability is printed at the end of the bars
 _FINAL_KEY = "final"
 
 
@@ -66,6 +72,13 @@ def _pct(p: float) -> str:
     if 0 < p < 0.0001:
         return "<0.01%"
     return f"{p * 100:.2f}%"
+
+
+def _pct_short(p: float) -> str:
+    """A percentage short enough to print beside a bar."""
+    if p >= 0.001:
+        return f"{p * 100:.1f}%"
+    return "<0.1%"
 
 
 def export_plot_item(plot_item: pg.PlotItem, path: str | os.PathLike[str]) -> None:
@@ -109,16 +122,51 @@ def _export_svg_with_qt(plot_item: pg.PlotItem, path: str) -> None:
         painter.end()
 
 
-class DistributionPlot(QWidget):
-    """Bars for the candidates of one ``Step``: raw probability beside final probability (or
-    beside the distribution after one sampler stage, picked in the combo box), the mass outside
-    the top-N as an "others" bar, the chosen token outlined.
+class _TokenAxis(pg.AxisItem):
+    """The left axis listing the tokens; the chosen token's label is drawn bold in ``CHOSEN_PEN``."""
 
-    Clicking a candidate's column emits ``tokenClicked(token_id)``; the controller decides what it
-    means (in step mode: force that token). ``set_pick_mode`` only changes the hint and cursor.
+    def __init__(self) -> None:
+        super().__init__("left")
+        self.chosen_text: str | None = None
+
+    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):  # noqa: N802,N803 (pyqtgraph names)
+        chosen = [t for t in textSpecs if t[2] == self.chosen_text]
+        rest = [t for t in textSpecs if t[2] != self.chosen_text]
+        super().drawPicture(p, axisSpec, tickSpecs, rest)
+        if not chosen:
+            return
+        font = QFont(self.style["tickFont"] or p.font())
+        font.setBold(True)
+        p.setFont(font)
+        p.setPen(pg.mkPen(CHOSEN_PEN))
+        fm = QFontMetricsF(font)
+        for rect, flags, text in chosen:
+            # measured in the regular font: widen to the left (the text is right-aligned)
+            w = max(rect.width(), fm.horizontalAdvance(text) + 2)
+            p.drawText(QRectF(rect.right() - w, rect.top(), w, rect.height()), int(flags), text)
+
+
+class _PercentAxis(pg.AxisItem):
+    """The probability axis with its values as percentages."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 (pyqtgraph name)
+        step = spacing * scale * 100
+        decimals = 0 if step >= 1 else min(3, int(math.ceil(-math.log10(step))))
+        return [f"{v * scale * 100:.{decimals}f}%" for v in values]
+
+
+class DistributionPlot(QWidget):
+    """Horizontal bars for the candidates of one ``Step``, one row per token (most likely at the
+    top): raw probability above final probability (or the distribution after one sampler stage,
+    picked in the combo box), the mass outside the top-N as a last "others" row, the chosen
+    token's row outlined and its label marked "▶" in bold.
+
+    Clicking a candidate's row (its bars or its label) emits ``tokenClicked(token_id)``; the
+    controller decides what it means (in step mode: force that token). ``set_pick_mode`` only
+    changes the hint and cursor.
     """
 
-    #: The token id of the bar the user clicked (never the "others" bar).
+    #: The token id of the row the user clicked (never the "others" row).
     tokenClicked = Signal(int)
 
     def __init__(self, parent: QWidget | None = None, max_bars: int = 30) -> None:
@@ -129,6 +177,8 @@ class DistributionPlot(QWidget):
         self._pick_mode = False
         self._data: dict[str, Any] = self._empty_data()
         self._shown_alts: list = []
+        self._label_width = 0.0  # grows while a run goes on, so the bars do not jump sideways
+        self._labels: list[str] = []  # the axis labels as drawn (the chosen one marked)
 
         self._info = QLabel(self)
         self._info.setTextFormat(Qt.TextFormat.PlainText)
@@ -140,28 +190,46 @@ class DistributionPlot(QWidget):
         self._stage_box.addItem("Raw vs final", _FINAL_KEY)
         self._stage_box.currentIndexChanged.connect(self._on_stage_changed)
 
-        self._hint = QLabel("Click a bar to choose the next token", self)
+        self._hint = QLabel("Click a row to choose the next token", self)
         self._hint.setTextFormat(Qt.TextFormat.PlainText)
         self._hint.setStyleSheet("color: #c06;")
         self._hint.setVisible(False)
 
-        self._plot = pg.PlotWidget(self, background=None)
+        self._token_axis = _TokenAxis()
+        self._pct_axis = _PercentAxis("bottom")
+        self._plot = pg.PlotWidget(
+            self, background=None, axisItems={"left": self._token_axis, "bottom": self._pct_axis}
+        )
         pi = self._plot.getPlotItem()
         pi.setMenuEnabled(False)
-        pi.setMouseEnabled(x=False, y=False)
         pi.hideButtons()
-        pi.showGrid(x=False, y=True, alpha=0.25)
-        pi.setLabel("left", "probability")
-        pi.getAxis("left").enableAutoSIPrefix(False)
-        pi.getAxis("bottom").setStyle(tickTextOffset=4, autoExpandTextSpace=True)
-        self._legend = pi.addLegend(offset=(-10, 4), brush=(128, 128, 128, 40), colCount=2)
+        vb = pi.getViewBox()
+        # A fixed view: no panning, zooming or wheel scrolling into emptiness.
+        pi.setMouseEnabled(x=False, y=False)
+        vb.setMenuEnabled(False)
+        vb.invertY(True)  # row 0 (the most likely token) at the top
+        pi.showGrid(x=True, y=False, alpha=0.25)
+        self._base_font = QFont(self.font())
+        self._tick_font = QFont(self._base_font)  # the token labels: smaller when rows get thin
+        self._text_color = self.palette().color(QPalette.ColorRole.WindowText)  # readable, theme-aware
+        for axis in (self._token_axis, self._pct_axis):
+            axis.setTextPen(pg.mkPen(self._text_color))
+            axis.setPen(pg.mkPen(self._text_color.red(), self._text_color.green(), self._text_color.blue(), 110))
+        self._token_axis.setStyle(tickLength=0, tickTextOffset=6, tickFont=self._tick_font)
+        self._pct_axis.setStyle(tickTextOffset=3, tickFont=self._base_font, maxTickLevel=0)  # major grid only
+        self._pct_axis.enableAutoSIPrefix(False)
 
-        self._raw_bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=_BAR_W, brush=RAW_COLOR)
-        self._final_bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=_BAR_W, brush=FINAL_COLOR)
+        self._band = pg.BarGraphItem(x0=[0.0], y=[0.0], width=[1.0], height=[1.0],
+                                     pen=pg.mkPen(None), brush=(*CHOSEN_PEN, 30))
+        self._band.setZValue(-10)
+        self._band.setVisible(False)
+        self._raw_bars = pg.BarGraphItem(x0=np.zeros(0), y=np.zeros(0), width=np.zeros(0), height=_BAR_H, brush=RAW_COLOR)
+        self._final_bars = pg.BarGraphItem(x0=np.zeros(0), y=np.zeros(0), width=np.zeros(0), height=_BAR_H, brush=FINAL_COLOR)
+        pi.addItem(self._band, ignoreBounds=True)
         pi.addItem(self._raw_bars)
         pi.addItem(self._final_bars)
-        self._legend.addItem(self._raw_bars, "raw")
-        self._legend.addItem(self._final_bars, "final")
+        self._pct_texts: list[pg.TextItem] = []
+        vb.sigResized.connect(self._fit_font)
 
         self._plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
         self._plot.viewport().installEventFilter(self)
@@ -185,6 +253,8 @@ class DistributionPlot(QWidget):
         """Draw ``step``'s candidates (``None`` clears). Keeps the chosen stage if the new step
         has a stage of the same name, otherwise falls back to "Raw vs final"."""
         self._step = step
+        if step is None:
+            self._label_width = 0.0
         box = self._stage_box
         box.blockSignals(True)
         try:
@@ -223,7 +293,7 @@ class DistributionPlot(QWidget):
         return [self._stage_box.itemData(i) for i in range(self._stage_box.count())]
 
     def set_pick_mode(self, on: bool) -> None:
-        """In pick mode the plot invites the user to click a bar to choose the next token."""
+        """In pick mode the plot invites the user to click a row to choose the next token."""
         self._pick_mode = bool(on)
         self._hint.setVisible(self._pick_mode)
         cursor = Qt.CursorShape.PointingHandCursor if self._pick_mode else Qt.CursorShape.ArrowCursor
@@ -233,15 +303,16 @@ class DistributionPlot(QWidget):
         return self._pick_mode
 
     def set_max_bars(self, n: int) -> None:
-        """Show at most ``n`` candidates; the rest join the "others" bar."""
+        """Show at most ``n`` candidates; the rest join the "others" row."""
         self._max_bars = max(1, int(n))
         self._draw()
 
     def bar_data(self) -> dict[str, Any]:
-        """The data currently drawn: ``labels`` (the last is "others"), ``raw`` and ``final``
+        """The data currently drawn, one entry per row from the top: ``labels`` (the token texts
+        as on the axis, without the chosen mark; the last is "others"), ``raw`` and ``final``
         (the compared distribution: final or the selected stage) as float arrays of the same
-        length, ``chosen_index`` (bar of the chosen token or None), ``stage`` ("final" or a stage
-        name) and ``token_ids`` (per candidate bar, without the others bar)."""
+        length, ``chosen_index`` (row of the chosen token or None), ``stage`` ("final" or a stage
+        name) and ``token_ids`` (per candidate row, without the others row)."""
         d = self._data
         return {
             "labels": list(d["labels"]),
@@ -256,10 +327,14 @@ class DistributionPlot(QWidget):
         return self._plot
 
     def bar_scene_pos(self, index: int) -> QPointF:
-        """The scene position of the middle of candidate column ``index`` (for tests)."""
+        """The scene position of the middle of row ``index``'s bars (for tests)."""
         vb = self._plot.getPlotItem().getViewBox()
-        top = float(max(self._data["raw"].max(initial=0.0), self._data["final"].max(initial=0.0)))
-        return vb.mapViewToScene(QPointF(float(index), max(top, 0.02) / 2))
+        d = self._data
+        x_max = float(vb.viewRange()[0][1])
+        length = 0.0
+        if 0 <= index < len(d["labels"]):
+            length = float(max(d["raw"][index], d["final"][index]))
+        return vb.mapViewToScene(QPointF(max(length, 0.04 * x_max) / 2, float(index)))
 
     def export(self, path: str | os.PathLike[str]) -> None:
         """Save the plot as PNG or SVG, chosen by the extension of ``path``."""
@@ -313,7 +388,7 @@ class DistributionPlot(QWidget):
                 break
         self._shown_alts = shown
         return {
-            "labels": [token_label(a.token) for a in shown] + ["others"],
+            "labels": [token_label(a.token, _LABEL_LEN) for a in shown] + ["others"],
             "raw": raw,
             "final": cmp,
             "chosen_index": chosen,
@@ -325,16 +400,17 @@ class DistributionPlot(QWidget):
         self._shown_alts = []
         d = self._data = self._compute()
         pi = self._plot.getPlotItem()
+        vb = pi.getViewBox()
         n = len(d["labels"])
-        x = np.arange(n, dtype=np.float64)
+        rows = np.arange(n, dtype=np.float64)
         chosen = d["chosen_index"]
-        chosen_pen = pg.mkPen(CHOSEN_PEN, width=2.5)
+        chosen_pen = pg.mkPen(CHOSEN_PEN, width=2)
         plain_pen = pg.mkPen((60, 60, 60, 140), width=0.8)
 
         def brushes(rgb: tuple[int, int, int]) -> list:
             out = []
             for i in range(n):
-                if i == n - 1:  # the others bar: hatched
+                if i == n - 1:  # the others row: hatched
                     out.append(QBrush(QColor(*rgb), Qt.BrushStyle.BDiagPattern))
                 elif i == chosen:
                     out.append(pg.mkBrush(tuple(int(c * 0.8) for c in rgb)))
@@ -344,26 +420,115 @@ class DistributionPlot(QWidget):
 
         # pyqtgraph 0.14 fails on empty per-bar lists: use the single pen/brush when there are no bars.
         pens = [chosen_pen if i == chosen else plain_pen for i in range(n)] if n else None
+        offset = _BAR_H / 2 + _BAR_GAP
         self._raw_bars.setOpts(
-            x=x - _BAR_W / 2, height=d["raw"], width=_BAR_W, pen=plain_pen, brush=RAW_COLOR,
-            brushes=brushes(RAW_COLOR) if n else None, pens=pens,
+            x0=np.zeros(n), y=rows - offset, width=d["raw"], height=_BAR_H, pen=plain_pen,
+            brush=RAW_COLOR, brushes=brushes(RAW_COLOR) if n else None, pens=pens,
         )
         self._final_bars.setOpts(
-            x=x + _BAR_W / 2, height=d["final"], width=_BAR_W, pen=plain_pen, brush=FINAL_COLOR,
-            brushes=brushes(FINAL_COLOR) if n else None, pens=pens,
+            x0=np.zeros(n), y=rows + offset, width=d["final"], height=_BAR_H, pen=plain_pen,
+            brush=FINAL_COLOR, brushes=brushes(FINAL_COLOR) if n else None, pens=pens,
         )
+
+        top = float(max(d["raw"].max(), d["final"].max())) if n else 1.0
+        x_max = max(0.05, top * 1.22)  # headroom for the printed percentages
+        y_max = max(n, _MIN_ROWS) - 0.5
+        vb.setLimits(xMin=0.0, xMax=x_max, yMin=-0.5, yMax=y_max)
+        pi.setXRange(0.0, x_max, padding=0)
+        pi.setYRange(-0.5, y_max, padding=0)
+
+        self._band.setVisible(chosen is not None)
+        if chosen is not None:
+            self._band.setOpts(x0=[0.0], y=[float(chosen)], width=[x_max], height=[1.0])
+
+        labels = list(d["labels"])
+        if chosen is not None:
+            labels[chosen] = _CHOSEN_MARK + labels[chosen]
+        self._token_axis.chosen_text = labels[chosen] if chosen is not None else None
+        self._token_axis.setTicks([[(float(i), lab) for i, lab in enumerate(labels)]])
+        self._labels = labels
+        self._fit_font()
+        self._fit_label_width()
+
         stage_label = "final" if d["stage"] == _FINAL_KEY else f"after {d['stage']}"
-        self._legend.getLabel(self._final_bars).setText(stage_label)
-        axis = pi.getAxis("bottom")
-        axis.setTicks([[(float(i), lab) for i, lab in enumerate(d["labels"])]])
-        if n:
-            top = float(max(d["raw"].max(), d["final"].max()))
-            pi.setYRange(0.0, max(0.05, top * 1.22), padding=0)  # headroom for the legend
-            pi.setXRange(-0.6, n - 0.4, padding=0)
-        else:
-            pi.setYRange(0.0, 1.0, padding=0)
-            pi.setXRange(-0.6, 0.6, padding=0)
+        self._pct_axis.setLabel(self._legend_html(stage_label), color=self._text_color.name())
+        self._draw_percentages(d, chosen)
         self._info.setText(self._info_text())
+
+    def _legend_html(self, stage_label: str) -> str:
+        """The bottom axis label doubles as the legend (no legend box over the bars)."""
+        def swatch(rgb: tuple[int, int, int]) -> str:
+            return f'<span style="color: rgb{rgb}">\u25a0</span>'
+
+        return (
+            f"{swatch(RAW_COLOR)} raw &nbsp; {swatch(FINAL_COLOR)} {html.escape(stage_label)}"
+            f" &nbsp;&nbsp; probability"
+        )
+
+    def _fit_font(self, *_args) -> None:
+        """Shrink the token labels when the rows get thinner than a line of text (many rows in
+        a short plot), so neighbouring labels never overlap; back to the widget font otherwise."""
+        vb = self._plot.getPlotItem().getViewBox()
+        rows = max(len(self._data["labels"]), _MIN_ROWS)
+        height = vb.height()
+        base = self._base_font
+        size = base.pointSizeF()
+        if height > 0 and size > 0:
+            line = QFontMetricsF(base).height()
+            pitch = height / rows
+            if pitch < line + 1:
+                size = max(size * 0.7, size * (pitch - 1) / line)  # never below ~6-7 pt
+        if abs(size - self._tick_font.pointSizeF()) < 0.05:
+            return
+        self._tick_font = QFont(base)
+        self._tick_font.setPointSizeF(size)
+        self._token_axis.setStyle(tickFont=self._tick_font)
+        for item in self._pct_texts:
+            item.setFont(self._pct_font())
+        self._fit_label_width()
+
+    def _pct_font(self) -> QFont:
+        font = QFont(self._tick_font)
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.9))
+        return font
+
+    def _fit_label_width(self) -> None:
+        """Give the token axis room for its widest label (the chosen one in bold); it only grows
+        until the plot is cleared so the bars keep their place while a run goes on."""
+        labels = self._labels
+        chosen = self._token_axis.chosen_text
+        fm = QFontMetricsF(self._tick_font)
+        bold = QFont(self._tick_font)
+        bold.setBold(True)
+        fmb = QFontMetricsF(bold)
+        need = fmb.horizontalAdvance(_CHOSEN_MARK + "\u2423abcdefg")  # a floor for short tokens
+        for lab in labels:
+            need = max(need, (fmb if lab == chosen else fm).horizontalAdvance(lab))
+        self._label_width = max(self._label_width, math.ceil(need))
+        self._token_axis.setWidth(int(self._label_width) + 6 + 4)  # tickTextOffset + margin
+
+    def _draw_percentages(self, d: dict[str, Any], chosen: int | None) -> None:
+        """Print the compared probability after the bars of the top rows and the chosen row."""
+        pi = self._plot.getPlotItem()
+        n = len(d["labels"])
+        rows = [i for i in range(min(_PCT_ROWS, n - 1)) if d["final"][i] >= 0.001]
+        if chosen is not None and chosen not in rows:
+            rows.append(chosen)
+        color = self._text_color
+        while len(self._pct_texts) < len(rows):
+            item = pg.TextItem("", color=color, anchor=(0, 0.5))
+            item.setFont(self._pct_font())
+            pi.addItem(item, ignoreBounds=True)
+            self._pct_texts.append(item)
+        for k, item in enumerate(self._pct_texts):
+            if k >= len(rows):
+                item.setVisible(False)
+                continue
+            i = rows[k]
+            item.setText(_pct_short(float(d["final"][i])))  # plain text
+            item.setColor(CHOSEN_PEN if i == chosen else color)
+            item.setPos(float(max(d["raw"][i], d["final"][i])), float(i) + _BAR_H / 2 + _BAR_GAP)
+            item.setVisible(True)
 
     def _info_text(self) -> str:
         step = self._step
@@ -387,13 +552,17 @@ class DistributionPlot(QWidget):
         return text
 
     def _index_at_scene(self, pos: QPointF) -> int:
-        """The candidate column under scene position ``pos``: 0..N-1, N for others, or -1."""
+        """The row under scene position ``pos`` (over its bars or its label): 0..N-1, N for
+        others, or -1."""
         vb = self._plot.getPlotItem().getViewBox()
-        if not vb.sceneBoundingRect().contains(pos):
+        vb_rect = vb.sceneBoundingRect()
+        axis_rect = self._token_axis.sceneBoundingRect()
+        on_label = axis_rect.contains(pos) and vb_rect.top() <= pos.y() <= vb_rect.bottom()
+        if not (vb_rect.contains(pos) or on_label):
             return -1
-        pt = vb.mapSceneToView(pos)
-        i = int(round(pt.x()))
-        if abs(pt.x() - i) > 0.45 or not 0 <= i < len(self._data["labels"]):
+        pt = vb.mapSceneToView(QPointF(vb_rect.left() + 1, pos.y()) if on_label else pos)
+        i = int(round(pt.y()))
+        if abs(pt.y() - i) > 0.48 or not 0 <= i < len(self._data["labels"]):
             return -1
         return i
 
@@ -411,7 +580,7 @@ class DistributionPlot(QWidget):
             self._click_at_scene(ev.scenePos())
 
     def tooltip_html(self, index: int) -> str:
-        """Hover text for bar ``index`` (HTML built here, model strings escaped)."""
+        """Hover text for row ``index`` (HTML built here, model strings escaped)."""
         d = self._data
         if not 0 <= index < len(d["labels"]):
             return ""

@@ -1,10 +1,10 @@
-"""DistributionPlot: bar data, others bar, chosen bar, stages, clicks, export."""
+"""DistributionPlot: bar data, others row, chosen row, stages, horizontal rows, clicks, export."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 
 from tests.widgets.factory import make_step
 from widgets.distribution_plot import DistributionPlot, token_label
@@ -97,12 +97,90 @@ def test_click_handler_emits_token_id(plot, qtbot):
     plot.show()
     qtbot.waitExposed(plot)
     plot.show_step(step)
-    with qtbot.waitSignal(plot.tokenClicked, timeout=1000) as blocker:
-        assert plot._click_at_scene(plot.bar_scene_pos(1)) == step.top[1].id
-    assert blocker.args == [step.top[1].id]
-    # the others bar and outside the columns give nothing
+    for i in range(len(step.top)):
+        with qtbot.waitSignal(plot.tokenClicked, timeout=1000) as blocker:
+            assert plot._click_at_scene(plot.bar_scene_pos(i)) == step.top[i].id
+        assert blocker.args == [step.top[i].id]
+    # the others row and below the rows give nothing
+    others = plot.bar_scene_pos(len(step.top))
     with qtbot.assertNotEmitted(plot.tokenClicked):
-        assert plot._click_at_scene(plot.bar_scene_pos(len(step.top))) is None
+        assert plot._click_at_scene(others) is None
+        below = QPointF(others.x(), others.y() + 3 * (others.y() - plot.bar_scene_pos(len(step.top) - 1).y()))
+        assert plot._click_at_scene(below) is None
+
+
+def test_rows_run_top_to_bottom_with_horizontal_bars(plot, qtbot):
+    step = make_step(0, "t", p_raw=0.5)  # raw 0.5, 0.2, 0.1, 0.05, others 0.15
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.show_step(step)
+    n = len(plot.bar_data()["labels"])
+    ys = [plot.bar_scene_pos(i).y() for i in range(n)]
+    assert ys == sorted(ys) and len(set(ys)) == n  # row 0 (most likely) at the top, others last
+    vb = plot.plot_widget().getPlotItem().getViewBox()
+    rect = vb.sceneBoundingRect()
+    assert all(rect.contains(plot.bar_scene_pos(i)) for i in range(n))
+    # probability runs along x: the raw bar of row i ends at x = raw[i]; both bars sit in row i
+    raw = plot._raw_bars.opts
+    final = plot._final_bars.opts
+    np.testing.assert_allclose(raw["width"], plot.bar_data()["raw"])
+    np.testing.assert_allclose(final["width"], plot.bar_data()["final"])
+    assert np.all(np.abs(np.asarray(raw["y"]) - np.arange(n)) < 0.5)
+    assert np.all(np.asarray(raw["y"]) < np.asarray(final["y"]))  # raw above final in each row
+    assert vb.viewRange()[0][0] == 0.0 and vb.viewRange()[0][1] > max(plot.bar_data()["raw"])
+
+
+def test_axis_labels_long_tokens_and_chosen_mark(plot):
+    step = make_step(0, "chosen", p_raw=0.2, alts=[(" a very long token text", 0.5), ("\n", 0.1)])
+    plot.show_step(step)
+    d = plot.bar_data()
+    assert d["labels"][:3] == ["\u2423a\u2423very\u2423long\u2423to\u2026", "chosen", "\u21b5"]
+    assert len(d["labels"][0]) == 16
+    ticks = [t[1] for t in plot._token_axis._tickLevels[0]]
+    assert ticks == ["\u2423a\u2423very\u2423long\u2423to\u2026", "\u25b6 chosen", "\u21b5", "others"]
+    assert plot._token_axis.chosen_text == "\u25b6 chosen"
+    # the axis is wide enough for the longest label
+    from PySide6.QtGui import QFontMetricsF
+
+    assert plot._token_axis.minimumWidth() >= QFontMetricsF(plot._tick_font).horizontalAdvance(ticks[0])
+    # the top rows and the chosen row print their final probability
+    shown = [t.toPlainText() for t in plot._pct_texts if t.isVisible()]
+    assert len(shown) == 3 and all(s.endswith("%") for s in shown)
+
+
+def test_click_on_token_label(plot, qtbot):
+    step = make_step(0, "t", p_raw=0.5)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.show_step(step)
+    axis_rect = plot._token_axis.sceneBoundingRect()
+    pos = QPointF(axis_rect.center().x(), plot.bar_scene_pos(3).y())
+    with qtbot.waitSignal(plot.tokenClicked, timeout=1000) as blocker:
+        assert plot._click_at_scene(pos) == step.top[3].id
+    assert blocker.args == [step.top[3].id]
+    assert "id" in plot.tooltip_html(plot._index_at_scene(pos))
+
+
+def test_wheel_and_drag_do_not_move_the_view(plot, qtbot):
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.show_step(make_step(0, "t", p_raw=0.5))
+    pw = plot.plot_widget()
+    vb = pw.getPlotItem().getViewBox()
+    before = vb.viewRange()
+    centre = pw.mapFromScene(plot.bar_scene_pos(1))
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    for delta in (480, -960):
+        ev = QWheelEvent(QPointF(centre), QPointF(pw.viewport().mapToGlobal(centre)), QPoint(0, 0),
+                         QPoint(0, delta), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                         Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(pw.viewport(), ev)
+    qtbot.mousePress(pw.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseMove(pw.viewport(), centre + QPoint(60, 40))
+    qtbot.mouseRelease(pw.viewport(), Qt.MouseButton.LeftButton, pos=centre + QPoint(60, 40))
+    np.testing.assert_allclose(vb.viewRange(), before)
 
 
 def test_mouse_click_on_bar(plot, qtbot):
