@@ -61,6 +61,7 @@ class WorkbenchController(QObject):
         self._jobs: dict[int, str] = {}
         self._gen_job: Job | None = None
         self._state = "no model"
+        self._stop_after_step = False
         self.last_tokens_per_s = 0.0
 
     # ------------------------------------------------------------------ state
@@ -75,7 +76,7 @@ class WorkbenchController(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._state in ("loading", "generating")
+        return self._state in ("loading", "generating") or "step" in self._jobs.values()
 
     # ------------------------------------------------------------------ loading
     def load_model(
@@ -207,6 +208,9 @@ class WorkbenchController(QObject):
         if self._gen_job is not None:
             self._gen_job.cancel.set()
         elif self.in_step_mode_run:
+            if "step" in self._jobs.values():
+                self._stop_after_step = True  # the session is busy on the worker: stop after it
+                return
             self.finish_step_run()
             self._set_state("ready" if self._backend else "no model")
 
@@ -275,6 +279,9 @@ class WorkbenchController(QObject):
         if kind == "generate":
             self._gen_job = None
         if not self._jobs:
+            if kind == "step" and self._stop_after_step:
+                self._stop_after_step = False
+                self.finish_step_run()
             self._set_state("ready" if self._backend is not None else "no model")
             if kind == "step" and self.in_step_mode_run:
                 self._set_state("stepping")
