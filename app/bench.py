@@ -38,7 +38,7 @@ def _rss_mb() -> float:
 
 def _peak_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e3 if sys.platform != "darwin" else peak / 1e6
+    return peak * 1024 / 1e6 if sys.platform != "darwin" else peak / 1e6  # KiB on Linux, bytes on macOS
 
 
 def run_bench(a) -> dict:
@@ -152,7 +152,7 @@ def run_bench(a) -> dict:
             peak_rss_mb=round(_peak_mb(), 1),
         )
         out(f"{len(steps)}-token run: {result['long_run_tps']:.2f} tokens/s; resident memory "
-            f"{rss0:.0f} MB -> {rss1:.0f} MB (+{rss1 - rss0:.1f} MB with the model loaded); "
-            f"process peak {result['peak_rss_mb']:.0f} MB")
+            f"{rss0:.0f} MB before -> {rss1:.0f} MB after (+{rss1 - rss0:.1f} MB for the run, model "
+            f"already loaded); process peak {result['peak_rss_mb']:.0f} MB")
         backend.close()
     return result
