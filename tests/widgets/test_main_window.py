@@ -115,6 +115,22 @@ def test_plots_redraw_from_the_timer_not_per_token(window, qtbot):
     assert window.redraw_timer.interval() >= 33
 
 
+def test_plots_redraw_at_most_ten_times_a_second_while_streaming(window, qtbot):
+    import time
+
+    from app.main_window import PLOT_STREAM_MS
+
+    before_plots, before_tokens = window.redraw_count, []
+    window.controller.stepsAdded.connect(lambda: before_tokens.append(1))
+    t0 = time.monotonic()
+    _generate(window, qtbot, max_tokens=48)
+    elapsed = time.monotonic() - t0
+    plots = window.redraw_count - before_plots
+    assert plots >= 1
+    assert plots <= elapsed / (PLOT_STREAM_MS / 1000) + 3  # never once per token at full rate
+    assert len(before_tokens) >= 24
+
+
 def test_same_seed_same_output_and_run_saved(window, qtbot):
     a = _generate(window, qtbot, seed=11, temperature=1.0)
     b = _generate(window, qtbot, seed=11, temperature=1.0)
