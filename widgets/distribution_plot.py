@@ -25,6 +25,7 @@ import pyqtgraph as pg
 from pyqtgraph import exporters
 
 from backends.base import Step
+from widgets.formatting import pct as _pct
 
 __all__ = ["DistributionPlot", "token_label", "export_plot_item", "RAW_COLOR", "FINAL_COLOR"]
 
@@ -64,14 +65,6 @@ def token_label(text: str, max_len: int = 10) -> str:
             out.append(ch)
     s = "".join(out)
     return s if len(s) <= max_len else s[: max_len - 1] + "\u2026"
-
-
-def _pct(p: float) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    if 0 < p < 0.0001:
-        return "<0.01%"
-    return f"{p * 100:.2f}%"
 
 
 def _pct_short(p: float) -> str:

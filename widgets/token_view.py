@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.palettes import DEFAULT_PALETTE, PALETTES, blend, color_for, gradient_stops, text_color_for
+from widgets.formatting import logprob as _logprob, pct as _pct
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.trace import Trace
@@ -82,18 +83,6 @@ def visible_text(text: str, show_whitespace: bool) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def _pct(p: float) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    if 0 < p < 0.0001:
-        return "<0.01%"
-    return f"{p * 100:.2f}%"
-
-
-def _logprob(p: float) -> str:
-    return f"{math.log(p):.3f}" if p and p > 0 else "-inf"
 
 
 class _LegendStrip(QWidget):

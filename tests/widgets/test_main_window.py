@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtGui import QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication
 
 from backends.base import SamplerSettings
@@ -41,7 +41,7 @@ def _generate(window, qtbot, prompt="The capital of France is", **kw):
     _set(window, **kw)
     window.prompt_edit.setPlainText(prompt)
     with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000) as blocker:
-        qtbot.keyClick(window.prompt_edit, Qt.Key_Return, Qt.ControlModifier)
+        window.generate_action.trigger()  # the menu item; the shortcut has its own test
     # let the redraw timer draw what arrived
     qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
     return blocker.args[0]
@@ -85,9 +85,22 @@ def test_generate_fills_token_view_bars_and_entropy_curves(window, qtbot):
     assert "tokens/s" in window.speed_label.text()
 
 
+def test_ctrl_enter_generates_and_escape_is_stop(window, qtbot):
+    assert QKeySequence("Ctrl+Return") in window.generate_action.shortcuts()
+    assert window.stop_action.shortcut() == QKeySequence("Esc")
+    _set(window, max_tokens=3)
+    window.activateWindow()
+    window.prompt_edit.setFocus()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=60_000):
+        qtbot.keyClick(window.prompt_edit, Qt.Key_Return, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+
+
 def test_selection_is_shared_between_timeline_tokens_and_bars(window, qtbot):
+    _generate(window, qtbot, max_tokens=12)
     trace = window.controller.trace
-    assert trace is not None and len(trace) > 3
+    assert len(trace) > 3
     with qtbot.waitSignal(window.entropy_plot.stepClicked):
         window.entropy_plot._click_at_scene(window.entropy_plot.step_scene_pos(2))
     assert window.token_view.selected() == 2
@@ -168,7 +181,7 @@ def test_stop_keeps_the_partial_output(window, qtbot):
     qtbot.waitUntil(lambda: window.controller.trace is not None and len(window.controller.trace) >= 3,
                     timeout=60_000)
     with qtbot.waitSignal(window.controller.generationFinished, timeout=30_000) as blocker:
-        qtbot.keyClick(window, Qt.Key_Escape)
+        window.stop_action.trigger()
     fin = blocker.args[0]
     assert fin.reason == "cancelled"
     trace = window.controller.trace
@@ -193,7 +206,7 @@ def test_step_mode_and_choosing_a_token_by_its_bar(window, qtbot):
     assert len(trace) == 1
     assert trace.steps[0].token_id == pick.id and trace.steps[0].forced
     with qtbot.waitSignal(window.controller.pendingChanged, timeout=30_000):
-        qtbot.keyClick(window, Qt.Key_F10)
+        window.step_action.trigger()  # F10
     assert len(trace) == 2 and not trace.steps[1].forced
     with qtbot.waitSignal(window.controller.generationFinished, timeout=10_000) as blocker:
         window.stop()
