@@ -244,7 +244,15 @@ class WorkbenchController(QObject):
         elif isinstance(item, Pending):
             self.pendingChanged.emit(item[0])
         elif isinstance(item, Finished):
-            self._session = None if kind == "step" else self._session
+            # Finished is a job's last value: the model is free from now on, so the state changes
+            # before anyone hears of the end (a Step pressed right after Stop must not be lost)
+            self._jobs.pop(job_id, None)
+            if kind == "generate":
+                self._gen_job = None
+            if kind == "step":
+                self._session = None
+            if not self._jobs:
+                self._set_state("ready" if self._backend is not None else "no model")
             self.pendingChanged.emit(None)
             self._finish_trace(item)
 

@@ -441,7 +441,7 @@ class MainWindow(QMainWindow):
         trace = self.controller.trace
         self.entropy_plot.refresh()
         if self._pending is not None:
-            self.distribution_plot.show_step(self._pending)
+            self.distribution_plot.show_step(self._pending, pending=True)
         elif trace is not None and trace.steps:
             idx = self._selected if self._selected is not None else len(trace.steps) - 1
             idx = min(idx, len(trace.steps) - 1)

@@ -242,10 +242,13 @@ class DistributionPlot(QWidget):
 
     # ------------------------------------------------------------------ public API
 
-    def show_step(self, step: Step | None) -> None:
+    def show_step(self, step: Step | None, *, pending: bool = False) -> None:
         """Draw ``step``'s candidates (``None`` clears). Keeps the chosen stage if the new step
-        has a stage of the same name, otherwise falls back to "Raw vs final"."""
+        has a stage of the same name, otherwise falls back to "Raw vs final". ``pending``: the
+        distribution of the next token in step mode, not chosen yet (its marked token is only
+        the most likely one)."""
         self._step = step
+        self._pending = pending and step is not None
         if step is None:
             self._label_width = 0.0
         box = self._stage_box
@@ -527,6 +530,12 @@ class DistributionPlot(QWidget):
         step = self._step
         if step is None:
             return "No step selected"
+        if getattr(self, "_pending", False):
+            return (
+                f"Next token (step {step.index}), not chosen yet  ·  most likely {step.piece!r} "
+                f"{_pct(step.p_final)} after the chain  ·  entropy {step.entropy_raw:.3f} → "
+                f"{step.entropy_final:.3f} nats"
+            )
         tok = repr(step.token) if step.token else f"part of a character {step.piece!r}"
         text = (
             f"Step {step.index}: {tok}  ·  p_raw {_pct(step.p_raw)}  ·  p_final {_pct(step.p_final)}"

@@ -184,6 +184,7 @@ def test_stop_keeps_the_partial_output(window, qtbot):
         window.stop_action.trigger()
     fin = blocker.args[0]
     assert fin.reason == "cancelled"
+    assert window.controller.state == "ready"  # usable as soon as the end is announced
     trace = window.controller.trace
     assert 3 <= fin.n_tokens < 400 and len(trace) == fin.n_tokens
     assert fin.text == trace.text
@@ -199,6 +200,7 @@ def test_step_mode_and_choosing_a_token_by_its_bar(window, qtbot):
     assert len(window.controller.trace) == 0
     qtbot.waitUntil(lambda: window.distribution_plot.step() is window._pending, timeout=5000)
     pending = window._pending
+    assert "not chosen yet" in window.distribution_plot._info_text()
     pick = pending.top[2]  # not the most likely one
     with qtbot.waitSignal(window.controller.pendingChanged, timeout=30_000):
         window.distribution_plot._click_at_scene(window.distribution_plot.bar_scene_pos(2))
