@@ -16,6 +16,7 @@ from typing import Iterator
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.remote import RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
 from app.workers import GeneratorWorker, Job
@@ -44,6 +45,9 @@ class WorkbenchController(QObject):
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
     errorOccurred = Signal(str, str)  # title, message
+    remoteTested = Signal(object, object)  # models list, server capabilities
+    remoteConnected = Signal(object)  # server capabilities
+    waitCountdown = Signal(float, str)  # seconds left, reason (a 429 back-off, a retry)
     runSaved = Signal(int)
 
     def __init__(self, store=None, parent: QObject | None = None) -> None:
@@ -54,6 +58,11 @@ class WorkbenchController(QObject):
         self.worker.done.connect(self._on_done)
         self.worker.failed.connect(self._on_failed)
         self._backend = None
+        self._remote = None
+        self.remote_caps = None
+        self.remote_config: RemoteConfig | None = None
+        self._pending_remote_config: RemoteConfig | None = None
+        self._local_info: ModelInfo | None = None
         self.model_info: ModelInfo | None = None
         self.model_sha256: str = ""
         self.trace: Trace | None = None
@@ -73,6 +82,9 @@ class WorkbenchController(QObject):
         if state != self._state:
             self._state = state
             self.stateChanged.emit(state)
+
+    def _idle_state(self) -> str:
+        return "ready" if (self._backend is not None or self._remote is not None) else "no model"
 
     @property
     def busy(self) -> bool:
@@ -122,16 +134,99 @@ class WorkbenchController(QObject):
         return job_obj
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompt: str, settings: SamplerSettings) -> Job | None:
-        """Generate to the end on the worker; steps arrive through ``stepsAdded``."""
+    # ------------------------------------------------------------------ remote servers
+    @property
+    def remote(self):
+        """The connected remote backend, or None when the local model is in use."""
+        return self._remote
+
+    def test_remote(self, config: RemoteConfig) -> Job | None:
+        """List the server's models and probe what it can do; nothing changes on success."""
+        return self._remote_job(config, kind="test")
+
+    def connect_remote(self, config: RemoteConfig) -> Job | None:
+        """Probe the server and use it for generation from now on."""
+        return self._remote_job(config, kind="connect")
+
+    def _remote_job(self, config: RemoteConfig, *, kind: str) -> Job | None:
+        if self.busy:
+            return None
+        try:
+            config.validate()
+        except ValueError as exc:
+            self.errorOccurred.emit("Connection settings", str(exc))
+            return None
+        self._end_step_mode()
+
+        def job(cancel: threading.Event) -> Iterator[object]:
+            from app.core.secrets import resolve_api_key
+            from backends.openai_compat import OpenAICompatBackend
+
+            key = resolve_api_key(config.api_key_env or None, config.keyring_entry or None)
+            if config.api_key_env and not key:
+                from backends.base import ConnectionFailed
+
+                raise ConnectionFailed(
+                    f"The environment variable {config.api_key_env} is not set (or empty). Set it to "
+                    "your API key before starting Samplescope, or use the keyring."
+                )
+            yield LoadProgress((0, 0, f"Connecting to {config.base_url}…"))
+            backend = OpenAICompatBackend(
+                config.base_url, config.model or None, api_key=key,
+                connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+            )
+            try:
+                models = backend.list_models()
+                model = config.model or (models[0] if models else "")
+                yield LoadProgress((0, 0, f"Probing {model or 'the server'}…"))
+                caps = backend.probe(model)
+            except BaseException:
+                backend.close()
+                raise
+            if kind == "test":
+                backend.close()
+                backend = None
+            return backend, models, caps, model
+
+        job_obj = Job(job, kind=kind)
+        self._jobs[job_obj.id] = kind
+        self._set_state("loading")
+        self.worker.submit(job_obj)
+        self._pending_remote_config = config
+        return job_obj
+
+    def disconnect_remote(self) -> None:
+        """Go back to the local model (if one is loaded)."""
+        if self._remote is None or self.busy:
+            return
+        self._remote.close()
+        self._remote = None
+        self.remote_caps = None
+        self.model_info = self._local_info
+        if self._local_info is not None:
+            self.modelLoaded.emit(self._local_info)
+        self._set_state(self._idle_state())
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompt: str, settings: SamplerSettings, *, messages: list[dict] | None = None) -> Job | None:
+        """Generate to the end on the worker; steps arrive through ``stepsAdded``. With a
+        remote server connected in chat mode, ``messages`` is the conversation."""
         if not self._check_ready(prompt, settings):
             return None
         self._end_step_mode()
         self.trace = Trace(prompt=prompt, settings=settings, model_name=self.model_info.name)
         self.traceReset.emit(self.trace)
         backend = self._backend
+        remote = self._remote
+        chat = bool(self.remote_config and self.remote_config.chat)
 
         def job(cancel: threading.Event) -> Iterator[object]:
+            if remote is not None:
+                yield from remote.stream(
+                    None if chat else prompt, settings, messages=messages if chat else None,
+                    cancel=cancel, on_wait=lambda left, why: self.waitCountdown.emit(float(left), str(why)),
+                )
+                return
             session = GenerationSession(backend, prompt, settings)
             yield from session.run(cancel)
 
@@ -146,6 +241,13 @@ class WorkbenchController(QObject):
         """Step mode: take one token (``token_id`` or sampled), then show the next
         distribution as pending. The first call starts a new run."""
         if self._state == "generating":
+            return None
+        if self._remote is not None:
+            self.errorOccurred.emit(
+                "Step mode unavailable",
+                "Step mode needs the model's full distribution before each token; a remote server "
+                "samples by itself. Switch back to the local model to step.",
+            )
             return None
         if self._session is None or self._session.finished is not None:
             if not self._check_ready(prompt, settings):
@@ -212,10 +314,10 @@ class WorkbenchController(QObject):
                 self._stop_after_step = True  # the session is busy on the worker: stop after it
                 return
             self.finish_step_run()
-            self._set_state("ready" if self._backend else "no model")
+            self._set_state(self._idle_state())
 
     def _check_ready(self, prompt: str, settings: SamplerSettings) -> bool:
-        if self._backend is None:
+        if self._backend is None and self._remote is None:
             self.errorOccurred.emit("No model", "Load a model first (File > Open, or wait for the embedded model).")
             return False
         if self.busy:
@@ -252,7 +354,7 @@ class WorkbenchController(QObject):
             if kind == "step":
                 self._session = None
             if not self._jobs:
-                self._set_state("ready" if self._backend is not None else "no model")
+                self._set_state(self._idle_state())
             self.pendingChanged.emit(None)
             self._finish_trace(item)
 
@@ -279,18 +381,38 @@ class WorkbenchController(QObject):
             backend, sha = result
             old = self._backend
             self._backend = backend
+            self._local_info = backend.info
+            if self._remote is not None:  # loading a local model switches back to it
+                self._remote.close()
+                self._remote = None
+                self.remote_caps = None
             self.model_info = backend.info
             self.model_sha256 = sha
             if old is not None:
                 old.close()  # safe: the worker is idle between jobs and we are its only user
             self.modelLoaded.emit(backend.info)
+        elif kind == "test":
+            _none, models, caps, _model = result
+            self.remoteTested.emit(models, caps)
+        elif kind == "connect":
+            backend, models, caps, model = result
+            if self._remote is not None:
+                self._remote.close()
+            self._remote = backend
+            self.remote_caps = caps
+            self.remote_config = self._pending_remote_config
+            self.model_info = _remote_info(self.remote_config, model)
+            self.model_sha256 = ""
+            self.remoteTested.emit(models, caps)
+            self.remoteConnected.emit(caps)
+            self.modelLoaded.emit(self.model_info)
         if kind == "generate":
             self._gen_job = None
         if not self._jobs:
             if kind == "step" and self._stop_after_step:
                 self._stop_after_step = False
                 self.finish_step_run()
-            self._set_state("ready" if self._backend is not None else "no model")
+            self._set_state(self._idle_state())
             if kind == "step" and self.in_step_mode_run:
                 self._set_state("stepping")
 
@@ -302,9 +424,8 @@ class WorkbenchController(QObject):
             self._session = None
             self.pendingChanged.emit(None)
         if isinstance(exc, BackendError):
-            title = {"load": "Model not loaded", "generate": "Generation failed", "step": "Step failed"}.get(
-                kind or "", "Error"
-            )
+            title = {"load": "Model not loaded", "generate": "Generation failed", "step": "Step failed",
+                     "test": "Connection failed", "connect": "Connection failed"}.get(kind or "", "Error")
             msg = str(exc)
             if kind == "load" and self._backend is not None:
                 msg += f"\n\nStill using {self.model_info.name}."
@@ -318,7 +439,7 @@ class WorkbenchController(QObject):
                 Finished("error", self.trace.text, len(self.trace), 0.0, message=str(exc))
             )
         if not self._jobs:
-            self._set_state("ready" if self._backend is not None else "no model")
+            self._set_state(self._idle_state())
         self.errorOccurred.emit(title, msg)
 
     # ------------------------------------------------------------------ history
@@ -337,6 +458,19 @@ class WorkbenchController(QObject):
 
     def shutdown(self) -> None:
         self.worker.shutdown()
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+def _remote_info(config: RemoteConfig | None, model: str) -> ModelInfo:
+    """A model card for a remote model: what the server tells (little)."""
+    url = config.base_url if config else ""
+    return ModelInfo(
+        path=url, name=model or "remote model", architecture="remote (OpenAI-compatible)",
+        size_label="", quantization="", n_vocab=0, n_ctx_train=0, n_layers=0, file_size=0,
+        has_chat_template=bool(config and config.chat),
+    )

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -32,6 +33,8 @@ from PySide6.QtWidgets import (
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
+from widgets.chat_editor import ChatEditor
+from widgets.connection_panel import ConnectionPanel
 from widgets.distribution_plot import DistributionPlot
 from widgets.entropy_plot import EntropyPlot
 from widgets.history_panel import HistoryPanel
@@ -91,9 +94,11 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel()
         self.sampling_panel = SamplingPanel()
         self.history_panel = HistoryPanel()
+        self.connection_panel = ConnectionPanel()
         for title, w, name in (
             ("Model", self.model_panel, "model"),
             ("Sampling", self.sampling_panel, "sampling"),
+            ("Server", self.connection_panel, "server"),
             ("History", self.history_panel, "history"),
         ):
             dock = QDockWidget(title, self)
@@ -102,6 +107,7 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.LeftDockWidgetArea, dock)
             setattr(self, f"{name}_dock", dock)
         self.tabifyDockWidget(self.model_dock, self.sampling_dock)
+        self.tabifyDockWidget(self.sampling_dock, self.server_dock)
         self.sampling_dock.raise_()
 
         central = QWidget()
@@ -128,7 +134,11 @@ class MainWindow(QMainWindow):
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setPlaceholderText("Type a prompt; the model continues it. Ctrl+Enter generates.")
         self.prompt_edit.setPlainText(DEFAULT_PROMPT)
-        pl.addWidget(self.prompt_edit)
+        self.chat_editor = ChatEditor()
+        self.prompt_stack = QStackedWidget()
+        self.prompt_stack.addWidget(self.prompt_edit)
+        self.prompt_stack.addWidget(self.chat_editor)
+        pl.addWidget(self.prompt_stack)
         row = QHBoxLayout()
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip("Generate to the end (Ctrl+Enter)")
@@ -226,7 +236,7 @@ class MainWindow(QMainWindow):
         self.whitespace_action = self._action(v, "Show &whitespace and newlines", self._set_whitespace,
                                               "Ctrl+Shift+W", checkable=True)
         v.addSeparator()
-        for dock in (self.model_dock, self.sampling_dock, self.history_dock):
+        for dock in (self.model_dock, self.sampling_dock, self.server_dock, self.history_dock):
             v.addAction(dock.toggleViewAction())
         h = mb.addMenu("&Help")
         self._action(h, "&Shortcuts", self._show_shortcuts)
@@ -254,6 +264,14 @@ class MainWindow(QMainWindow):
         self.token_view.stepClicked.connect(self.select_step)
         self.entropy_plot.stepClicked.connect(self.select_step)
         self.distribution_plot.tokenClicked.connect(self._on_bar_clicked)
+        cp = self.connection_panel
+        cp.testRequested.connect(self._test_remote)
+        cp.connectRequested.connect(self._connect_remote)
+        cp.disconnectRequested.connect(self.controller.disconnect_remote)
+        cp.keyringSaveRequested.connect(self._save_key)
+        c.remoteTested.connect(self._on_remote_tested)
+        c.remoteConnected.connect(self._on_remote_connected)
+        c.waitCountdown.connect(self._on_wait)
         self.history_panel.openRequested.connect(self.open_run)
         self.history_panel.deleteRequested.connect(self._delete_run)
 
@@ -270,6 +288,13 @@ class MainWindow(QMainWindow):
         palette = s.palette if s.palette in PALETTES else next(iter(PALETTES))
         self.set_palette(palette)
         self.whitespace_action.setChecked(s.show_whitespace)
+        if s.remote:
+            from app.core.remote import RemoteConfig
+
+            try:
+                self.connection_panel.set_config(RemoteConfig.from_dict(s.remote))
+            except TypeError:
+                pass
         qs = _window_settings()
         geo = qs.value("geometry")
         if geo is not None:
@@ -313,6 +338,56 @@ class MainWindow(QMainWindow):
         if path:
             self.load_path(path)
 
+    # ------------------------------------------------------------------ remote server
+    def _test_remote(self, config) -> None:
+        self.connection_panel.show_status(f"Testing {config.base_url}…")
+        self.controller.test_remote(config)
+
+    def _connect_remote(self, config) -> None:
+        self.connection_panel.show_status(f"Connecting to {config.base_url}…")
+        self.controller.connect_remote(config)
+
+    def _save_key(self, entry: str, key: str) -> None:
+        from app.core.secrets import keyring_available, store_in_keyring
+
+        ok, reason = keyring_available()
+        if not ok:
+            self.connection_panel.show_status(f"No system keyring here: {reason} Use an environment variable.",
+                                              error=True)
+            return
+        try:
+            store_in_keyring(entry, key)
+        except Exception as exc:  # noqa: BLE001 - the keyring backend's own errors
+            self.connection_panel.show_status(f"The keyring refused the key: {type(exc).__name__}", error=True)
+            return
+        self.connection_panel.show_status(f"Key stored in the system keyring as '{entry}'.")
+
+    def _on_remote_tested(self, models, caps) -> None:
+        self.connection_panel.set_models(list(models))
+        self.connection_panel.show_capabilities(caps)
+        self.connection_panel.show_status(f"Server answered: {len(models)} model(s).")
+
+    def _on_remote_connected(self, caps) -> None:
+        cfg = self.controller.remote_config
+        self.connection_panel.show_status(f"Connected: {self.controller.model_info.name} at {cfg.base_url}.")
+        reasons = {n: "remote servers do not take this setting" for n in
+                   ("typical_p", "repeat_penalty", "penalty_last_n", "min_keep")}
+        for knob in ("top_k", "min_p", "seed"):
+            if not getattr(caps, knob, False):
+                reasons[knob] = f"this server ignores {knob} (found by the capability probe)"
+        if not getattr(caps, "top_n_max", 0):
+            reasons["top_n"] = "this server returns no log-probabilities"
+        self.sampling_panel.set_unsupported(reasons)
+        self.distribution_plot.set_stage_note(
+            "Disabled: the server samples by itself, so the distribution after each stage of the chain "
+            "is not visible. Use a local model to see the stages."
+        )
+        self.prompt_stack.setCurrentWidget(self.chat_editor if cfg.chat else self.prompt_edit)
+        self.step_mode_action.setChecked(False)
+
+    def _on_wait(self, seconds: float, reason: str) -> None:
+        self.statusBar().showMessage(f"{reason} — retrying in {seconds:.0f} s", 1500)
+
     def _show_load_progress(self, done: int, total: int, what: str) -> None:
         bar = self.status_progress
         bar.setVisible(True)
@@ -325,6 +400,13 @@ class MainWindow(QMainWindow):
             bar.setFormat(what)
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        if self.controller.remote is not None:
+            self.setWindowTitle(f"Samplescope — {info.name} (remote)")
+            return
+        self.sampling_panel.set_unsupported({})
+        self.distribution_plot.set_stage_note("")
+        self.prompt_stack.setCurrentWidget(self.prompt_edit)
+        self.connection_panel.show_status("Not connected: using the local model.")
         self.model_panel.show_model(info)
         path = getattr(self, "_loading_path", None)
         if path:
@@ -356,7 +438,11 @@ class MainWindow(QMainWindow):
             self.step()
             return
         self.hide_banner()
-        self.controller.generate(self.prompt(), self.settings())
+        if self.prompt_stack.currentWidget() is self.chat_editor:
+            messages = self.chat_editor.messages()
+            self.controller.generate(self.chat_editor.as_text(), self.settings(), messages=messages)
+        else:
+            self.controller.generate(self.prompt(), self.settings())
 
     def stop(self) -> None:
         self.controller.stop()
@@ -480,8 +566,14 @@ class MainWindow(QMainWindow):
         self.generate_action.setEnabled(has_model and not generating and not loading)
         self.stop_button.setEnabled(generating or self.controller.in_step_mode_run)
         self.stop_action.setEnabled(generating or self.controller.in_step_mode_run)
-        self.step_button.setEnabled(has_model and not generating and not loading)
-        self.step_action.setEnabled(has_model and not generating and not loading)
+        local = self.controller.remote is None
+        self.step_button.setEnabled(has_model and local and not generating and not loading)
+        self.step_action.setEnabled(has_model and local and not generating and not loading)
+        self.step_mode_button.setEnabled(local)
+        self.step_mode_action.setEnabled(local)
+        if not local:
+            self.step_button.setToolTip("Step mode needs a local model: a remote server samples by itself")
+        self.connection_panel.set_busy(loading or generating)
         self.open_action.setEnabled(not loading and not generating)
         self.sampling_panel.setEnabled(not generating)
         if state == "generating":
@@ -489,6 +581,8 @@ class MainWindow(QMainWindow):
 
     def _on_error(self, title: str, message: str) -> None:
         self.show_banner(f"{title}: {message}")
+        if title == "Connection failed":
+            self.connection_panel.show_status(message, error=True)
         if title == "Model not loaded":
             self.model_panel.show_error(message)
             if self.controller.model_info is not None:
@@ -613,6 +707,7 @@ class MainWindow(QMainWindow):
         s.n_ctx = self.model_panel.n_ctx.value()
         s.n_threads = self.model_panel.n_threads.value()
         s.n_gpu_layers = self.model_panel.n_gpu.value()
+        s.remote = self.connection_panel.config().to_dict()
         try:
             s.save()
         except OSError as exc:

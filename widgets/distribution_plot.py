@@ -267,6 +267,12 @@ class DistributionPlot(QWidget):
             box.blockSignals(False)
         self._draw()
 
+    def set_stage_note(self, note: str) -> None:
+        """Why the stage selector is unavailable (e.g. a remote server samples by itself);
+        an empty note restores the default tooltip."""
+        self._stage_box.setToolTip(note or "Show the distribution after each stage of the sampler chain")
+        self._stage_note = note
+
     def step(self) -> Step | None:
         return self._step
 

@@ -267,6 +267,23 @@ class SamplingPanel(QWidget):
 
         self._spins["seed"].setValue(random.randrange(0, 2**31 - 1))
 
+    def set_unsupported(self, reasons: dict[str, str]) -> None:
+        """Disable the knobs a backend would ignore, each with a tooltip that says why; an
+        empty dict enables everything again."""
+        for name, w in self._spins.items():
+            base = w.toolTip().split("\n\nDisabled: ")[0]
+            if name in reasons:
+                w.setEnabled(False)
+                w.setToolTip(f"{base}\n\nDisabled: {reasons[name]}")
+            else:
+                w.setEnabled(True)
+                w.setToolTip(base)
+        self._unsupported = dict(reasons)
+        self._on_changed()
+
+    def unsupported(self) -> dict[str, str]:
+        return dict(getattr(self, "_unsupported", {}))
+
     def error_label_show(self, reason: str) -> None:
         self.error_label.setText(reason)
 

@@ -67,6 +67,9 @@ class AppSettings:
     palette: str = "default"
     show_whitespace: bool = False
     step_mode: bool = False
+    #: the remote server's connection settings (RemoteConfig.to_dict(): URL, model, the NAME of
+    #: the key's environment variable or keyring entry, timeouts, mode)
+    remote: dict = field(default_factory=dict)
     # NOTE: no API keys, tokens or passwords: secrets never go in this file.
 
     warning: str = field(default="", compare=False, metadata=_TRANSIENT)
@@ -212,4 +215,15 @@ def _checked(name: str, v: Any) -> Any:
         return v if isinstance(v, str) else _BAD
     if name in ("show_whitespace", "step_mode"):
         return v if isinstance(v, bool) else _BAD
+    if name == "remote":
+        if not isinstance(v, dict):
+            return _BAD
+        if not v:
+            return {}
+        from app.core.remote import RemoteConfig
+
+        try:
+            return RemoteConfig.from_dict(v).to_dict()  # only the known, key-free fields
+        except TypeError:
+            return _BAD
     return _BAD

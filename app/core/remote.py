@@ -1,0 +1,75 @@
+"""How to reach a remote OpenAI-compatible server: presets and the connection settings.
+
+Owns: ``SERVER_PRESETS`` (the usual base URLs of common servers) and ``RemoteConfig`` (a
+frozen value: where, which model, where the key comes from — never the key itself). Qt-free;
+built on the GUI thread, read on the model worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SERVER_PRESETS", "RemoteConfig"]
+
+#: name -> (base URL, a note on what the server reveals)
+SERVER_PRESETS: dict[str, tuple[str, str]] = {
+    "llama.cpp server": (
+        "http://127.0.0.1:8080/v1",
+        "Completion and chat logprobs, top-N; accepts top_k, min_p, seed, repeat_penalty and a JSON schema.",
+    ),
+    "llama-cpp-python server": (
+        "http://127.0.0.1:8000/v1",
+        "Completion logprobs (legacy lists) when started with --logits_all true; accepts top_k, min_p, seed.",
+    ),
+    "vLLM": (
+        "http://127.0.0.1:8000/v1",
+        "Completion and chat logprobs (top-N capped by --max-logprobs, default 20); accepts top_k, min_p, seed, "
+        "guided JSON.",
+    ),
+    "Ollama": (
+        "http://127.0.0.1:11434/v1",
+        "OpenAI-compatible endpoint; logprobs only in recent versions; seed accepted.",
+    ),
+    "LM Studio": ("http://127.0.0.1:1234/v1", "OpenAI-compatible endpoint; logprobs depend on the version."),
+    "OpenAI": (
+        "https://api.openai.com/v1",
+        "Chat logprobs with top_logprobs up to 20; no top_k or min_p; seed is best effort.",
+    ),
+    "Custom": ("", "Any OpenAI-compatible server."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """Connection settings. The API key is NOT here: only where to find it (an environment
+    variable's name or a system-keyring entry's name)."""
+
+    base_url: str
+    model: str = ""
+    api_key_env: str = ""
+    keyring_entry: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    chat: bool = False
+    preset: str = "Custom"
+
+    def validate(self) -> None:
+        url = self.base_url.strip()
+        if not url:
+            raise ValueError("Enter the server's base URL, for example http://127.0.0.1:8080/v1.")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"The base URL must start with http:// or https:// (got {url!r}).")
+        if "@" in url.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError("Do not put credentials in the URL; name an environment variable or use the keyring.")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("Timeouts must be positive.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RemoteConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
