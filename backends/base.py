@@ -328,3 +328,88 @@ class GenerationError(BackendError):
 
 class ConnectionFailed(BackendError):
     """A remote server could not be reached or answered badly."""
+
+
+# --- remote servers (backends.openai_compat) -------------------------------------------------
+# Every one is a ConnectionFailed, so code that only knows that class still catches them all.
+# ``status`` is the HTTP status when the server answered (None otherwise).
+
+
+class RemoteError(ConnectionFailed):
+    """A remote OpenAI-compatible server failed; the subclass says how."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnreachable(RemoteError):
+    """No connection could be opened (refused, unknown host, TLS failure, connect timeout)."""
+
+
+class ConnectionRefused(ServerUnreachable):
+    """Nothing listens at the server's host and port."""
+
+
+class HostNotFound(ServerUnreachable):
+    """The server's host name does not resolve."""
+
+
+class TLSFailed(ServerUnreachable):
+    """The TLS (https) handshake failed: certificate, protocol or plain http on an https port."""
+
+
+class RemoteTimeout(RemoteError):
+    """The server did not answer in time."""
+
+
+class ConnectTimeout(RemoteTimeout, ServerUnreachable):
+    """Opening the connection took longer than the connect timeout."""
+
+
+class ReadTimeout(RemoteTimeout):
+    """The server went silent for longer than the read timeout."""
+
+
+class AuthenticationFailed(RemoteError):
+    """HTTP 401/403: the API key is missing, wrong, or not allowed to use this model."""
+
+
+class NotFound(RemoteError):
+    """HTTP 404."""
+
+
+class ModelNotFound(NotFound):
+    """The server does not know the requested model."""
+
+
+class EndpointNotFound(NotFound):
+    """The server has no such endpoint (usually a wrong base URL)."""
+
+
+class RateLimited(RemoteError):
+    """HTTP 429 and the retries ran out (or the server asked for too long a wait)."""
+
+    retry_after: float | None = None
+
+
+class ServerFailed(RemoteError):
+    """HTTP 5xx and the retries ran out."""
+
+
+class RequestRejected(RemoteError):
+    """HTTP 400/422 (or another 4xx): the server refused the request's content."""
+
+
+class BadResponse(RemoteError):
+    """The server's answer is not what an OpenAI-compatible API sends (not JSON, malformed)."""
+
+
+__all__ += [
+    "RemoteError", "ServerUnreachable", "ConnectionRefused", "HostNotFound", "TLSFailed",
+    "RemoteTimeout", "ConnectTimeout", "ReadTimeout", "AuthenticationFailed", "NotFound",
+    "ModelNotFound", "EndpointNotFound", "RateLimited", "ServerFailed", "RequestRejected",
+    "BadResponse",
+]
