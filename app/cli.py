@@ -35,8 +35,15 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-n", type=int, default=d.top_n, help="alternatives recorded per step")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M)")
+def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
+    p.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M); with --base-url, "
+                   "the server's model name" if remote else "GGUF file (default: the embedded Gemma 3 270M)")
+    if remote:
+        p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
+        p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+        p.add_argument("--chat", action="store_true", help="use /v1/chat/completions (the prompt is the user message)")
+        p.add_argument("--system", help="system message in --chat mode")
+        p.add_argument("--read-timeout", type=float, default=60.0)
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--n-gpu-layers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="0 = automatic")
@@ -51,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--step-mode", action="store_true", help="start in step mode (classroom demos)")
     g = sub.add_parser("generate", help="generate headless and print every step")
     g.add_argument("--prompt", required=True)
-    _add_model_args(g)
+    _add_model_args(g, remote=True)
     _add_sampler_args(g)
     g.add_argument("--json", action="store_true", help="one JSON object per step, then a summary line")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
@@ -108,6 +115,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 2
+    if getattr(a, "base_url", None):
+        return _generate_remote(a, settings)
     try:
         backend = load_backend(a)
         session = GenerationSession(backend, a.prompt, settings)
@@ -139,6 +148,67 @@ def cmd_generate(a: argparse.Namespace) -> int:
         print(_dumps({"summary": summary}))
     else:
         print(f"\n[{fin.n_tokens} tokens, {fin.tokens_per_s:.1f} tokens/s, {fin.reason}]", file=sys.stderr)
+    return 0
+
+
+def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
+    """``generate --base-url``: the same per-step JSON from an OpenAI-compatible server;
+    ``token_id`` is null where the server gives none and ``estimated`` marks values computed
+    from the top-N alternatives only."""
+    import threading
+
+    from app.core.secrets import resolve_api_key
+    from backends.openai_compat import OpenAICompatBackend
+
+    key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
+    if a.api_key_env and not key:
+        print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
+        return 2
+    messages = None
+    if a.chat:
+        messages = ([{"role": "system", "content": a.system}] if a.system else []) + [
+            {"role": "user", "content": a.prompt}]
+    cancel = threading.Event()
+    fin: Finished | None = None
+    steps = 0
+    try:
+        backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+        try:
+            items = backend.stream(None if a.chat else a.prompt, settings, messages=messages, cancel=cancel,
+                                   on_wait=lambda left, why: print(f"[{why}: retrying in {left:.0f} s]",
+                                                                   file=sys.stderr))
+            for item in items:
+                if isinstance(item, Step):
+                    steps += 1
+                    if a.json:
+                        print(_dumps(_clean(item.to_dict())), flush=True)
+                    else:
+                        print(item.token, end="", flush=True)
+                else:
+                    fin = item
+        except KeyboardInterrupt:
+            cancel.set()
+        finally:
+            backend.close()
+    except BackendError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "text": fin.text if fin else "",
+        "n_tokens": fin.n_tokens if fin else steps,
+        "tokens_per_s": round(fin.tokens_per_s, 2) if fin else 0.0,
+        "finish_reason": fin.reason if fin else "cancelled",
+        "message": fin.message if fin else "",
+        "model": a.model,
+        "base_url": a.base_url,
+        "chat": bool(a.chat),
+        "estimated": True,
+        "settings": settings.to_dict(),
+    }
+    if a.json:
+        print(_dumps({"summary": summary}))
+    else:
+        print(f"\n[{summary['n_tokens']} tokens, {summary['finish_reason']}]", file=sys.stderr)
     return 0
 
 

@@ -400,6 +400,7 @@ class MainWindow(QMainWindow):
             bar.setFormat(what)
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._on_state(self.controller.state)  # enable the local- or remote-only controls
         if self.controller.remote is not None:
             self.setWindowTitle(f"Samplescope — {info.name} (remote)")
             return

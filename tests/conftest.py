@@ -33,3 +33,7 @@ def local_backend(embedded_model):
     backend = LlamaCppBackend(embedded_model, n_ctx=1024, n_threads=2)
     yield backend
     backend.close()
+
+
+# a real OpenAI-compatible server on 127.0.0.1 (llama-cpp-python's), shared by the backend and GUI tests
+from tests.server_fixture import llama_server, remote  # noqa: E402,F401

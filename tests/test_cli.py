@@ -60,3 +60,29 @@ def test_bench_prints_its_figures(capsys):
                 "analysis_ms_per_step_median"):
         assert result[key] > 0
     assert result["new_tokens"] == 128
+
+
+def test_generate_against_a_remote_server_prints_the_same_records(capsys, llama_server):
+    rc = main(["generate", "--base-url", llama_server.base_url, "--model", llama_server.model,
+               "--prompt", "The capital of France is", "--max-tokens", "2", "--temperature", "0",
+               "--top-n", "3", "--json"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    steps, summary = lines[:-1], lines[-1]["summary"]
+    assert 1 <= len(steps) <= 2
+    for s in steps:
+        for key in ("index", "token_id", "token", "p_raw", "p_final", "rank", "entropy_raw",
+                    "entropy_final", "kl_final_raw", "top"):
+            assert key in s
+        assert s["estimated"] is True and 0 <= s["unseen_mass"] < 1
+        assert s["token_id"] is None  # llama-cpp-python's server gives no token ids
+        assert len(s["top"]) >= 1
+    assert summary["estimated"] is True and summary["base_url"] == llama_server.base_url
+    assert summary["text"] == "".join(s["token"] for s in steps)
+
+
+def test_generate_remote_refuses_a_missing_key_variable(capsys, monkeypatch):
+    monkeypatch.delenv("SAMPLESCOPE_NO_SUCH_KEY", raising=False)
+    assert main(["generate", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--prompt", "x",
+                 "--api-key-env", "SAMPLESCOPE_NO_SUCH_KEY"]) == 2
+    assert "SAMPLESCOPE_NO_SUCH_KEY" in capsys.readouterr().err

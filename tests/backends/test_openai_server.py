@@ -1,5 +1,5 @@
 """OpenAICompatBackend against a real OpenAI-compatible server: llama-cpp-python's server on
-the embedded Gemma 3 270M, started by the ``llama_server`` fixture (tests/backends/conftest.py).
+the embedded Gemma 3 270M, started by the ``llama_server`` fixture (tests/server_fixture.py).
 
 What this server does, as observed (llama-cpp-python 0.3.36):
 

@@ -30,7 +30,7 @@ def test_dirs_follow_env_and_are_created(tmp_path):
 
 
 def test_dirs_default_to_platformdirs(monkeypatch, tmp_path):
-    platformdirs = pytest.importorskip("platformdirs")
+    import platformdirs
     monkeypatch.delenv("SAMPLESCOPE_CACHE_DIR")
     monkeypatch.setattr(platformdirs, "user_cache_dir", lambda app, appauthor=None: str(tmp_path / "pd" / app))
     assert paths.cache_dir() == tmp_path / "pd" / "samplescope"

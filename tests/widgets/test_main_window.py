@@ -288,3 +288,72 @@ def test_model_output_is_plain_text_in_tooltips(window):
     html = window.token_view.tooltip_html(0)
     assert "<script" not in html
     assert trace is not None
+
+
+# ---------------------------------------------------------------- remote server (real, on 127.0.0.1)
+def test_dead_server_gives_a_clear_message_and_keeps_the_local_model(window, qtbot):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    cp = window.connection_panel
+    cp.preset.setCurrentText("Custom")
+    cp.base_url.setText(f"http://127.0.0.1:{port}/v1")
+    cp.connect_timeout.setValue(2.0)
+    with qtbot.waitSignal(window.controller.errorOccurred, timeout=60_000) as blocker:
+        cp.connect_button.click()
+    assert blocker.args[0] == "Connection failed"
+    assert str(port) in blocker.args[1] or "refused" in blocker.args[1].lower()
+    assert cp.status.text() == blocker.args[1]
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=5000)
+    assert window.controller.remote is None
+    assert window.controller.model_info.architecture == "gemma3"
+
+
+def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatch):
+    monkeypatch.setenv("SAMPLESCOPE_TEST_KEY", "sk-test-secret-123")
+    cp = window.connection_panel
+    cp.preset.setCurrentText("llama-cpp-python server")
+    cp.base_url.setText(llama_server.base_url)
+    cp.model.setCurrentText(llama_server.model)
+    cp.key_env.setText("SAMPLESCOPE_TEST_KEY")
+    cp.completion_mode.setChecked(True)
+    with qtbot.waitSignal(window.controller.remoteConnected, timeout=120_000):
+        cp.connect_button.click()
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=10_000)
+    assert window.controller.remote is not None
+    assert llama_server.model in cp.status.text()
+    badges = cp.badge_state()
+    assert badges["completions_logprobs"] == "The server honours this"
+    # knobs the server cannot take are disabled with the reason; step mode is unavailable
+    assert not window.sampling_panel._spins["typical_p"].isEnabled()
+    assert "Disabled:" in window.sampling_panel._spins["typical_p"].toolTip()
+    assert not window.step_button.isEnabled()
+    fin = _generate(window, qtbot, prompt="The capital of France is", temperature=0.0, max_tokens=3, top_n=5)
+    trace = window.controller.trace
+    assert fin.n_tokens == len(trace) >= 1
+    step = trace.steps[0]
+    assert step.estimated and 0 <= step.unseen_mass < 1 and len(step.top) >= 1
+    assert "estimated" in window.distribution_plot._info_text()
+    assert not window.distribution_plot._stage_box.isEnabled()
+    assert window.token_view.rendered_count() == len(trace)
+    # the run is stored without the key
+    run = window.controller.store.list_runs()[0]
+    assert run.n_tokens == len(trace)
+    import pathlib
+
+    data_dir = pathlib.Path(window.controller.store.path).parent
+    for f in data_dir.glob("runs.sqlite3*"):
+        assert b"sk-test-secret-123" not in f.read_bytes()
+    window.app_settings.remote = cp.config().to_dict()
+    window.app_settings.save()
+    from app.core.paths import config_dir
+
+    assert "sk-test-secret-123" not in (config_dir() / "settings.json").read_text()
+    # back to the local model
+    window.controller.disconnect_remote()
+    qtbot.waitUntil(lambda: window.controller.remote is None and window.controller.state == "ready", timeout=5000)
+    assert window.sampling_panel._spins["typical_p"].isEnabled()
+    assert window.step_button.isEnabled()
+    assert window.controller.model_info.architecture == "gemma3"

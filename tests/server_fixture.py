@@ -40,7 +40,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def llama_server(embedded_model, tmp_path_factory):
     if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("sse_starlette") is None:
-        pytest.skip('llama-cpp-python\'s server extras are not installed (pip install "llama-cpp-python[server]")')
+        pytest.fail('llama-cpp-python\'s server extras are not installed: pip install -e ".[test]"')
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     cmd = [
