@@ -490,9 +490,13 @@ class MainWindow(QMainWindow):
             "cancelled": "stopped",
             "context": "context full",
             "error": "error",
+            "incomplete": "incomplete (the stream was cut; what arrived is kept)",
         }.get(fin.reason, fin.reason)
         self.speed_label.setText(f"{fin.tokens_per_s:.1f} tokens/s")
         self.statusBar().showMessage(f"Finished: {fin.n_tokens} tokens, {words}.", 8000)
+        if fin.reason in ("incomplete", "error") or (fin.message and fin.reason != "cancelled"):
+            # e.g. a stream cut mid-way (the tokens received are kept) or a text-only server
+            self.show_banner(f"Run {words}: {fin.message}" if fin.message else f"Run {words}.")
 
     def _mark_dirty(self) -> None:
         self._dirty = True

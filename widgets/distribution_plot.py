@@ -543,6 +543,16 @@ class DistributionPlot(QWidget):
                 f"{step.entropy_final:.3f} nats"
             )
         tok = repr(step.token) if step.token else f"part of a character {step.piece!r}"
+        if step.estimated:
+            # a remote server: its own probabilities, and only the top-N of them
+            if not step.top:
+                return (f"Step {step.index}: {tok}  ·  the server returned no log-probabilities "
+                        "(text-only run)")
+            return (
+                f"Step {step.index}: {tok}  ·  p {_pct(step.p_raw)} (server)  ·  rank {step.rank}\n"
+                f"entropy ≥ {step.entropy_raw:.2f} nats from top-{len(step.top)}, "
+                f"{_pct(step.unseen_mass)} mass unseen"
+            )
         text = (
             f"Step {step.index}: {tok}  ·  p_raw {_pct(step.p_raw)}  ·  p_final {_pct(step.p_final)}"
             f"  ·  rank {step.rank}  ·  entropy {step.entropy_raw:.3f} → {step.entropy_final:.3f} nats"
@@ -555,8 +565,6 @@ class DistributionPlot(QWidget):
             st = next((s for s in step.stages if s.name == self._stage), None)
             if st is not None:
                 text += f"\n{st.name}: kept {st.kept}, removed {_pct(st.removed_mass)} of the mass ({_pct(st.removed_raw)} raw)"
-        if step.estimated:
-            text += f"\nestimated from top-{len(step.top)}, {_pct(step.unseen_mass)} mass unseen"
         return text
 
     def _index_at_scene(self, pos: QPointF) -> int:

@@ -82,7 +82,8 @@ def test_stage_switching(plot):
 
 def test_info_label_mentions_estimate(plot):
     plot.show_step(make_step(0, "t", estimated=True, unseen_mass=0.031))
-    assert "estimated from top-4, 3.10% mass unseen" in plot._info.text()
+    step = make_step(0, "t", estimated=True, unseen_mass=0.031)
+    assert f"entropy ≥ {step.entropy_raw:.2f} nats from top-4, 3.10% mass unseen" in plot._info.text()
 
 
 def test_tooltip_escaped(plot):

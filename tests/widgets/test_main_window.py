@@ -335,7 +335,8 @@ def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatc
     assert fin.n_tokens == len(trace) >= 1
     step = trace.steps[0]
     assert step.estimated and 0 <= step.unseen_mass < 1 and len(step.top) >= 1
-    assert "estimated" in window.distribution_plot._info_text()
+    assert "mass unseen" in window.distribution_plot._info_text()
+    assert "entropy ≥" in window.distribution_plot._info_text()
     assert not window.distribution_plot._stage_box.isEnabled()
     assert window.token_view.rendered_count() == len(trace)
     # the run is stored without the key
@@ -357,3 +358,29 @@ def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatc
     assert window.sampling_panel._spins["typical_p"].isEnabled()
     assert window.step_button.isEnabled()
     assert window.controller.model_info.architecture == "gemma3"
+
+
+def test_remote_chat_mode_edits_a_message_list(window, qtbot, llama_server):
+    cp = window.connection_panel
+    cp.preset.setCurrentText("Custom")
+    cp.base_url.setText(llama_server.base_url)
+    cp.model.setCurrentText(llama_server.model)
+    cp.key_env.setText("")
+    cp.chat_mode.setChecked(True)
+    with qtbot.waitSignal(window.controller.remoteConnected, timeout=120_000):
+        cp.connect_button.click()
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=10_000)
+    assert window.prompt_stack.currentWidget() is window.chat_editor
+    window.chat_editor.set_messages([{"role": "user", "content": "The capital of France is"}])
+    assert window.chat_editor.messages() == [{"role": "user", "content": "The capital of France is"}]
+    _set(window, temperature=0.0, max_tokens=3, top_n=3)
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000) as blocker:
+        window.generate_action.trigger()
+    fin = blocker.args[0]
+    trace = window.controller.trace
+    assert trace.prompt == "[user] The capital of France is"
+    assert fin.n_tokens == len(trace)
+    assert all(s.estimated for s in trace.steps)
+    window.controller.disconnect_remote()
+    qtbot.waitUntil(lambda: window.controller.remote is None, timeout=5000)
+    assert window.prompt_stack.currentWidget() is window.prompt_edit
