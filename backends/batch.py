@@ -32,10 +32,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable, Sequence
 
 import httpx
+
+from .openai_compat import parse_retry_after
 
 __all__ = ["BatchResult", "run_batch", "run_batch_async", "CANCELLED", "MAX_RETRY_AFTER"]
 
@@ -283,7 +284,7 @@ async def _send_with_retries(
             return BatchResult(i, True, status, data, None, n)
 
         error_body = _json_or_none(response)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if retry_after is not None and retry_after > MAX_RETRY_AFTER:
             return _fail(i, status, error_body, f"The server answered {_status_text(response)} and asked to "
                          f"wait {retry_after:.0f} s, more than the {MAX_RETRY_AFTER:.0f} s a batch waits. "
@@ -382,24 +383,3 @@ def _transport_message(exc: httpx.TransportError, base_url: str, timeout: float,
         return f"Could not connect to {base_url}{tries}: {exc or type(exc).__name__}."
     return f"The connection to {base_url} failed{tries}: {type(exc).__name__}: {exc}."
 
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds, fractional allowed, or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    from datetime import datetime, timezone
-
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

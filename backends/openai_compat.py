@@ -87,6 +87,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
@@ -747,8 +748,9 @@ class _Exchange:
                     pass
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds, fractional allowed, or an
+    HTTP date; a date without a zone is read as UTC). Shared with ``backends.batch``."""
     if not value:
         return None
     value = value.strip()
@@ -762,7 +764,9 @@ def _retry_after(value: str | None) -> float | None:
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -1109,7 +1113,7 @@ class OpenAICompatBackend:
             body_bytes = payload if kind == "body" else b""
             retryable = status == 429 or (retry_5xx and status >= 500 and status not in _NOT_RETRIED_5XX)
             if retryable and attempt < self.max_retries:
-                delay = _retry_after(resp.headers.get("retry-after")) if status in (429, 503) else None
+                delay = parse_retry_after(resp.headers.get("retry-after")) if status in (429, 503) else None
                 if delay is not None and delay > self.max_retry_after:
                     e = RateLimited(
                         f"The server at {self._where} asks to wait {delay:.0f} s before the next request "
