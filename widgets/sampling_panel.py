@@ -88,29 +88,21 @@ class _RefusingMixin:
             )
         return None
 
+    def validate(self, text, pos):
+        state = super().validate(text, pos)
+        if _state_invalid(state):
+            reason = self._refusal(text)
+            if reason:
+                self.refused.emit(reason)
+        return state
+
 
 class _IntSpin(_RefusingMixin, QSpinBox):
     refused = Signal(str)
 
-    def validate(self, text, pos):
-        state = super().validate(text, pos)
-        if _state_invalid(state):
-            reason = self._refusal(text)
-            if reason:
-                self.refused.emit(reason)
-        return state
-
 
 class _FloatSpin(_RefusingMixin, QDoubleSpinBox):
     refused = Signal(str)
-
-    def validate(self, text, pos):
-        state = super().validate(text, pos)
-        if _state_invalid(state):
-            reason = self._refusal(text)
-            if reason:
-                self.refused.emit(reason)
-        return state
 
 
 def _state_invalid(state) -> bool:
