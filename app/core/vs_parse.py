@@ -61,8 +61,9 @@ TEXT_KEYS = ("text", "response", "answer", "content", "candidate", "output", "co
 PROB_KEYS = ("probability", "prob", "p", "confidence", "weight", "likelihood", "probability_score",
              "score", "percentage", "percent")
 
-MAX_CHARS = 2_000_000      # longer answers are refused rather than scanned
-_MAX_STARTS = 64           # '{' / '[' positions tried in prose
+MAX_CHARS = 200_000        # longer answers are refused rather than scanned (k=20 is ~10 kB)
+_MAX_STARTS = 32           # '{' / '[' positions tried in prose
+_SCAN_BUDGET = 2_000_000   # characters scanned in prose, in all, before giving up
 _MAX_DEPTH = 6             # how deep to look for the candidate list
 _PCT_LOW, _PCT_HIGH = 80.0, 120.0
 
@@ -661,16 +662,17 @@ def _parse(text: str, k: int | None) -> ParsedAnswer:
         if xml is not None:
             return xml
 
-    tried = 0
+    tried = scanned = 0
     skip_until = -1
     for m in re.finditer(r"[{\[]", s):
         i = m.start()
         if i < skip_until or (i == 0 and errors):
             continue
-        if tried >= _MAX_STARTS:
+        if tried >= _MAX_STARTS or scanned >= _SCAN_BUDGET:
             break
         tried += 1
         end = _scan(s, i)
+        scanned += (len(s) if end is None else end) - i
         span = s[i:] if end is None else s[i:end]
         try:
             got = _try_json_span(span, "json-in-prose", k)

@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.core.vs_parse import Candidate, ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
@@ -126,6 +126,42 @@ def test_python_literals_and_numeric_text():
     a = parse_vs_answer("{'responses': [{'text': 4, 'probability': 0.5, 'ok': True}, {'text': 6, 'probability': 0.5, 'x': None}]}")
     assert a.texts == ("4", "6")
     assert has(a.repairs, "texts given as numbers")
+
+
+def test_vs_cot_reasoning_field_and_nested_and_string_wrapped():
+    cot = '{"reasoning": "think {first} [then]", "responses": [{"text": "a", "probability": 0.1}, ' \
+          '{"text": "b", "probability": 0.9}]}'
+    assert probs(parse_vs_answer(cot)) == pytest.approx([0.1, 0.9])
+    nested = parse_vs_answer('{"result": {"data": {"responses": [{"text": "a", "probability": 1}]}}}')
+    assert nested.texts == ("a",)
+    wrapped = parse_vs_answer(json.dumps(STD))          # the JSON sent as a JSON string
+    assert wrapped.texts == ("Paris", "Lyon", "Nice")
+    assert "the JSON was wrapped in a string" in wrapped.repairs
+
+
+def test_first_bracket_in_prose_is_not_the_answer():
+    a = parse_vs_answer("[Note] the format is {text, probability}:\n" + STD)
+    assert a.source_format == "json-in-prose" and a.texts == ("Paris", "Lyon", "Nice")
+
+
+def test_text_after_json_and_unclosed_fence():
+    a = parse_vs_answer(STD + " I hope {this} helps")
+    assert a.texts == ("Paris", "Lyon", "Nice") and "text after the JSON ignored" in a.repairs
+    b = parse_vs_answer("```json\n" + STD)
+    assert b.source_format == "json-in-fence"
+
+
+@pytest.mark.parametrize("text", ["{" * 200_000, "[" * 100_000 + "]" * 100_000, "{ [ " * 50_000,
+                                  "word { " * 28_000, "'" * 100_000 + "{"])
+def test_pathological_inputs_fail_cleanly(text):
+    with pytest.raises(VSParseError) as info:
+        parse_vs_answer(text)
+    assert not info.value.internal
+
+
+def test_too_long():
+    with pytest.raises(VSParseError, match="too long"):
+        parse_vs_answer("x" * 200_001)
 
 
 # ---------------------------------------------------------------- weights
@@ -311,7 +347,9 @@ def check(text: str, k: int | None = None) -> ParsedAnswer | None:
     except VSParseError as error:
         assert not error.internal, str(error)
         assert str(error)
+        event("VSParseError")
         return None
+    event(f"parsed as {a.source_format}")
     assert isinstance(a, ParsedAnswer)
     assert len(a.candidates) >= 1
     assert len(a.probabilities) == len(a.candidates)
