@@ -96,6 +96,9 @@ class WorkbenchController(QObject):
     ) -> Job:
         """Load ``path`` (None: the embedded model, assembled on first use) on the worker. The
         current model stays loaded until the new one has loaded."""
+        if self._state == "generating":
+            self.errorOccurred.emit("Busy", "Stop the running generation (Esc) before loading another model.")
+            return None
         self._end_step_mode()
 
         def job(cancel: threading.Event) -> Iterator[object]:
@@ -114,18 +117,7 @@ class WorkbenchController(QObject):
                 target = Path(path)
             yield LoadProgress((0, 0, f"Loading {target.name}…"))
             backend = LlamaCppBackend(target, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads or None)
-            sha = ""
-            if self.store is not None:
-                try:
-                    from app.core.store import RunStore
-
-                    local = RunStore(self.store.path) if hasattr(self.store, "path") else None
-                    if local is not None:
-                        sha = local.sha256_of(str(target))
-                        local.close()
-                except Exception as exc:  # the hash is a nicety: never fail the load for it
-                    log.warning("could not hash %s: %s", target, exc)
-            return backend, sha
+            return backend, str(target)
 
         job_obj = Job(job, kind="load")
         self._jobs[job_obj.id] = "load"
@@ -133,7 +125,30 @@ class WorkbenchController(QObject):
         self.worker.submit(job_obj)
         return job_obj
 
-    # ------------------------------------------------------------------ generation
+    def _hash_in_background(self, model_file: str) -> None:
+        """SHA-256 of the model file for the run store: computed once per file (cached in the
+        store by size and mtime) on a plain thread, so a multi-GB model is usable at once."""
+        if self.store is None or not hasattr(self.store, "path"):
+            return
+        store_path = self.store.path
+
+        def work() -> None:
+            from app.core.store import RunStore
+
+            try:
+                local = RunStore(store_path)
+                try:
+                    sha = local.sha256_of(model_file)
+                finally:
+                    local.close()
+            except Exception as exc:  # the hash is a nicety: never fail anything for it
+                log.warning("could not hash %s: %s", model_file, exc)
+                return
+            if self._local_info is not None and self._local_info.path == model_file and self._remote is None:
+                self.model_sha256 = sha  # a str assignment: atomic, read on the GUI thread when saving
+
+        threading.Thread(target=work, name="model-hash", daemon=True).start()
+
     # ------------------------------------------------------------------ remote servers
     @property
     def remote(self):
@@ -378,7 +393,7 @@ class WorkbenchController(QObject):
     def _on_done(self, job_id: int, result: object) -> None:
         kind = self._jobs.pop(job_id, None)
         if kind == "load":
-            backend, sha = result
+            backend, model_file = result
             old = self._backend
             self._backend = backend
             self._local_info = backend.info
@@ -387,7 +402,8 @@ class WorkbenchController(QObject):
                 self._remote = None
                 self.remote_caps = None
             self.model_info = backend.info
-            self.model_sha256 = sha
+            self.model_sha256 = ""
+            self._hash_in_background(model_file)
             if old is not None:
                 old.close()  # safe: the worker is idle between jobs and we are its only user
             self.modelLoaded.emit(backend.info)

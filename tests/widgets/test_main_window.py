@@ -180,6 +180,9 @@ def test_stop_keeps_the_partial_output(window, qtbot):
     window.generate()
     qtbot.waitUntil(lambda: window.controller.trace is not None and len(window.controller.trace) >= 3,
                     timeout=60_000)
+    with qtbot.waitSignal(window.controller.errorOccurred, timeout=5000) as busy:
+        window.load_path("/nonexistent/other.gguf")  # refused while generating, not queued
+    assert busy.args[0] == "Busy"
     with qtbot.waitSignal(window.controller.generationFinished, timeout=30_000) as blocker:
         window.stop_action.trigger()
     fin = blocker.args[0]
