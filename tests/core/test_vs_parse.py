@@ -151,8 +151,8 @@ def test_text_after_json_and_unclosed_fence():
     assert b.source_format == "json-in-fence"
 
 
-@pytest.mark.parametrize("text", ["{" * 200_000, "[" * 100_000 + "]" * 100_000, "{ [ " * 50_000,
-                                  "word { " * 28_000, "'" * 100_000 + "{"])
+@pytest.mark.parametrize("text", ["{" * 60_000, "[" * 30_000 + "]" * 30_000, "{ [ " * 15_000,
+                                  "word { " * 9_000, "'" * 60_000 + "{"])
 def test_pathological_inputs_fail_cleanly(text):
     with pytest.raises(VSParseError) as info:
         parse_vs_answer(text)
@@ -372,26 +372,36 @@ def test_fuzz_random_text(text, k):
     check(text, k)
 
 
+# Full-unicode st.text is slow to generate; most fields draw from a small alphabet of the
+# characters that matter to the parser, with some full-unicode text mixed in.
+SMALL = st.sampled_from(list('ab xé日"\'\\<>/{}[],:%.-+0123456789eE\n'))
+
+
+def short_text(max_size: int):
+    return st.one_of(st.text(SMALL, max_size=max_size), st.text(SMALL, max_size=max_size),
+                     st.text(max_size=max_size))
+
+
 weight = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(0, 1),
     st.integers(-10, 200),
     st.integers(-(10 ** 30), 10 ** 400),
     st.sampled_from(["70%", "0.3", " 12 % ", "high", "", "nan", "-inf", "1e999", "%", "50%%", "0x10", "1_0"]),
-    st.text(max_size=6),
+    short_text(6),
     st.booleans(),
     st.none(),
     st.lists(st.integers(), max_size=2),
 )
-candidate_text = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "a", "a", "b"]), st.integers(),
+candidate_text = st.one_of(short_text(12), st.sampled_from(["", " ", "a", "a", "b"]), st.integers(),
                            st.none())
 text_keys = st.sampled_from(["text", "response", "answer", "content", "Text", "foo"])
 prob_keys = st.sampled_from(["probability", "prob", "p", "confidence", "weight", "PROB", "bar"])
 item = st.one_of(
     st.builds(lambda tk, t, pk, w: {tk: t, pk: w}, text_keys, candidate_text, prob_keys, weight),
     st.builds(lambda t: {"text": t}, candidate_text),
-    st.tuples(st.text(max_size=8), weight).map(list),
-    st.text(max_size=8),
+    st.tuples(short_text(8), weight).map(list),
+    short_text(8),
     st.integers(),
     st.none(),
 )
@@ -425,11 +435,11 @@ def test_fuzz_truncated_json(doc, data):
 
 
 @settings(FUZZ, max_examples=EXAMPLES["xml"])
-@given(st.lists(st.tuples(st.text(max_size=10), st.one_of(weight.map(str), st.text(max_size=5)),
+@given(st.lists(st.tuples(short_text(10), st.one_of(weight.map(str), short_text(5)),
                           st.sampled_from(["text", "answer", "txt"]),
                           st.sampled_from(["probability", "prob", "confidence", "pp"]),
                           st.booleans()), max_size=6),
-       st.text(max_size=10), st.data())
+       short_text(10), st.data())
 def test_fuzz_xml_fragments(parts, prose, data):
     chunks = []
     for text, w, tt, pt, close in parts:
