@@ -1,4 +1,4 @@
-"""Command line: ``samplescope`` (the window), ``samplescope generate`` and ``samplescope bench``.
+"""Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs`` and ``bench``.
 
 Owns: argument parsing and the headless commands. ``generate`` runs the same
 ``GenerationSession`` as the window and prints one JSON object per step. Runs on the main
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g, remote=True)
     _add_sampler_args(g)
     g.add_argument("--json", action="store_true", help="one JSON object per step, then a summary line")
+    v = sub.add_parser("vs", help="Verbalized Sampling: compare Direct against a VS method headless")
+    v.add_argument("--prompt", required=True)
+    v.add_argument("--method", default="VS-Standard",
+                   choices=["Sequence", "Multi-turn", "VS-Standard", "VS-CoT", "VS-Multi"])
+    v.add_argument("--k", type=int, default=5, help="candidates per VS run")
+    v.add_argument("--n", type=int, default=30, help="runs per arm")
+    v.add_argument("--t", type=float, default=None, help="tails threshold: ask for every probability below t")
+    v.add_argument("--tau", type=float, default=None, help="post-filter: draw only among candidates with p >= tau")
+    v.add_argument("--chat-style", action="store_true", help="send messages (chat) instead of a completion text")
+    v.add_argument("--reference", choices=["us-states"], help="enumerable question: precision, coverage-N, KL")
+    v.add_argument("--direct-max-tokens", type=int, default=None, help="token limit of the Direct answers")
+    _add_model_args(v, remote=True)
+    _add_sampler_args(v)
+    v.set_defaults(temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, max_tokens=256)
+    v.add_argument("--json", action="store_true", help="one JSON record per run, then a summary line")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
@@ -223,6 +238,72 @@ def _clean(d):
     return d
 
 
+def cmd_vs(a: argparse.Namespace) -> int:
+    """``samplescope vs``: Direct against a VS method, one record per run as it arrives."""
+    import threading
+
+    from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine, compare
+
+    settings = settings_from_args(a)
+    try:
+        settings.validate()
+        if a.k < 1 or a.n < 1:
+            raise ValueError("--k and --n must be at least 1")
+    except ValueError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    reference = None
+    if a.reference == "us-states":
+        from app.core.reference_data import load_us_state_reference
+
+        reference = load_us_state_reference()
+    cancel = threading.Event()
+
+    def record(r: dict) -> None:
+        if a.json:
+            print(_dumps(_clean(r)), flush=True)
+        else:
+            shown = r["drawn"] if r["drawn"] is not None else f"[{r['error']}]"
+            print(f"{r['arm']:>6} #{r['run'] + 1}: {shown}", flush=True)
+
+    engine = None
+    try:
+        if getattr(a, "base_url", None):
+            from app.core.secrets import resolve_api_key
+            from backends.openai_compat import OpenAICompatBackend
+
+            key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
+            if a.api_key_env and not key:
+                print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
+                return 2
+            backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+            engine = RemoteVSEngine(backend, backend.probe())
+        else:
+            from backends.models import ensure_embedded_model
+
+            engine = LocalVSEngine(a.model or ensure_embedded_model(), n_ctx=a.n_ctx, n_threads=a.threads or None)
+        try:
+            result = compare(engine, a.prompt, a.method, k=a.k, n=a.n, t=a.t, tau=a.tau, settings=settings,
+                             seed=a.seed, cancel=cancel, on_record=record, reference=reference,
+                             reference_name=a.reference, style="chat" if a.chat_style else "completion",
+                             direct_max_tokens=a.direct_max_tokens)
+        except KeyboardInterrupt:
+            cancel.set()
+            return 130
+    except (BackendError, ValueError) as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if engine is not None:
+            engine.close()
+    summary = {**result.summary(), "model": engine.name, "settings": settings.to_dict()}
+    if a.json:
+        print(_dumps(_clean({"summary": summary})))
+    else:
+        print(json.dumps(_clean(summary), indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from app.bench import run_bench
 
@@ -243,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_generate(a)
     if a.command == "bench":
         return cmd_bench(a)
+    if a.command == "vs":
+        return cmd_vs(a)
     from app.main import run_gui
 
     return run_gui(

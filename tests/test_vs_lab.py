@@ -1,0 +1,121 @@
+"""Verbalized Sampling lab end to end: the embedded model with the JSON-schema grammar, the seeded
+draw and tau, ``samplescope vs --json`` headless, and a remote run against llama-cpp-python's
+server. Kept small (2 cores): k <= 3, n <= 2, short token limits."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.experiments.vs import (DEFAULT_SETTINGS, LocalVSEngine, RemoteVSEngine, compare, draw,
+                                     model_distribution, run_vs_once)
+from app.core.vs_prompts import build_request
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = replace(DEFAULT_SETTINGS, max_tokens=110)
+
+
+@pytest.fixture(scope="module")
+def engine(embedded_model):
+    e = LocalVSEngine(embedded_model, n_ctx=1024, n_threads=2)
+    yield e
+    e.close()
+
+
+def test_seeded_draw_is_reproducible_and_tau_is_noted():
+    p = [0.5, 0.3, 0.15, 0.05]
+    assert [draw(p, s)[0] for s in range(20)] == [draw(p, s)[0] for s in range(20)]
+    assert len({draw(p, s)[0] for s in range(50)}) > 1
+    index, kept, notes = draw(p, 3, tau=0.2)
+    assert kept == (0, 1) and index in kept and "removed 2 of 4" in notes[0]
+    index, kept, notes = draw(p, 3, tau=0.9)
+    assert index is None and kept == () and any("no candidate" in n for n in notes)
+    assert draw(p, 3, tau=None)[2] == ()
+
+
+def test_vs_comparison_on_the_embedded_model_every_answer_parses(engine):
+    records = []
+    result = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS, seed=5,
+                     on_record=records.append, direct_max_tokens=12, tau=0.2)
+    assert [(r["arm"], r["run"]) for r in records] == [("direct", 0), ("vs", 0), ("direct", 1), ("vs", 1)]
+    for out in result.vs:
+        assert out.error is None and out.parsed is not None, out.raw
+        assert len(out.parsed.candidates) == 3
+        assert abs(sum(out.parsed.probabilities) - 1) < 1e-9
+        assert out.parsed.source_format.startswith("json")
+        removed = sum(q < 0.2 for q in out.parsed.probabilities)
+        assert len(out.kept) == 3 - removed
+        assert bool(removed) == any("tau" in n for n in out.notes)
+    assert result.vs_metrics["parse_failure_rate"] == 0.0
+    assert result.vs_metrics["n_samples"] == 6
+    assert 0.0 <= result.vs_metrics["semantic_diversity"] <= 100.0
+    assert set(result.ratios) >= {"semantic_diversity", "lexical_similarity", "distinct_1"}
+    # the same seed gives the same VS answer and the same draw
+    again = run_vs_once(engine, build_request("VS-Standard", "Name a US state.", 3), SETTINGS, 5, tau=0.2)
+    assert again.raw == result.vs[0].raw and again.drawn_index == result.vs[0].drawn_index
+
+
+def test_continuation_logprob_and_embeddings(engine):
+    lp = engine.continuation_logprob("Task: Name a US state.\nAnswer:", " Ohio")
+    assert lp < 0 and math.isfinite(lp)
+    dist = model_distribution(engine, "Name a US state.", ["Ohio", "Texas", "zqxv blorf"])
+    assert abs(sum(dist["probabilities"]) - 1) < 1e-9 and dist["probabilities"][2] < dist["probabilities"][0]
+    emb = engine.embed(["Ohio", "Texas", "Ohio"])
+    assert emb.shape[0] == 3 and np.allclose(emb[0], emb[2])
+
+
+def test_cancel_stops_between_runs(engine):
+    cancel = threading.Event()
+    cancel.set()
+    result = compare(engine, "Name a US state.", "VS-Standard", k=3, n=5, settings=SETTINGS, cancel=cancel)
+    assert result.cancelled and not result.direct and not result.vs
+
+
+def test_cli_vs_json_on_the_embedded_model(embedded_model):
+    cmd = [sys.executable, "-m", "app.cli", "vs", "--prompt", "Name a US state.", "--method", "VS-Standard",
+           "--k", "2", "--n", "2", "--max-tokens", "80", "--direct-max-tokens", "10", "--seed", "3",
+           "--threads", "2", "--n-ctx", "1024", "--reference", "us-states", "--json", "--model", str(embedded_model)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    records, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["arm"] for r in records] == ["direct", "vs", "direct", "vs"]
+    assert all("drawn" in r and "seconds" in r for r in records)
+    assert summary["runs"] == {"direct": 2, "vs": 2} and summary["k"] == 2 and summary["method"] == "VS-Standard"
+    for arm in ("direct", "vs"):
+        assert {"semantic_diversity", "lexical_similarity", "distinct_1", "distinct_2", "distinct_3",
+                "parse_failure_rate", "precision", "coverage_n", "kl_to_reference"} <= set(summary[arm])
+    assert summary["vs"]["parse_failure_rate"] == 0.0
+    assert "semantic_diversity" in summary["ratios"]
+
+
+def test_remote_vs_run_against_the_llama_server(llama_server):
+    from backends.openai_compat import OpenAICompatBackend
+
+    backend = OpenAICompatBackend(llama_server.base_url, llama_server.model, read_timeout=120)
+    engine = RemoteVSEngine(backend, backend.probe())
+    try:
+        req = build_request("VS-Standard", "Name a US state.", 2)
+        out = run_vs_once(engine, req, replace(SETTINGS, max_tokens=80), 4)
+        if engine.structured:
+            # held to JSON by the server (it may be cut off by the token limit: then the parser
+            # closes it after the last complete candidate and says so)
+            assert out.error is None and out.parsed.source_format.startswith("json"), out.raw
+            assert out.raw.lstrip().startswith("{")
+        else:  # lenient parser: a failure is a counted, visible outcome
+            assert (out.parsed is not None) != (out.error is not None)
+        result = compare(engine, "Name a US state.", "VS-Standard", k=2, n=1,
+                         settings=replace(SETTINGS, max_tokens=60), direct_max_tokens=8)
+        assert len(result.direct) == len(result.vs) == 1
+        if math.isnan(result.vs_metrics["semantic_diversity"]) and result.vs_metrics["n_samples"] >= 2:
+            assert any("embeddings" in n or "semantic" in n for n in result.notes)
+    finally:
+        engine.close()
