@@ -66,10 +66,21 @@ def test_vs_comparison_on_the_embedded_model_every_answer_parses(engine):
 def test_continuation_logprob_and_embeddings(engine):
     lp = engine.continuation_logprob("Task: Name a US state.\nAnswer:", " Ohio")
     assert lp < 0 and math.isfinite(lp)
-    dist = model_distribution(engine, "Name a US state.", ["Ohio", "Texas", "zqxv blorf"])
+    dist = model_distribution(engine, "Name a US state.", ["Ohio", "Texas", "zqxv blorf"], stated=[0.2, 0.3, 0.5])
     assert abs(sum(dist["probabilities"]) - 1) < 1e-9 and dist["probabilities"][2] < dist["probabilities"][0]
+    assert dist["logprobs"][0] == pytest.approx(lp) and dist["kl_stated_to_model"] > 0.1
     emb = engine.embed(["Ohio", "Texas", "Ohio"])
     assert emb.shape[0] == 3 and np.allclose(emb[0], emb[2])
+
+
+def test_free_text_and_sequence_methods_on_the_embedded_model(engine):
+    seq = run_vs_once(engine, build_request("Sequence", "Name a US state.", 3), replace(SETTINGS, max_tokens=60), 2)
+    assert seq.error is None and seq.parsed.source_format.startswith("json"), seq.raw
+    assert any("uniform" in p for p in seq.parsed.problems)  # no stated probabilities: said so
+    mt = run_vs_once(engine, build_request("Multi-turn", "Name a US state.", 2), replace(SETTINGS, max_tokens=8), 2)
+    assert (mt.parsed is not None) != (mt.error is not None)
+    direct = run_vs_once(engine, build_request("Direct", "Name a US state.", 3), replace(SETTINGS, max_tokens=8), 2)
+    assert direct.parsed is None and (direct.samples == (direct.drawn,) or direct.error)
 
 
 def test_cancel_stops_between_runs(engine):
@@ -117,5 +128,10 @@ def test_remote_vs_run_against_the_llama_server(llama_server):
         assert len(result.direct) == len(result.vs) == 1
         if math.isnan(result.vs_metrics["semantic_diversity"]) and result.vs_metrics["n_samples"] >= 2:
             assert any("embeddings" in n or "semantic" in n for n in result.notes)
+        # without a verified response format the plain request goes through the lenient parser
+        lenient = RemoteVSEngine(backend, None)
+        assert not lenient.structured
+        out = run_vs_once(lenient, build_request("VS-Standard", "Name a US state.", 2), replace(SETTINGS, max_tokens=40), 1)
+        assert (out.parsed is not None) != (out.error is not None)
     finally:
         engine.close()

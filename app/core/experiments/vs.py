@@ -23,7 +23,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -381,14 +381,20 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
                      index, kept, notes, time.perf_counter() - t0, seed)
 
 
-def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str]) -> dict[str, Any]:
-    """"What the model does": each candidate's log-probability as a continuation of the Direct
-    prompt, and those probabilities renormalised over the candidates."""
+def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
+                       stated: Sequence[float] | None = None) -> dict[str, Any]:
+    """"What the model does" beside "what the model says": each candidate's log-probability as a
+    continuation (after one space) of the Direct prompt, those probabilities renormalised over
+    the candidates, and, when the ``stated`` probabilities are given, KL(stated || model) in
+    nats. Local engines only (needs the model's logits)."""
     direct = build_request("Direct", prompt, 1)
-    lps = [engine.continuation_logprob(direct.text, " " + t.strip()) for t in texts]
-    a = np.asarray(lps)
-    q = np.exp(a - a.max()) if len(a) else a
-    return {"logprobs": lps, "probabilities": (q / q.sum()).tolist() if len(a) else []}
+    lps = [engine.continuation_logprob(direct.text, " " + str(t).strip()) for t in texts]
+    a = np.asarray(lps, dtype=np.float64)
+    probs = (np.exp(a - a.max()) / np.exp(a - a.max()).sum()).tolist() if len(a) else []
+    out: dict[str, Any] = {"logprobs": lps, "probabilities": probs}
+    if stated is not None and len(a):
+        out["kl_stated_to_model"] = metrics.kl(list(stated), probs)
+    return out
 
 
 # ============================================================================ comparison
@@ -417,6 +423,17 @@ def arm_metrics(samples: Sequence[str], stats: ParseStats, embeddings: np.ndarra
         out["coverage_n"] = metrics.coverage_n(samples, reference.keys())
         out["kl_to_reference"] = metrics.kl_to_reference(samples, reference)
     return out
+
+
+def _count(stats: ParseStats, out: VSOutcome) -> None:
+    """Count one run: a Direct answer has nothing to parse (an empty one is a failure)."""
+    if out.parsed is not None:
+        stats.record(out.parsed)
+    elif out.error is not None:
+        stats.record(VSParseError(out.error))
+    else:
+        stats.total += 1
+        stats.parsed += 1
 
 
 @dataclass(frozen=True)
@@ -461,7 +478,6 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
     vs_req = build_request(method, prompt, k, t, style)
     direct_settings = settings
     if direct_max_tokens is not None:
-        from dataclasses import replace
         direct_settings = replace(settings, max_tokens=direct_max_tokens)
     arms: dict[str, list[VSOutcome]] = {"direct": [], "vs": []}
     stats = {"direct": ParseStats(), "vs": ParseStats()}
@@ -473,8 +489,7 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
                 break
             out = run_vs_once(engine, req, st, seed + i, tau=tau if arm == "vs" else None, cancel=cancel)
             arms[arm].append(out)
-            stats[arm].record(out.parsed if out.parsed is not None or arm == "direct" and not out.error
-                              else VSParseError(out.error or "no answer"))
+            _count(stats[arm], out)
             if on_record is not None:
                 on_record({"arm": arm, "run": i, **out.to_dict()})
         if cancelled:
