@@ -128,6 +128,11 @@ def test_remote_vs_run_against_the_llama_server(llama_server):
         assert len(result.direct) == len(result.vs) == 1
         if math.isnan(result.vs_metrics["semantic_diversity"]) and result.vs_metrics["n_samples"] >= 2:
             assert any("embeddings" in n or "semantic" in n for n in result.notes)
+        # the fixture's server runs without embedding mode: a clear error, and compare notes it
+        from backends.base import BackendError
+
+        with pytest.raises(BackendError, match="no embeddings"):
+            engine.embed(["Ohio", "Texas"])
         # without a verified response format the plain request goes through the lenient parser
         lenient = RemoteVSEngine(backend, None)
         assert not lenient.structured
