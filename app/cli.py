@@ -121,6 +121,22 @@ def _dumps(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default)
 
 
+def _print_items(items, as_json: bool, counter: list[int]) -> Finished | None:
+    """Print each ``Step`` (a JSON line, or its text) as it arrives; return the ``Finished``.
+    ``counter[0]`` counts the steps so a caller interrupted mid-stream still knows them."""
+    fin: Finished | None = None
+    for item in items:
+        if isinstance(item, Step):
+            counter[0] += 1
+            if as_json:
+                print(_dumps(_clean(item.to_dict())), flush=True)
+            else:
+                print(item.token, end="", flush=True)
+        else:
+            fin = item
+    return fin
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
     from app.core.session import GenerationSession
 
@@ -135,15 +151,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     try:
         backend = load_backend(a)
         session = GenerationSession(backend, a.prompt, settings)
-        fin: Finished | None = None
-        for item in session.run():
-            if isinstance(item, Step):
-                if a.json:
-                    print(_dumps(_clean(item.to_dict())), flush=True)
-                else:
-                    print(item.token, end="", flush=True)
-            else:
-                fin = item
+        fin = _print_items(session.run(), a.json, [0])
     except BackendError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 1
@@ -185,22 +193,14 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
             {"role": "user", "content": a.prompt}]
     cancel = threading.Event()
     fin: Finished | None = None
-    steps = 0
+    steps = [0]
     try:
         backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
         try:
             items = backend.stream(None if a.chat else a.prompt, settings, messages=messages, cancel=cancel,
                                    on_wait=lambda left, why: print(f"[{why}: retrying in {left:.0f} s]",
                                                                    file=sys.stderr))
-            for item in items:
-                if isinstance(item, Step):
-                    steps += 1
-                    if a.json:
-                        print(_dumps(_clean(item.to_dict())), flush=True)
-                    else:
-                        print(item.token, end="", flush=True)
-                else:
-                    fin = item
+            fin = _print_items(items, a.json, steps)
         except KeyboardInterrupt:
             cancel.set()
         finally:
@@ -210,7 +210,7 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
         return 1
     summary = {
         "text": fin.text if fin else "",
-        "n_tokens": fin.n_tokens if fin else steps,
+        "n_tokens": fin.n_tokens if fin else steps[0],
         "tokens_per_s": round(fin.tokens_per_s, 2) if fin else 0.0,
         "finish_reason": fin.reason if fin else "cancelled",
         "message": fin.message if fin else "",

@@ -83,6 +83,14 @@ class WorkbenchController(QObject):
             self._state = state
             self.stateChanged.emit(state)
 
+    def _submit(self, fn, kind: str, state: str) -> Job:
+        """Queue ``fn`` on the model worker as a job of ``kind`` and enter ``state``."""
+        job = Job(fn, kind=kind)
+        self._jobs[job.id] = kind
+        self._set_state(state)
+        self.worker.submit(job)
+        return job
+
     def _idle_state(self) -> str:
         return "ready" if (self._backend is not None or self._remote is not None) else "no model"
 
@@ -119,11 +127,7 @@ class WorkbenchController(QObject):
             backend = LlamaCppBackend(target, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads or None)
             return backend, str(target)
 
-        job_obj = Job(job, kind="load")
-        self._jobs[job_obj.id] = "load"
-        self._set_state("loading")
-        self.worker.submit(job_obj)
-        return job_obj
+        return self._submit(job, "load", "loading")
 
     def _hash_in_background(self, model_file: str) -> None:
         """SHA-256 of the model file for the run store: computed once per file (cached in the
@@ -203,12 +207,8 @@ class WorkbenchController(QObject):
                 backend = None
             return backend, models, caps, model
 
-        job_obj = Job(job, kind=kind)
-        self._jobs[job_obj.id] = kind
-        self._set_state("loading")
-        self.worker.submit(job_obj)
         self._pending_remote_config = config
-        return job_obj
+        return self._submit(job, kind, "loading")
 
     def disconnect_remote(self) -> None:
         """Go back to the local model (if one is loaded)."""
@@ -245,12 +245,8 @@ class WorkbenchController(QObject):
             session = GenerationSession(backend, prompt, settings)
             yield from session.run(cancel)
 
-        job_obj = Job(job, kind="generate")
-        self._gen_job = job_obj
-        self._jobs[job_obj.id] = "generate"
-        self._set_state("generating")
-        self.worker.submit(job_obj)
-        return job_obj
+        self._gen_job = self._submit(job, "generate", "generating")
+        return self._gen_job
 
     def step(self, prompt: str, settings: SamplerSettings, token_id: int | None = None) -> Job | None:
         """Step mode: take one token (``token_id`` or sampled), then show the next
@@ -298,11 +294,7 @@ class WorkbenchController(QObject):
                 )
             )
 
-        job_obj = Job(job, kind="step")
-        self._jobs[job_obj.id] = "step"
-        self._set_state("stepping")
-        self.worker.submit(job_obj)
-        return job_obj
+        return self._submit(job, "step", "stepping")
 
     @property
     def in_step_mode_run(self) -> bool:

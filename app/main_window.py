@@ -38,7 +38,7 @@ from widgets.connection_panel import ConnectionPanel
 from widgets.distribution_plot import DistributionPlot
 from widgets.entropy_plot import EntropyPlot
 from widgets.history_panel import HistoryPanel
-from widgets.model_panel import ModelPanel
+from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.token_view import TokenView
@@ -389,15 +389,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{reason} — retrying in {seconds:.0f} s", 1500)
 
     def _show_load_progress(self, done: int, total: int, what: str) -> None:
-        bar = self.status_progress
-        bar.setVisible(True)
-        if total > 0:
-            bar.setRange(0, 1000)
-            bar.setValue(int(1000 * done / total))
-            bar.setFormat(f"{what} {100 * done / total:.0f}%")
-        else:
-            bar.setRange(0, 0)
-            bar.setFormat(what)
+        show_progress(self.status_progress, done, total, what)
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self._on_state(self.controller.state)  # enable the local- or remote-only controls

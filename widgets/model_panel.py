@@ -23,9 +23,21 @@ from PySide6.QtWidgets import (
 
 from backends.base import ModelInfo
 
-__all__ = ["ModelPanel", "EMBEDDED_LABEL"]
+__all__ = ["ModelPanel", "EMBEDDED_LABEL", "show_progress"]
 
 EMBEDDED_LABEL = "Embedded: Gemma 3 270M (Q4_K_M)"
+
+
+def show_progress(bar: QProgressBar, done: int, total: int, what: str) -> None:
+    """Show ``done`` of ``total`` on ``bar`` as a percentage; total 0 means "busy, size unknown"."""
+    bar.setVisible(True)
+    if total > 0:
+        bar.setRange(0, 1000)
+        bar.setValue(int(1000 * done / total))
+        bar.setFormat(f"{what} {100 * done / total:.0f}%")
+    else:
+        bar.setRange(0, 0)  # busy indicator
+        bar.setFormat(what)
 
 
 def _plain(text: str = "") -> QLabel:
@@ -150,14 +162,7 @@ class ModelPanel(QWidget):
             self.progress.setVisible(False)
 
     def show_progress(self, done: int, total: int, what: str) -> None:
-        self.progress.setVisible(True)
-        if total > 0:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(1000 * done / total))
-            self.progress.setFormat(f"{what} {100 * done / total:.0f}%")
-        else:
-            self.progress.setRange(0, 0)  # busy indicator
-            self.progress.setFormat(what)
+        show_progress(self.progress, done, total, what)
         self.status.setText(what)
 
     def show_model(self, info: ModelInfo) -> None:
