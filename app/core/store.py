@@ -13,7 +13,11 @@ Schema (version ``SCHEMA_VERSION``, recorded in ``schema_version``)::
          estimated, finished_json)
     steps(run_id, idx, json)                 -- one row per Step, json = Step.to_dict()
     model_hashes(path, size, mtime_ns, sha256)
+    experiments(id, created_at, kind, title, model_name, model_path, model_sha256,
+                params_json, summary_json, status)         -- a lab run (VS comparison, ...)
+    experiment_records(experiment_id, idx, json)             -- one row per record, as it arrives
 
+Version 1 databases (no experiment tables) are upgraded in place when opened.
 The journal is WAL, so reading the history never waits for a save. Nothing secret is
 stored: a remote ``model_path`` that is a URL loses its user name, password and query string.
 """
@@ -40,6 +44,8 @@ from backends.base import SamplerSettings, Step
 __all__ = [
     "RunStore",
     "RunSummary",
+    "ExperimentSummary",
+    "Experiment",
     "StoreError",
     "StoreCorruptError",
     "StoreLockedError",
@@ -49,7 +55,7 @@ __all__ = [
     "PREVIEW_CHARS",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILE = "runs.sqlite3"
 #: Length of ``RunSummary.prompt_preview`` (longer prompts end with an ellipsis).
 PREVIEW_CHARS = 80
@@ -89,6 +95,25 @@ CREATE TABLE IF NOT EXISTS model_hashes (
     mtime_ns INTEGER NOT NULL,
     sha256   TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS experiments (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at    TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    title         TEXT    NOT NULL,
+    model_name    TEXT    NOT NULL,
+    model_path    TEXT,
+    model_sha256  TEXT,
+    params_json   TEXT    NOT NULL,
+    summary_json  TEXT,
+    status        TEXT    NOT NULL DEFAULT 'running'
+);
+CREATE INDEX IF NOT EXISTS experiments_by_created ON experiments (created_at);
+CREATE TABLE IF NOT EXISTS experiment_records (
+    experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL,
+    json          TEXT    NOT NULL,
+    PRIMARY KEY (experiment_id, idx)
+) WITHOUT ROWID;
 """
 
 
@@ -122,6 +147,37 @@ class RunSummary:
     n_tokens: int
     finish_reason: str | None
     tokens_per_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSummary:
+    """One line of the list of lab runs."""
+
+    id: int
+    created_at: str
+    kind: str
+    title: str
+    model_name: str
+    status: str
+    n_records: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A lab run read back: its parameters, every record in arrival order, and the summary
+    (None while it runs or if it was interrupted before one was written)."""
+
+    id: int
+    created_at: str
+    kind: str
+    title: str
+    model_name: str
+    model_path: str | None
+    model_sha256: str | None
+    status: str
+    params: dict
+    records: tuple
+    summary: dict | None
 
 
 def _preview(prompt: str) -> str:
@@ -402,6 +458,77 @@ class RunStore:
             c.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
             cur = c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return cur.rowcount > 0
+
+    # -- experiments (lab runs) -------------------------------------------------------------
+
+    def start_experiment(self, kind: str, title: str, params: dict, *, model_name: str,
+                         model_path: str | None = None, model_sha256: str | None = None) -> int:
+        """Record that a lab run of ``kind`` (e.g. "vs") started; returns its id. ``params`` is
+        any JSON-serialisable dict (the knobs, the prompt); it must hold no secret."""
+        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        with self._errors("save the lab run"), self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO experiments (created_at, kind, title, model_name, model_path, model_sha256,"
+                " params_json, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+                (created, kind, title, model_name, _scrub_location(model_path), model_sha256,
+                 json.dumps(params, ensure_ascii=False)),
+            )
+            return int(cur.lastrowid)
+
+    def add_record(self, experiment_id: int, record: dict) -> int:
+        """Append one record (a JSON-serialisable dict) to a lab run; returns its index. Each
+        record is committed at once, so a crash or a Stop keeps everything that arrived."""
+        js = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        with self._errors("save the lab record"), self._tx() as c:
+            if c.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+                raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
+            idx = c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM experiment_records WHERE experiment_id = ?",
+                            (experiment_id,)).fetchone()[0]
+            c.execute("INSERT INTO experiment_records (experiment_id, idx, json) VALUES (?, ?, ?)",
+                      (experiment_id, idx, js))
+        return int(idx)
+
+    def finish_experiment(self, experiment_id: int, summary: dict | None, status: str = "done") -> None:
+        """Store the summary and the final status ("done", "stopped", "failed")."""
+        with self._errors("save the lab summary"), self._tx() as c:
+            cur = c.execute("UPDATE experiments SET summary_json = ?, status = ? WHERE id = ?",
+                            (None if summary is None else json.dumps(summary, ensure_ascii=False), status,
+                             experiment_id))
+            if cur.rowcount == 0:
+                raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
+
+    def list_experiments(self, kind: str | None = None, limit: int = 200) -> list[ExperimentSummary]:
+        """The newest lab runs (of ``kind``, or all), newest first."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        with self._errors("list the lab runs"):
+            rows = self._conn().execute(
+                "SELECT e.id, e.created_at, e.kind, e.title, e.model_name, e.status,"
+                " (SELECT COUNT(*) FROM experiment_records r WHERE r.experiment_id = e.id)"
+                f" FROM experiments e {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?",
+                args + (int(limit),),
+            ).fetchall()
+        return [ExperimentSummary(*r) for r in rows]
+
+    def load_experiment(self, experiment_id: int) -> Experiment:
+        """A lab run with all its records; ``RunNotFoundError`` if there is none."""
+        with self._errors("load the lab run"):
+            conn = self._conn()
+            row = conn.execute(
+                "SELECT id, created_at, kind, title, model_name, model_path, model_sha256, status,"
+                " params_json, summary_json FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
+            recs = conn.execute("SELECT json FROM experiment_records WHERE experiment_id = ? ORDER BY idx",
+                                (experiment_id,)).fetchall()
+            return Experiment(*row[:8], params=json.loads(row[8]),
+                              records=tuple(json.loads(js) for (js,) in recs),
+                              summary=None if row[9] is None else json.loads(row[9]))
+
+    def delete_experiment(self, experiment_id: int) -> bool:
+        """Delete a lab run and its records; ``False`` if there was none."""
+        with self._errors("delete the lab run"), self._tx() as c:
+            c.execute("DELETE FROM experiment_records WHERE experiment_id = ?", (experiment_id,))
+            return c.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,)).rowcount > 0
 
     # -- model hashes -----------------------------------------------------------------------
 

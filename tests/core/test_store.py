@@ -14,6 +14,7 @@ from app.core.store import (
     RunNotFoundError,
     RunStore,
     RunSummary,
+    SCHEMA_VERSION,
     StoreCorruptError,
     StoreError,
     StoreLockedError,
@@ -126,7 +127,7 @@ def test_wal_mode():
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con = sqlite3.connect(store.path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     con.close()
 
 
@@ -292,3 +293,56 @@ def test_connection_per_thread():
     t.start()
     t.join(10)
     assert result == [2]
+
+
+# -- lab runs (experiments) -------------------------------------------------------------------
+
+def test_experiment_records_kept_as_they_arrive_and_summary_last():
+    store = RunStore()
+    eid = store.start_experiment("vs", "Name a US state", {"k": 5, "n": 3}, model_name="m",
+                                 model_path="http://user:pw@host:8080/v1?key=s3cret")
+    assert [store.add_record(eid, {"run": i, "text": f"é{i}"}) for i in range(3)] == [0, 1, 2]
+    partial = store.load_experiment(eid)  # what a Stop or a crash leaves behind
+    assert partial.status == "running" and partial.summary is None
+    assert [r["run"] for r in partial.records] == [0, 1, 2] and partial.records[0]["text"] == "é0"
+    assert "s3cret" not in (partial.model_path or "") and "pw" not in (partial.model_path or "")
+    store.finish_experiment(eid, {"ratio": 1.5}, status="stopped")
+    done = store.load_experiment(eid)
+    assert done.status == "stopped" and done.summary == {"ratio": 1.5} and done.params == {"k": 5, "n": 3}
+    (row,) = store.list_experiments("vs")
+    assert (row.id, row.kind, row.title, row.n_records, row.status) == (eid, "vs", "Name a US state", 3, "stopped")
+    assert store.list_experiments("shift") == []
+
+
+def test_experiment_missing_and_deleted():
+    store = RunStore()
+    eid = store.start_experiment("vs", "t", {}, model_name="m")
+    store.add_record(eid, {"a": 1})
+    assert store.delete_experiment(eid) is True
+    assert store.delete_experiment(eid) is False
+    with pytest.raises(RunNotFoundError):
+        store.load_experiment(eid)
+    with pytest.raises(RunNotFoundError):
+        store.add_record(eid, {"a": 2})
+    with pytest.raises(RunNotFoundError):
+        store.finish_experiment(eid, None)
+
+
+def test_version_1_database_gains_experiment_tables(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    store = RunStore(path)
+    run_id = store.save_run(make_trace(2), None, "m")
+    store.close()
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE experiment_records")
+    con.execute("DROP TABLE experiments")
+    con.execute("UPDATE schema_version SET version = 1")
+    con.commit()
+    con.close()
+    store = RunStore(path)
+    assert store.load_run(run_id).prompt == make_trace(2).prompt  # old runs survive the upgrade
+    eid = store.start_experiment("vs", "t", {}, model_name="m")
+    assert store.load_experiment(eid).records == ()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    con.close()
