@@ -90,6 +90,54 @@ def test_cancel_stops_between_runs(engine):
     assert result.cancelled and not result.direct and not result.vs
 
 
+class _StopAfter(threading.Event):
+    """A cancel event that reports "set" from its n-th check on: a Stop pressed mid-answer,
+    without timing."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.checks = n, 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks >= self.n or super().is_set()
+
+
+def test_stop_inside_a_generation_returns_the_partial_answer(engine):
+    long_settings = replace(SETTINGS, max_tokens=200, temperature=0.0)
+    full = engine.generate(text="Count: 1, 2, 3,", settings=long_settings)
+    cancel = _StopAfter(4)
+    part = engine.generate(text="Count: 1, 2, 3,", settings=long_settings, cancel=cancel)
+    assert cancel.checks == 4  # stopped after the 4th token, not at max_tokens
+    assert part and full.startswith(part) and len(part) < len(full)
+
+
+def test_stop_inside_a_comparison_reports_the_cut_run_but_does_not_count_it(engine):
+    records = []
+    cancel = _StopAfter(3)  # checked before the Direct run, then inside its tokens
+    result = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS,
+                     cancel=cancel, on_record=records.append, direct_max_tokens=12)
+    assert result.cancelled and not result.direct and not result.vs
+    assert len(records) == 1 and records[0]["interrupted"] is True and records[0]["arm"] == "direct"
+    assert any("stopped" in n for n in result.notes)
+
+
+def test_vs_cot_and_vs_multi_on_the_embedded_model(engine):
+    cot = run_vs_once(engine, build_request("VS-CoT", "Name a colour.", 2), replace(SETTINGS, max_tokens=160),
+                      seed=2)
+    # the grammar puts "reasoning" first, then exactly k candidates
+    assert cot.error is None, cot.raw
+    assert cot.raw.replace(" ", "").startswith('{"reasoning"')
+    assert len(cot.parsed.candidates) == 2 and cot.drawn in cot.parsed.texts
+    multi_req = build_request("VS-Multi", "Name a colour.", 4)
+    assert multi_req.turns == 2 and multi_req.per_turn == 3
+    multi = run_vs_once(engine, multi_req, SETTINGS, seed=3)
+    assert multi.error is None, multi.raw
+    # two turns merged, each weighted 1/2: 3 + 3 candidates read, k = 4 asked
+    assert multi.raw.count('"responses"') == 2
+    assert abs(sum(multi.parsed.probabilities) - 1) < 1e-9 and len(multi.parsed.candidates) >= 4
+
+
 def test_cli_vs_json_on_the_embedded_model(embedded_model):
     cmd = [sys.executable, "-m", "app.cli", "vs", "--prompt", "Name a US state.", "--method", "VS-Standard",
            "--k", "2", "--n", "2", "--max-tokens", "80", "--direct-max-tokens", "10", "--seed", "3",

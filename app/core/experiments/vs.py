@@ -107,11 +107,21 @@ class LocalVSEngine:
         if schema is not None:
             kw["grammar"] = self._grammar(schema)
         try:
+            # streamed, so that ``cancel`` is checked between tokens (closing the window or Stop
+            # never waits for a long answer); what was produced before the Stop is returned
             if messages is not None:
-                out = self._llm.create_chat_completion(messages=list(messages), **kw)
-                return out["choices"][0]["message"].get("content") or ""
-            out = self._llm.create_completion(text, **kw)
-            return out["choices"][0]["text"]
+                chunks = self._llm.create_chat_completion(messages=list(messages), stream=True, **kw)
+                piece = lambda c: c["choices"][0]["delta"].get("content") or ""  # noqa: E731
+            else:
+                chunks = self._llm.create_completion(text, stream=True, **kw)
+                piece = lambda c: c["choices"][0].get("text") or ""  # noqa: E731
+            parts: list[str] = []
+            for chunk in chunks:
+                parts.append(piece(chunk))
+                if cancel is not None and cancel.is_set():
+                    chunks.close()
+                    break
+            return "".join(parts)
         except ValueError as exc:  # e.g. the prompt does not fit
             raise GenerationError(f"llama.cpp could not run the request: {exc}") from exc
 
@@ -488,6 +498,13 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
                 cancelled = True
                 break
             out = run_vs_once(engine, req, st, seed + i, tau=tau if arm == "vs" else None, cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                # stopped inside this run: its answer is cut short, so it is reported (and kept
+                # in the run store) but not counted in the metrics
+                cancelled = True
+                if on_record is not None:
+                    on_record({"arm": arm, "run": i, "interrupted": True, **out.to_dict()})
+                break
             arms[arm].append(out)
             _count(stats[arm], out)
             if on_record is not None:
