@@ -6,6 +6,10 @@ answer / the JSON should begin; "chat": a list of messages), the JSON schema of 
 ``build_request`` which turns (method, prompt, k, t, style) into a frozen ``VSRequest``.
 Pure stdlib, no Qt, no llama_cpp; any thread (everything here is immutable).
 
+Templates: ``default_template`` shows a method's first turn with ``{prompt}`` where the user's
+prompt goes (chat messages as ``[role]`` blocks); the window lets the user edit it and
+``request_from_template`` turns the edited template back into a ``VSRequest``.
+
 Multi-turn methods (Multi-turn, VS-Multi) are one request per turn: ``VSRequest`` holds the
 first turn, the number of turns and the follow-up text; the lab's runner
 (``app.core.experiments.vs.run_vs_once``) plays the turns, appending each answer.
@@ -14,11 +18,13 @@ first turn, the number of turns and the follow-up text; the lab's runner
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["METHODS", "STYLES", "VSRequest", "build_request", "answer_schema", "tail_instruction",
-           "VS_METHODS", "MULTI_TURN_METHODS"]
+           "VS_METHODS", "MULTI_TURN_METHODS", "PROMPT_FIELD", "default_template", "request_from_template",
+           "parse_messages"]
 
 METHODS = ("Direct", "Sequence", "Multi-turn", "VS-Standard", "VS-CoT", "VS-Multi")
 VS_METHODS = ("VS-Standard", "VS-CoT", "VS-Multi")           # candidates carry probabilities
@@ -176,3 +182,50 @@ def build_request(method: str, prompt: str, k: int, t: float | None = None,
     messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": user})
     return VSRequest(method, k, t, style, prompt, messages=messages, json_schema=schema, turns=turns,
                      per_turn=per_turn, follow_up=follow_up)
+
+
+# ============================================================================ editable templates
+
+#: where the user's prompt goes in an edited template
+PROMPT_FIELD = "{prompt}"
+_ROLE_LINE = re.compile(r"(?m)^\[(system|user|assistant)\][ \t]*\n")
+
+
+def default_template(method: str, k: int, t: float | None = None, style: str = "completion") -> tuple[str, str]:
+    """(first turn, follow-up) of ``method`` as editable text, with ``{prompt}`` for the prompt.
+    Chat style shows each message as a ``[role]`` line followed by its content."""
+    req = build_request(method, PROMPT_FIELD, k, t, style)
+    return req.shown, req.follow_up
+
+
+def parse_messages(text: str) -> tuple[dict, ...]:
+    """Chat messages from ``[system]`` / ``[user]`` / ``[assistant]`` blocks (as ``VSRequest.shown``
+    writes them). ValueError, saying what to fix, when there is no block or no user message."""
+    parts = _ROLE_LINE.split(text)
+    if parts[0].strip():
+        raise ValueError("Text before the first [system] or [user] line: start each message with a line "
+                         "that holds only its role, such as [user].")
+    messages = tuple({"role": role, "content": content.strip("\n")}
+                     for role, content in zip(parts[1::2], parts[2::2]))
+    if not any(m["role"] == "user" for m in messages):
+        raise ValueError("The chat template has no [user] message.")
+    return messages
+
+
+def request_from_template(method: str, prompt: str, k: int, t: float | None, style: str, template: str,
+                          follow_up: str | None = None) -> VSRequest:
+    """The request of ``method`` with its first turn (and follow-up) taken from an edited
+    template: ``{prompt}`` is replaced by the prompt (after the template is split into messages,
+    so a prompt cannot inject a message). The JSON schema, turns and stop strings stay the
+    method's own. ValueError when the template has no ``{prompt}`` or (chat) no user message."""
+    base = build_request(method, prompt, k, t, style)
+    if PROMPT_FIELD not in template:
+        raise ValueError("The template has no {prompt} field, so the prompt would not be sent. "
+                         "Put {prompt} where the task should go, or reset the template.")
+    prompt = str(prompt).strip()
+    fu = base.follow_up if follow_up is None else follow_up
+    if style == "completion":
+        return replace(base, text=template.replace(PROMPT_FIELD, prompt), follow_up=fu)
+    messages = tuple({"role": m["role"], "content": m["content"].replace(PROMPT_FIELD, prompt)}
+                     for m in parse_messages(template))
+    return replace(base, messages=messages, follow_up=fu)

@@ -478,14 +478,16 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
             tau: float | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
             cancel: threading.Event | None = None, on_record: Callable[[dict], None] | None = None,
             reference: Mapping[str, float] | None = None, reference_name: str | None = None,
-            style: str = "completion", direct_max_tokens: int | None = None) -> Comparison:
+            style: str = "completion", direct_max_tokens: int | None = None,
+            direct_request: VSRequest | None = None, vs_request: VSRequest | None = None) -> Comparison:
     """Run Direct and ``method`` alternately N times each (run i uses seed + i for both arms),
     calling ``on_record`` with each run's record as it arrives; stop between runs when ``cancel``
-    is set. All k candidates of a VS run count as samples (as in the paper)."""
+    is set. All k candidates of a VS run count as samples (as in the paper). ``direct_request``
+    / ``vs_request`` replace the built requests (templates edited in the window)."""
     if method == "Direct":
         raise ValueError("compare Direct against one of the other methods")
-    direct_req = build_request("Direct", prompt, k, None, style)
-    vs_req = build_request(method, prompt, k, t, style)
+    direct_req = direct_request or build_request("Direct", prompt, k, None, style)
+    vs_req = vs_request or build_request(method, prompt, k, t, style)
     direct_settings = settings
     if direct_max_tokens is not None:
         direct_settings = replace(settings, max_tokens=direct_max_tokens)
