@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from app.core.remote import RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
+from app.lab_runner import LabRunner, LabSource
 from app.workers import GeneratorWorker, Job
 from backends.base import BackendError, Finished, ModelInfo, SamplerSettings, Step
 
@@ -72,6 +73,7 @@ class WorkbenchController(QObject):
         self._state = "no model"
         self._stop_after_step = False
         self.last_tokens_per_s = 0.0
+        self.labs = LabRunner(store, parent=self)
 
     # ------------------------------------------------------------------ state
     @property
@@ -464,7 +466,23 @@ class WorkbenchController(QObject):
         self.stepsAdded.emit()
         return trace
 
+    def lab_source(self) -> tuple[LabSource | None, str]:
+        """The model the labs use now (the connected server, else the loaded local model) and,
+        when there is none, the reason in words a user can act on."""
+        if self._remote is not None and self.remote_config is not None:
+            cfg = self.remote_config
+            return LabSource("remote", self.model_info.name if self.model_info else cfg.base_url,
+                             config=cfg, caps=self.remote_caps), ""
+        info = self._local_info
+        if info is None or self._backend is None:
+            if self._state == "loading":
+                return None, "The model is still loading; the lab can run once it is ready."
+            return None, "Load a model (Model tab) or connect to a server (Server tab) first."
+        return LabSource("local", info.name, model_path=info.path, n_ctx=info.n_ctx or 2048,
+                         n_threads=info.n_threads or None, model_sha256=self.model_sha256 or None), ""
+
     def shutdown(self) -> None:
+        self.labs.shutdown()
         self.worker.shutdown()
         if self._remote is not None:
             self._remote.close()

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
+from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
 from widgets.connection_panel import ConnectionPanel
@@ -42,6 +44,7 @@ from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.token_view import TokenView
+from widgets.vs_lab_panel import VSLabPanel
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,14 @@ class MainWindow(QMainWindow):
         plots.addWidget(self.entropy_plot)
         split.addWidget(plots)
         split.setSizes([140, 260, 380])
-        outer.addWidget(split, 1)
+        self.vs_panel = VSLabPanel()
+        self.lab_tabs = QTabWidget()
+        self.lab_tabs.setDocumentMode(True)
+        self.lab_tabs.addTab(split, "Workbench")
+        self.lab_tabs.addTab(self.vs_panel, "Verbalized Sampling")
+        self.lab_tabs.setTabToolTip(1, "Ask for k answers with stated probabilities, compare with Direct "
+                                       "prompting over N runs (the VS paper's metrics)")
+        outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
         self.state_label = QLabel("No model")
@@ -210,6 +220,8 @@ class MainWindow(QMainWindow):
         self._action(f, "Export run as &CSV…", lambda: self.export_run("csv"), "Ctrl+Shift+C")
         self._action(f, "Export &distribution plot (PNG/SVG)…", lambda: self.export_plot(self.distribution_plot))
         self._action(f, "Export &entropy plot (PNG/SVG)…", lambda: self.export_plot(self.entropy_plot))
+        self._action(f, "Export VS lab results as JSON…", lambda: self.export_lab_results())
+        self._action(f, "Export VS lab charts (PNG/SVG)…", lambda: self.export_plot(self._current_vs_chart()))
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.Quit)
 
@@ -221,6 +233,11 @@ class MainWindow(QMainWindow):
         r.addSeparator()
         self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
         self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
+        r.addSeparator()
+        self.vs_once_action = self._action(r, "VS lab: run &once", self._vs_run_once, "Ctrl+Shift+R",
+                                           "Verbalized Sampling: one answer and its stated distribution")
+        self.vs_compare_action = self._action(r, "VS lab: &compare with Direct", self._vs_compare,
+                                              "Ctrl+Shift+Return", "Verbalized Sampling: Direct vs the method, N runs")
 
         v = mb.addMenu("&View")
         pal = v.addMenu("Token colours")
@@ -274,6 +291,8 @@ class MainWindow(QMainWindow):
         c.waitCountdown.connect(self._on_wait)
         self.history_panel.openRequested.connect(self.open_run)
         self.history_panel.deleteRequested.connect(self._delete_run)
+        self.vs_lab = VSLab(self.vs_panel, c, self.settings, self._on_error)
+        c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
     def _restore(self) -> None:
         s = self.app_settings
@@ -438,7 +457,46 @@ class MainWindow(QMainWindow):
             self.controller.generate(self.prompt(), self.settings())
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Esc: stop the lab run when its tab is showing, else the generation."""
+        if self.lab_tabs.currentWidget() is self.vs_panel and self.vs_lab.running:
+            self.vs_lab.stop()
+        else:
+            self.controller.stop()
+
+    def _vs_run_once(self) -> None:
+        self.lab_tabs.setCurrentWidget(self.vs_panel)
+        self.vs_lab.run_once()
+
+    def _vs_compare(self) -> None:
+        self.lab_tabs.setCurrentWidget(self.vs_panel)
+        self.vs_lab.compare()
+
+    def _current_vs_chart(self):
+        p = self.vs_panel
+        return (p.answer_chart, p.ratio_chart, p.histogram)[max(0, p.tabs.currentIndex())]
+
+    def export_lab_results(self, path: str | None = None) -> str | None:
+        """The VS lab's knobs, records and summary as one JSON file (no secrets: the key is
+        never part of them)."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export lab results", "samplescope-vs.json",
+                                                  "JSON (*.json)")
+            if not path:
+                return None
+        import json
+
+        data = {"params": self.vs_panel.params(), **self.vs_panel.results()}
+        data.pop("answer_chart", None)
+        data.pop("ratio_chart", None)
+        data.pop("histogram", None)
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
+        except OSError as exc:
+            self.show_banner(f"Export failed: {exc}")
+            return None
+        self.statusBar().showMessage(f"Exported {path}", 5000)
+        return path
 
     def set_step_mode(self, on: bool) -> None:
         self.step_mode_button.blockSignals(True)
@@ -562,7 +620,7 @@ class MainWindow(QMainWindow):
         self.generate_button.setEnabled(has_model and not generating and not loading)
         self.generate_action.setEnabled(has_model and not generating and not loading)
         self.stop_button.setEnabled(generating or self.controller.in_step_mode_run)
-        self.stop_action.setEnabled(generating or self.controller.in_step_mode_run)
+        self.stop_action.setEnabled(generating or self.controller.in_step_mode_run or self.controller.labs.busy)
         local = self.controller.remote is None
         self.step_button.setEnabled(has_model and local and not generating and not loading)
         self.step_action.setEnabled(has_model and local and not generating and not loading)
@@ -674,7 +732,8 @@ class MainWindow(QMainWindow):
     def _show_shortcuts(self) -> None:
         self.show_banner(
             "Shortcuts: Ctrl+Enter generate · Esc stop · Ctrl+T step mode · F10 step · "
-            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace"
+            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace · "
+            "Ctrl+Shift+R VS run once · Ctrl+Shift+Enter VS compare"
         )
 
     # ------------------------------------------------------------------ drag and drop

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, ModelLoadError, SamplerSettings
 
 __all__ = ["LocalVSEngine", "RemoteVSEngine", "VSOutcome", "Comparison", "run_vs_once", "draw",
-           "compare", "arm_metrics", "model_distribution", "DEFAULT_SETTINGS"]
+           "compare", "iter_compare", "single_run_record", "arm_metrics", "model_distribution", "DEFAULT_SETTINGS"]
 
 #: the paper's sampling settings (temperature 0.7, top-p 1.0), with room for k JSON candidates
 DEFAULT_SETTINGS = SamplerSettings(temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, max_tokens=256)
@@ -407,6 +407,21 @@ def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
     return out
 
 
+def single_run_record(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+                      *, tau: float | None = None, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """One run of ``request`` as a record (``VSOutcome.to_dict`` plus ``arm`` / ``run``); for a
+    local engine and a readable answer also ``model``: "what the model does" for each candidate
+    (``model_distribution``, with the KL from the stated distribution). A run cut by ``cancel``
+    is marked ``interrupted`` and gets no model distribution."""
+    out = run_vs_once(engine, request, settings, seed, tau=tau, cancel=cancel)
+    record: dict[str, Any] = {"arm": "vs" if request.method != "Direct" else "direct", "run": 0, **out.to_dict()}
+    if cancel is not None and cancel.is_set():
+        record["interrupted"] = True
+    elif getattr(engine, "local", False) and out.parsed is not None:
+        record["model"] = model_distribution(engine, request.prompt, out.parsed.texts, out.parsed.probabilities)
+    return record
+
+
 # ============================================================================ comparison
 
 def _nan_to_none(x):
@@ -483,7 +498,28 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
     """Run Direct and ``method`` alternately N times each (run i uses seed + i for both arms),
     calling ``on_record`` with each run's record as it arrives; stop between runs when ``cancel``
     is set. All k candidates of a VS run count as samples (as in the paper). ``direct_request``
-    / ``vs_request`` replace the built requests (templates edited in the window)."""
+    / ``vs_request`` replace the built requests (templates edited in the window).
+    ``iter_compare`` is the same as a generator of the records."""
+    gen = iter_compare(engine, prompt, method, k, n, t, tau, settings, seed, cancel, reference, reference_name,
+                       style, direct_max_tokens, direct_request, vs_request)
+    while True:
+        try:
+            record = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_record is not None:
+            on_record(record)
+
+
+def iter_compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30,
+                 t: float | None = None, tau: float | None = None, settings: SamplerSettings = DEFAULT_SETTINGS,
+                 seed: int = 0, cancel: threading.Event | None = None,
+                 reference: Mapping[str, float] | None = None, reference_name: str | None = None,
+                 style: str = "completion", direct_max_tokens: int | None = None,
+                 direct_request: VSRequest | None = None, vs_request: VSRequest | None = None
+                 ) -> Iterator[dict]:
+    """``compare`` as a generator: yields each run's record as it arrives and returns the
+    ``Comparison`` (for the window's lab worker, which forwards records as they come)."""
     if method == "Direct":
         raise ValueError("compare Direct against one of the other methods")
     direct_req = direct_request or build_request("Direct", prompt, k, None, style)
@@ -504,13 +540,11 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
                 # stopped inside this run: its answer is cut short, so it is reported (and kept
                 # in the run store) but not counted in the metrics
                 cancelled = True
-                if on_record is not None:
-                    on_record({"arm": arm, "run": i, "interrupted": True, **out.to_dict()})
+                yield {"arm": arm, "run": i, "interrupted": True, **out.to_dict()}
                 break
             arms[arm].append(out)
             _count(stats[arm], out)
-            if on_record is not None:
-                on_record({"arm": arm, "run": i, **out.to_dict()})
+            yield {"arm": arm, "run": i, **out.to_dict()}
         if cancelled:
             break
     notes: list[str] = []

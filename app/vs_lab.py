@@ -1,0 +1,145 @@
+"""The Verbalized Sampling lab in the window: joins ``VSLabPanel`` to the lab runner.
+
+Owns: ``VSLab`` — reads the panel's knobs and the Sampling dock's sampler settings, checks
+them, builds the job bodies (one run with "what the model says vs does", or a Direct-vs-method
+comparison over N runs) and hands them to ``controller.labs`` (the "lab-worker" thread); feeds
+records, summaries and errors back to the panel. GUI thread; the job bodies run on the lab
+worker and only touch the lab's engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Callable
+
+from PySide6.QtCore import QObject
+
+from app.core.experiments.vs import iter_compare, single_run_record
+from app.core.reference_data import load_us_state_reference
+from backends.base import SamplerSettings
+from widgets.sampling_panel import describe_chain
+from widgets.vs_lab_panel import VSLabPanel
+
+__all__ = ["VSLab"]
+
+
+class VSLab(QObject):
+    def __init__(self, panel: VSLabPanel, controller, settings_provider: Callable[[], SamplerSettings],
+                 on_error: Callable[[str, str], None]) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.controller = controller
+        self.labs = controller.labs
+        self._settings = settings_provider
+        self._on_error = on_error
+        self._mine = False
+        panel.runOnceRequested.connect(self.run_once)
+        panel.compareRequested.connect(self.compare)
+        panel.stopRequested.connect(self.stop)
+        self.labs.record.connect(self._on_record)
+        self.labs.finished.connect(self._on_finished)
+        self.labs.failed.connect(self._on_failed)
+
+    # ------------------------------------------------------------------ starting
+    def _prepare(self):
+        """(source, sampler settings) or None after telling the user what is missing."""
+        source, reason = self.controller.lab_source()
+        if source is None:
+            self.panel.show_status(reason)
+            return None
+        p = self.panel.params()
+        try:
+            settings = replace(self._settings(), max_tokens=p["max_tokens"])
+            settings.validate()
+        except ValueError as exc:
+            self.panel.show_status(f"Sampler settings: {exc}")
+            return None
+        self.panel.set_sampler_note(describe_chain(settings) + f"; seed {settings.seed}")
+        self.panel.set_model_does_available(
+            source.local, "What the model does (its own probability of each candidate) needs the model's "
+            "logits: only for local models.")
+        return source, settings
+
+    def run_once(self) -> None:
+        ready = self._prepare()
+        if ready is None:
+            return
+        source, settings = ready
+        try:
+            request = self.panel.request()
+        except ValueError as exc:
+            self.panel.show_status(str(exc))
+            return
+        p = self.panel.params()
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            engine = labs.engine(source)
+            yield single_run_record(engine, request, settings, settings.seed, tau=p["tau"], cancel=cancel)
+            return None
+
+        self._start("once", f"{p['method']} once: {p['prompt']}", {**p, "mode": "once",
+                    "settings": settings.to_dict()}, body, source, expected=1)
+
+    def compare(self) -> None:
+        ready = self._prepare()
+        if ready is None:
+            return
+        source, settings = ready
+        p = self.panel.params()
+        if p["method"] == "Direct":
+            self.panel.show_status("Choose the method to compare with Direct (VS-Standard, for instance).")
+            return
+        try:
+            vs_request = self.panel.request()
+            direct_request = self.panel.request("Direct")
+        except ValueError as exc:
+            self.panel.show_status(str(exc))
+            return
+        reference = load_us_state_reference() if p["reference"] == "us-states" else None
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            engine = labs.engine(source)
+            result = yield from iter_compare(
+                engine, p["prompt"], p["method"], p["k"], p["n"], p["t"], p["tau"], settings, settings.seed,
+                cancel, reference, p["reference"], p["style"], p["direct_max_tokens"], direct_request, vs_request)
+            return {**result.summary(), "model": engine.name}
+
+        self._start("compare", f"Direct vs {p['method']}: {p['prompt']}", {**p, "mode": "compare",
+                    "settings": settings.to_dict()}, body, source, expected=2 * p["n"], reference=reference)
+
+    def _start(self, kind, title, params, body, source, *, expected: int, reference=None) -> None:
+        self.panel.start_results(kind, reference)
+        self._mine = True
+        job = self.labs.run("vs", title, params, body, source)
+        if job is None:
+            self._mine = False
+            return
+        self.panel.set_running(True, expected)
+
+    def stop(self) -> None:
+        if self._mine:
+            self.labs.stop()
+            self.panel.show_status("Stopping at the next token…")
+
+    @property
+    def running(self) -> bool:
+        return self._mine and self.labs.busy
+
+    # ------------------------------------------------------------------ results
+    def _on_record(self, record: dict) -> None:
+        if self._mine:
+            self.panel.add_record(record)
+
+    def _on_finished(self, summary, status: str) -> None:
+        if self._mine:
+            self._mine = False
+            self.panel.show_summary(summary, status)
+
+    def _on_failed(self, title: str, message: str) -> None:
+        if self._mine and not self.labs.busy:
+            self._mine = False
+            self.panel.show_error(message)
+        self._on_error(title, message)
