@@ -24,7 +24,7 @@ import numpy as np
 from .base import Capabilities, GenerationError, ModelInfo, ModelLoadError, PromptTooLongError
 from .models import check_gguf
 
-__all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version"]
+__all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version", "apply_chat_template"]
 
 _init_lock = threading.Lock()
 _initialised = False
@@ -67,6 +67,29 @@ def llama_cpp_version() -> str:
     import llama_cpp
 
     return getattr(llama_cpp, "__version__", "unknown")
+
+
+def apply_chat_template(template: str | bytes, messages: Sequence[dict]) -> str:
+    """Format ``messages`` ({"role", "content"} dicts) with a chat template through llama.cpp's
+    ``llama_chat_apply_template`` (which recognises the common template families), adding the
+    opening of the assistant's turn. GenerationError when llama.cpp does not know the template."""
+    ll = _llama()
+    tmpl = template.encode("utf-8") if isinstance(template, str) else template
+    keep = [(str(m["role"]).encode("utf-8"), str(m["content"]).encode("utf-8")) for m in messages]
+    arr = (ll.llama_chat_message * len(keep))()
+    for i, (role, content) in enumerate(keep):
+        arr[i].role = role
+        arr[i].content = content
+    size = 1024
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = ll.llama_chat_apply_template(tmpl, arr, len(keep), True, buf, size)
+        if n < 0:
+            raise GenerationError("llama.cpp does not recognise this model's chat template; use the "
+                                  "completion style.")
+        if n < size:
+            return buf.raw[:n].decode("utf-8", errors="replace")
+        size = n + 1
 
 
 def _last_log_error() -> str:
@@ -179,6 +202,7 @@ class LlamaCppBackend:
             tmpl = ll.llama_model_chat_template(self._model, None)
         except Exception:  # older bindings
             tmpl = meta.get("tokenizer.chat_template")
+        self._chat_template = tmpl or None
         bos = int(ll.llama_vocab_bos(self._vocab))
         eos = int(ll.llama_vocab_eos(self._vocab))
         n_layers = int(ll.llama_model_n_layer(self._model))
@@ -202,16 +226,31 @@ class LlamaCppBackend:
             eos_token=eos if eos >= 0 else None,
         )
 
+    def format_chat(self, messages: Sequence[dict]) -> str:
+        """``messages`` in the model's own chat template, ending where the assistant's answer
+        begins; tokenize it with ``parse_special=True``. GenerationError for a model without a chat template (a base model
+        such as the embedded Gemma 3 270M: use completion-style prompts)."""
+        tmpl = getattr(self, "_chat_template", None)
+        if not tmpl:
+            raise GenerationError(
+                f"{self.info.name} has no chat template (it is a base model): use the completion style, "
+                "or load an instruct model."
+            )
+        return apply_chat_template(tmpl, messages)
+
     # ----------------------------------------------------------------- tokens
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds the model's BOS; ``parse_special`` reads
+        control-token names in the text (``<start_of_turn>``) as those tokens (chat prompts made
+        by ``format_chat``), otherwise they are plain text."""
         data = text.encode("utf-8")
         n_max = len(data) + 8
         buf = (self._ll.llama_token * n_max)()
-        n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, False)
+        n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         if n < 0:
             n_max = -n
             buf = (self._ll.llama_token * n_max)()
-            n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, False)
+            n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         return list(buf[:n])
 
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:

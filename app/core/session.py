@@ -72,8 +72,10 @@ class GenerationSession:
         settings: SamplerSettings,
         *,
         banned_tokens: Sequence[int] = (),
+        parse_special: bool = False,
     ) -> None:
         settings.validate()
+        self.parse_special = parse_special  # a chat prompt from ``format_chat``
         self.banned_tokens = tuple(int(t) for t in banned_tokens)
         self.engine = engine
         self.prompt = prompt
@@ -93,7 +95,10 @@ class GenerationSession:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.prompt_tokens = self.engine.tokenize(self.prompt, add_special=True)
+        if self.parse_special:
+            self.prompt_tokens = self.engine.tokenize(self.prompt, add_special=True, parse_special=True)
+        else:
+            self.prompt_tokens = self.engine.tokenize(self.prompt, add_special=True)
         if len(self.prompt_tokens) + 1 > self.engine.n_ctx:
             raise PromptTooLongError(
                 f"The prompt is {len(self.prompt_tokens):,} tokens but the context holds "

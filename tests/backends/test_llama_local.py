@@ -47,6 +47,26 @@ def test_tokenize_and_pieces(local_backend):
     assert text == PROMPT
 
 
+def test_chat_formatting(local_backend):
+    from backends.base import GenerationError
+    from backends.llama_local import apply_chat_template
+
+    # the embedded model is a base model: chat style is refused with what to do instead
+    with pytest.raises(GenerationError, match="completion style"):
+        local_backend.format_chat([{"role": "user", "content": "Hi"}])
+    chatml = "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>\n{% endfor %}"
+    text = apply_chat_template(chatml, [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    gemma = apply_chat_template("gemma", [{"role": "user", "content": "Hi"}])
+    assert gemma.endswith("<start_of_turn>model\n")
+    # control-token names become control tokens only when asked
+    plain = local_backend.tokenize(gemma, add_special=False)
+    special = local_backend.tokenize(gemma, add_special=False, parse_special=True)
+    assert len(special) < len(plain) and local_backend.piece(special[0]) != "<"
+    with pytest.raises(GenerationError, match="does not recognise"):
+        apply_chat_template("no template at all", [{"role": "user", "content": "Hi"}])
+
+
 def test_logits_are_a_read_only_view(local_backend):
     local_backend.prepare(local_backend.tokenize(PROMPT))
     logits = local_backend.logits()
