@@ -219,10 +219,12 @@ DOMAINS: tuple[str, ...] = tuple(dict.fromkeys(c.domain for c in BUILTIN_CONCEPT
 
 #: Prompt templates keyed by (kind, style). Completion templates end where the number begins.
 TEMPLATES: dict[tuple[str, str], str] = {
-    ("average", "completion"): "Q: On average, what is {question}? Give a number of {unit}.\nA: The average is",
-    ("ideal", "completion"): "Q: Ideally, what should {question} be? Give a number of {unit}.\nA: The ideal is",
-    ("sample", "completion"): ("Q: Think of {question}. What is the first number of {unit} that comes to mind?\n"
-                               "A: The first number that comes to mind is"),
+    # one survey-form layout for all three questions (only the question differs), ending at
+    # "a number):" so that a small base model's next token is most often the number itself
+    ("average", "completion"): "Survey question: On average, what is {question}?\nAnswer ({unit}, a number):",
+    ("ideal", "completion"): "Survey question: Ideally, what should {question} be?\nAnswer ({unit}, a number):",
+    ("sample", "completion"): ("Survey question: Think of {question}. Write the first number of {unit} that comes "
+                               "to mind.\nAnswer ({unit}, a number):"),
     ("average", "chat"): "On average, what is {question}? Answer with a number of {unit} only.",
     ("ideal", "chat"): "Ideally, what should {question} be? Answer with a number of {unit} only.",
     ("sample", "chat"): ("Think of {question}. What is the first number of {unit} that comes to mind? "

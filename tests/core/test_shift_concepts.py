@@ -71,8 +71,8 @@ def test_render_every_builtin(concept):
             assert concept.question in text
             if style == "completion":
                 # ends where the number begins: no trailing space, last word leads into a number
-                assert text == text.rstrip() and text.endswith(" is")
-                assert "\nA:" in text
+                assert text == text.rstrip() and text.endswith("a number):")
+                assert "\nAnswer (" in text and concept.unit in text.splitlines()[-1]
             else:
                 assert "number" in text.split("?")[-1]
 

@@ -1,0 +1,440 @@
+"""Sampled-vs-ideal shift lab, headless: ask for A, I and S per concept, sampled or exact.
+
+Owns:
+- ``LocalShiftEngine``: a ``LlamaCppBackend`` (low-level, our sampler chain). ``answer`` runs
+  one fresh-context generation with ``GenerationSession``; ``exact`` enumerates the numeric
+  answers token by token from the token tree (see below).
+- ``RemoteShiftEngine``: a model on an OpenAI-compatible server (sampled answers only).
+- ``exact_distribution`` -> ``ExactDistribution``; ``concept_record`` (one concept: A, I and S
+  each measured the same way, alpha_hat, kept or dropped and why); ``iter_shift`` (a concept set, one record per concept
+  as it arrives; returns the summary of ``app.core.shift_stats.summarise``); ``glub_record`` /
+  ``iter_glub`` (synthetic "glubbing" concepts: the sample against the shown average).
+
+The exact method. After the prompt, the answer is read as a bare numeral: an optional single
+leading space, digits, optionally "." and more digits, ended by any other token (a piece that
+starts with digits and goes on with other characters, like "7%", ends the number inside that
+token). At every node of that token tree the next-token distribution is the sampler chain's
+(``apply_chain`` with the run's settings, exactly what sampled mode draws from), so the exact
+distribution and a large sampled run agree within sampling error. Branches whose probability is
+below ``min_mass`` are not expanded (their mass is reported as ``pruned``), numbers longer than
+``max_tokens`` tokens likewise; mass that does not start a numeral is ``not_number``. The KV
+cache is reused along the tree (depth-first order, ``prepare`` keeps the common prefix), so each
+node costs one token evaluation.
+
+Threads: everything runs on the calling thread (the lab worker in the window, the main thread
+in ``samplescope shift``). Engines are used by one thread at a time. ``cancel`` is checked
+between nodes and between answers. No Qt.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from app.core.glubbing import GlubSpec, make_glub
+from app.core.sampling import apply_chain
+from app.core.session import GenerationSession
+from app.core.shift_concepts import Concept, render
+from app.core.shift_numbers import extract_number
+from app.core.shift_stats import concept_result, distribution_mean, summarise
+from backends.base import GenerationError, SamplerSettings
+
+__all__ = ["LocalShiftEngine", "RemoteShiftEngine", "ExactDistribution", "exact_distribution",
+           "bare_number", "concept_record", "iter_shift", "glub_record", "iter_glub", "SAMPLE_SETTINGS",
+           "ANSWER_TOKENS", "MODES"]
+
+MODES = ("sampled", "exact")
+#: the paper's sampling temperature for S; top-k / top-p / min-p off
+SAMPLE_SETTINGS = SamplerSettings(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, max_tokens=12,
+                                  stop=("\n",), top_n=5)
+ANSWER_TOKENS = 12
+_BARE = re.compile(r"^ ?(\d+(?:\.\d+)?)(?!\d)")
+_PIECE = re.compile(r"^(\d*)(\.?)(\d*)(.*)$", re.S)
+
+
+def bare_number(text: str) -> float | None:
+    """The numeral an answer starts with under the exact method's rule (an optional single
+    space, digits, optionally "." and digits), or None. Sampled answers read with this rule
+    are directly comparable with the exact distribution."""
+    m = _BARE.match(text)
+    return float(m.group(1)) if m else None
+
+
+# ============================================================================ engines
+
+class LocalShiftEngine:
+    """A local GGUF model for the shift lab (see the module docstring)."""
+
+    local = True
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.name = backend.info.name
+        self._vocab: tuple[np.ndarray, list[str]] | None = None
+
+    @classmethod
+    def open(cls, model_path, n_ctx: int = 1024, n_threads: int | None = None) -> "LocalShiftEngine":
+        from backends.llama_local import LlamaCppBackend
+
+        return cls(LlamaCppBackend(model_path, n_ctx=n_ctx, n_threads=n_threads))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def _prompt(self, prompt: str, style: str) -> tuple[str, bool]:
+        if style == "chat":
+            return self.backend.format_chat([{"role": "user", "content": prompt}]), True
+        return prompt, False
+
+    def answer(self, prompt: str, settings: SamplerSettings, seed: int, *, style: str = "completion",
+               cancel: threading.Event | None = None) -> str:
+        """One fresh-context answer (the KV cache keeps the prompt, which is the same text)."""
+        text, special = self._prompt(prompt, style)
+        session = GenerationSession(self.backend, text, replace(settings, seed=int(seed) & 0xFFFFFFFF),
+                                    parse_special=special)
+        for item in session.run(cancel):
+            pass
+        return session.finished.text if session.finished is not None else session.text
+
+    def numeric_vocab(self) -> tuple[np.ndarray, list[str]]:
+        """(ids of tokens whose piece starts with a digit or ".", optionally after one space;
+        their pieces). Built once per engine (about a second for a 262k vocabulary)."""
+        if self._vocab is None:
+            b = self.backend
+            ids, pieces = [], []
+            for t in range(b.n_vocab):
+                raw = b.token_bytes(t)
+                if raw[:1].isdigit() or raw[:1] == b"." or (raw[:1] == b" " and raw[1:2].isdigit()) or raw == b" ":
+                    ids.append(t)
+                    pieces.append(raw.decode("utf-8", errors="replace"))
+            self._vocab = (np.asarray(ids, dtype=np.int64), pieces)
+        return self._vocab
+
+    def exact(self, prompt: str, settings: SamplerSettings, *, style: str = "completion", min_mass: float = 1e-3,
+              max_tokens: int = 6, cancel: threading.Event | None = None) -> "ExactDistribution":
+        text, special = self._prompt(prompt, style)
+        return exact_distribution(self, text, settings, min_mass=min_mass, max_tokens=max_tokens, cancel=cancel,
+                                  parse_special=special)
+
+
+class RemoteShiftEngine:
+    """A model on an OpenAI-compatible server: sampled answers only (no logits for the exact
+    method). Chat style sends the prompt as the user message."""
+
+    local = False
+
+    def __init__(self, backend) -> None:
+        from app.core.experiments.vs import RemoteVSEngine
+
+        self._vs = RemoteVSEngine(backend, None)
+        self.backend = backend
+        self.name = self._vs.name
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def answer(self, prompt: str, settings: SamplerSettings, seed: int, *, style: str = "completion",
+               cancel: threading.Event | None = None) -> str:
+        if style == "chat":
+            return self._vs.generate(messages=[{"role": "user", "content": prompt}], settings=settings, seed=seed,
+                                     cancel=cancel)
+        return self._vs.generate(text=prompt, settings=settings, seed=seed, cancel=cancel)
+
+    def exact(self, *args, **kwargs):
+        raise GenerationError("The exact method needs the model's next-token probabilities at every digit: "
+                              "only for local models. Use the sampled method with a server.")
+
+
+# ============================================================================ exact enumeration
+
+@dataclass(frozen=True)
+class ExactDistribution:
+    """The probability of every bare numeric answer, from the token tree.
+
+    ``values`` ascending with their probabilities ``probs`` (not renormalised: they sum to
+    ``covered``). ``not_number``: mass of answers that do not start with a numeral;
+    ``pruned``: mass of branches not expanded (below ``min_mass`` or longer than the token
+    limit). covered + not_number + pruned = 1 up to rounding. ``mean`` is the mean over the
+    numeric answers (renormalised over ``covered``)."""
+
+    values: tuple[float, ...]
+    probs: tuple[float, ...]
+    covered: float
+    not_number: float
+    pruned: float
+    nodes: int
+    seconds: float
+    min_mass: float
+    cancelled: bool = False
+
+    @property
+    def mean(self) -> float:
+        if not self.values or self.covered <= 0:
+            return math.nan
+        return distribution_mean(self.values, self.probs).mean
+
+    def probability(self, value: float) -> float:
+        for v, p in zip(self.values, self.probs):
+            if v == value:
+                return p
+        return 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values), "probs": list(self.probs), "covered": self.covered,
+                "not_number": self.not_number, "pruned": self.pruned, "nodes": self.nodes,
+                "seconds": round(self.seconds, 3), "min_mass": self.min_mass, "mean": _finite(self.mean),
+                "cancelled": self.cancelled}
+
+
+def _finite(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+@dataclass
+class _Node:
+    tokens: tuple[int, ...]  # generated so far
+    prob: float
+    state: str  # "start", "space", "int", "dot", "dec"
+    text: str  # the numeral so far (without the leading space)
+
+
+def _value(text: str) -> float:
+    return float(text.rstrip("."))
+
+
+def exact_distribution(engine: LocalShiftEngine, prompt: str, settings: SamplerSettings, *, min_mass: float = 1e-3,
+                       max_tokens: int = 6, cancel: threading.Event | None = None,
+                       parse_special: bool = False) -> ExactDistribution:
+    """Enumerate the numeric answers to ``prompt`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    b = engine.backend
+    settings.validate()
+    if parse_special:
+        prompt_tokens = b.tokenize(prompt, add_special=True, parse_special=True)
+    else:
+        prompt_tokens = b.tokenize(prompt, add_special=True)
+    num_ids, pieces = engine.numeric_vocab()
+    piece_of = dict(zip(num_ids.tolist(), pieces))
+    p_full = np.zeros(b.n_vocab, dtype=np.float64)
+    masses: dict[float, float] = {}
+    not_number = pruned = 0.0
+    nodes = 0
+    stack = [_Node((), 1.0, "start", "")]
+    cancelled = False
+    while stack:
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            pruned += sum(n.prob for n in stack)
+            break
+        node = stack.pop()
+        if node.prob < min_mass or len(node.tokens) >= max_tokens:
+            pruned += node.prob
+            continue
+        b.prepare(prompt_tokens + list(node.tokens))
+        nodes += 1
+        history = (prompt_tokens + list(node.tokens))[-settings.penalty_last_n:] if settings.penalty_last_n > 0 else ()
+        chain = apply_chain(b.logits(), settings, history, top_n=0)
+        p_full[:] = 0.0
+        p_full[chain.ids] = chain.probs
+        p_num = p_full[num_ids]
+        # mass of tokens that cannot continue a numeral: they end it here (or, at the start,
+        # the answer is not a number)
+        ending = max(0.0, 1.0 - float(p_num.sum()))
+        children: list[_Node] = []
+        for j in np.flatnonzero(p_num > 0):
+            tok, q = int(num_ids[j]), float(p_num[j]) * node.prob
+            piece = piece_of[tok]
+            kind, child = _step(node, piece)
+            if kind == "end":  # the token does not continue a numeral
+                ending += float(p_num[j])
+            elif kind == "leaf":  # the numeral ends inside this token ("7%", "5 ")
+                masses[child] = masses.get(child, 0.0) + q
+            else:
+                children.append(_Node(node.tokens + (tok,), q, kind, child))
+        end_mass = ending * node.prob
+        if end_mass <= 0.0:
+            pass
+        elif node.state in ("int", "dot", "dec"):
+            v = _value(node.text)
+            masses[v] = masses.get(v, 0.0) + end_mass
+        else:
+            not_number += end_mass
+        # most probable child last, so it is expanded next (keeps the KV cache path hot)
+        stack.extend(sorted(children, key=lambda n: n.prob))
+    values = tuple(sorted(masses))
+    probs = tuple(masses[v] for v in values)
+    covered = float(sum(probs))
+    return ExactDistribution(values, probs, covered, float(not_number), float(pruned), nodes,
+                             time.perf_counter() - t0, float(min_mass), cancelled)
+
+
+def _step(node: _Node, piece: str) -> tuple[str, Any]:
+    """How ``piece`` continues the numeral of ``node``: ("end", None) if it does not,
+    ("leaf", value) if the numeral ends inside it, or (state, text) to go on."""
+    state, text = node.state, node.text
+    if state in ("start", "space"):
+        if piece.startswith(" "):
+            if state == "space":
+                return "end", None  # a second space: not a bare numeral
+            if piece == " ":
+                return "space", ""
+            piece = piece[1:]
+        if not piece[:1].isdigit():
+            return "end", None  # "." or ".5" cannot start a numeral
+    digits, dot, decimals, rest = _PIECE.match(piece).groups()
+    if state in ("dot", "dec"):
+        if not digits:
+            return "end", None  # "7." then anything but digits: the number was 7
+        text += digits
+        return ("dec", text) if not (dot or rest) else ("leaf", _value(text))
+    if state == "int" and not digits and not dot:
+        return "end", None
+    text += digits
+    if not dot:
+        return ("int", text) if not rest else ("leaf", _value(text))
+    if decimals:
+        text = f"{text}.{decimals}"
+        return ("dec", text) if not rest else ("leaf", _value(text))
+    return ("dot", text + ".") if not rest else ("leaf", _value(text))
+
+
+# ============================================================================ one concept
+
+def _ask(engine, prompt: str, settings: SamplerSettings, seed: int, style: str, cancel) -> dict[str, Any]:
+    raw = engine.answer(prompt, settings, seed, style=style, cancel=cancel)
+    parsed = extract_number(raw)
+    return {"raw": raw, "value": parsed.value, "error": parsed.error, "bare": bare_number(raw)}
+
+
+def _measure(engine, prompt: str, mode: str, samples: int, settings: SamplerSettings, seed: int, style: str,
+             min_mass: float, cancel) -> tuple[dict[str, Any], float | None, str | None]:
+    """(what was recorded, the value, why there is none) for one question."""
+    if mode == "exact":
+        dist = engine.exact(prompt, settings, style=style, min_mass=min_mass, cancel=cancel)
+        value = _finite(dist.mean)
+        return {"exact": dist.to_dict()}, value, None if value is not None else \
+            "no numeric answer in the exact distribution"
+    answers = []
+    for i in range(samples):
+        if cancel is not None and cancel.is_set():
+            break
+        answers.append(_ask(engine, prompt, settings, seed + i, style, cancel))
+    nums = [a["value"] for a in answers if a["value"] is not None]
+    value = float(np.mean(nums)) if nums else None
+    return {"answers": answers, "parsed": len(nums)}, value, None if nums else \
+        f"none of the {len(answers)} sampled answers held a number"
+
+
+def concept_record(engine, concept: Concept, *, mode: str = "sampled", samples: int = 10,
+                   settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
+                   templates: Mapping | None = None, min_mass: float = 1e-3,
+                   cancel: threading.Event | None = None) -> dict[str, Any]:
+    """A, I and S for one concept, with alpha_hat and whether it is kept (and why not).
+
+    All three questions are measured the same way, in fresh contexts: sampled, the mean of
+    ``samples`` answers (seeds seed.. for A, seed+N.. for I, seed+2N.. for S); exact, the mean
+    of the numeric-answer distribution (recorded in full). One greedy answer is not used for A
+    and I: small base models' greedy answers degenerate ("10000000000"), and measuring A, I and
+    S alike keeps them comparable. Raw answers are kept beside their numbers."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    t0 = time.perf_counter()
+    prompts = {kind: render(concept, kind, style, templates) for kind in ("average", "ideal", "sample")}
+    rec: dict[str, Any] = {"concept_id": concept.id, "name": concept.name, "domain": concept.domain,
+                           "unit": concept.unit, "mode": mode, "prompts": prompts}
+    values: dict[str, float | None] = {}
+    errors: dict[str, str | None] = {}
+    for j, (kind, key) in enumerate((("average", "A"), ("ideal", "I"), ("sample", "S"))):
+        got, values[key], errors[key] = _measure(engine, prompts[kind], mode, samples, settings,
+                                                 seed + j * samples, style, min_mass, cancel)
+        rec[key + "_" + ("exact" if mode == "exact" else "answers")] = got.get("exact", got.get("answers"))
+        if mode != "exact":
+            rec[key + "_parsed"] = got["parsed"]
+    res = concept_result(concept.id, concept.name, concept.domain, values["A"], values["I"], values["S"],
+                         a_error=errors["A"], i_error=errors["I"], s_error=errors["S"])
+    rec.update(res.to_dict())
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    if cancel is not None and cancel.is_set():
+        rec["interrupted"] = True
+    return rec
+
+
+def _result_from_record(rec: Mapping[str, Any]):
+    from app.core.shift_stats import ConceptResult
+
+    return ConceptResult(rec["concept_id"], rec["name"], rec["domain"], rec["A"], rec["I"], rec["S"],
+                         rec["alpha"], rec["alpha_hat"], rec["kept"], rec["reason"])
+
+
+def iter_shift(engine, concepts: Sequence[Concept], *, mode: str = "sampled", samples: int = 10,
+               settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
+               templates: Mapping | None = None, min_mass: float = 1e-3,
+               cancel: threading.Event | None = None) -> Iterator[dict]:
+    """One record per concept as it arrives; returns the set's summary (``summarise``) as a
+    dict with ``cancelled``. A concept cut by Stop is reported (``interrupted``) but not counted."""
+    results = []
+    cancelled = False
+    for i, concept in enumerate(concepts):
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            break
+        rec = concept_record(engine, concept, mode=mode, samples=samples, settings=settings, seed=seed + 1000 * i,
+                             style=style, templates=templates, min_mass=min_mass, cancel=cancel)
+        rec["index"] = i
+        yield rec
+        if rec.get("interrupted"):
+            cancelled = True
+            break
+        results.append(_result_from_record(rec))
+    summary = summarise(results).to_dict()
+    summary.update({"cancelled": cancelled, "mode": mode, "model": engine.name, "n_concepts": len(concepts)})
+    return summary
+
+
+# ============================================================================ glubbing
+
+def glub_record(engine, spec: GlubSpec, *, mode: str = "exact", samples: int = 10,
+                settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
+                min_mass: float = 1e-3, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """One synthetic concept: the shown average and ideal, and the model's sample S (exact mean
+    or sampled mean of the first number that comes to mind)."""
+    g = make_glub(spec)
+    prompt = g.prompt_chat if style == "chat" else g.prompt_completion
+    rec: dict[str, Any] = {"id": g.id, "valence": spec.valence, "mean": spec.mean, "spread": spec.spread,
+                           "shape": spec.shape, "n_examples": spec.n_examples, "seed": spec.seed,
+                           "average": g.average, "ideal": g.ideal, "mode": mode}
+    if mode == "exact":
+        dist = engine.exact(prompt, settings, style=style, min_mass=min_mass, max_tokens=5, cancel=cancel)
+        rec["S_exact"] = dist.to_dict()
+        rec["S"] = _finite(dist.mean)
+    else:
+        answers = [_ask(engine, prompt, settings, seed + i, style, cancel) for i in range(samples)
+                   if cancel is None or not cancel.is_set()]
+        rec["S_answers"] = answers
+        nums = [a["value"] for a in answers if a["value"] is not None]
+        rec["S"] = float(np.mean(nums)) if nums else None
+    rec["shift"] = None if rec["S"] is None else rec["S"] - g.average
+    return rec
+
+
+def iter_glub(engine, specs: Sequence[GlubSpec], **kwargs) -> Iterator[dict]:
+    """One record per synthetic concept; returns per-valence mean shifts (S - average)."""
+    cancel = kwargs.get("cancel")
+    by_valence: dict[str, list[float]] = {}
+    for i, spec in enumerate(specs):
+        if cancel is not None and cancel.is_set():
+            break
+        rec = glub_record(engine, spec, **kwargs)
+        rec["index"] = i
+        yield rec
+        if rec["shift"] is not None:
+            by_valence.setdefault(spec.valence, []).append(rec["shift"])
+    return {"mean_shift": {v: float(np.mean(s)) for v, s in by_valence.items()},
+            "n": {v: len(s) for v, s in by_valence.items()},
+            "cancelled": bool(cancel is not None and cancel.is_set())}
