@@ -1,4 +1,4 @@
-"""Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs`` and ``bench``.
+"""Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs``, ``align`` and ``bench``.
 
 Owns: argument parsing and the headless commands. ``generate`` runs the same
 ``GenerationSession`` as the window and prints one JSON object per step. Runs on the main
@@ -76,6 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(v)
     v.set_defaults(temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, max_tokens=256)
     v.add_argument("--json", action="store_true", help="one JSON record per run, then a summary line")
+    al = sub.add_parser("align", help="P_token vs P_task: how a model's next-token probabilities follow a "
+                        "stated distribution, step by step (D-model or E-model)",
+                        description="The model writes R lists of N draws from a stated distribution; at every "
+                        "decision step P_token over the outcomes is measured against it. Sampling defaults to "
+                        "the model's own distribution (temperature 1, no top-k/top-p/min-p); --max-tokens 0 "
+                        "(the default) means 6 per draw + 16.")
+    which = al.add_mutually_exclusive_group()
+    which.add_argument("--preset", choices=["extreme", "flat"],
+                       help="the paper's task distributions (default: extreme)")
+    which.add_argument("--task", metavar="FILE.json", help='own task: {"name": ..., "outcomes": {"red": 0.5, ...}}')
+    al.add_argument("--draws", type=int, default=20, help="draws per run (N)")
+    al.add_argument("--runs", type=int, default=3, help="runs (R); run r uses seed + r")
+    al.add_argument("--style", choices=["completion", "chat"], default=None,
+                    help="completion (default) or chat (the model's chat template; --chat is the same)")
+    tmpl = al.add_mutually_exclusive_group()
+    tmpl.add_argument("--template", help="prompt template with {n}, {distribution}, {outcomes}")
+    tmpl.add_argument("--template-file", help="read the prompt template from this file")
+    al.add_argument("--threshold-tv", type=float, default=None,
+                    help="verdict: mean TV(P_token, P_task) at or below which the model is close (default 0.25)")
+    al.add_argument("--threshold-variability", type=float, default=None,
+                    help="verdict: mean TV between consecutive steps at or below which it is steady (default 0.15)")
+    al.add_argument("--threshold-mass", type=float, default=None,
+                    help="verdict: warn when the mean mass outside the outcomes is above this (default 0.5)")
+    _add_model_args(al, remote=True)
+    _add_sampler_args(al)
+    al.set_defaults(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=0)
+    al.add_argument("--json", action="store_true",
+                    help="one JSON record per decision step and per run, then a summary line")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
@@ -304,6 +332,126 @@ def cmd_vs(a: argparse.Namespace) -> int:
     return 0
 
 
+def _align_inputs(a: argparse.Namespace):
+    """The task, template, thresholds and settings of ``align``; ValueError says what is wrong."""
+    from app.core.align_measures import Thresholds
+    from app.core.align_task import PRESETS, render_prompt, task_from_json
+
+    task = task_from_json(a.task) if a.task else PRESETS[a.preset or "extreme"]
+    template = None
+    if a.template_file:
+        try:
+            with open(a.template_file, encoding="utf-8") as f:
+                template = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read the template file {a.template_file!r}: {exc.strerror or exc}") from exc
+    elif a.template is not None:
+        template = a.template
+    style = a.style or ("chat" if a.chat else "completion")
+    if isinstance(a.runs, bool) or a.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {a.runs}")
+    if a.max_tokens < 0:
+        raise ValueError(f"--max-tokens must be at least 1 (0 = automatic), got {a.max_tokens}")
+    render_prompt(task, a.draws, style, template)  # checks --draws and the template
+    d = Thresholds()
+    thresholds = Thresholds(
+        max_mean_tv=d.max_mean_tv if a.threshold_tv is None else a.threshold_tv,
+        max_variability=d.max_variability if a.threshold_variability is None else a.threshold_variability,
+        warn_mass_outside=d.warn_mass_outside if a.threshold_mass is None else a.threshold_mass)
+    settings = settings_from_args(a).replace(max_tokens=a.max_tokens or 128)
+    settings.validate()
+    if a.seed + a.runs - 1 > 2**32 - 1:
+        raise ValueError("--seed plus --runs goes past the largest seed (2**32 - 1)")
+    return task, template, style, thresholds, settings
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _print_align_record(r: dict, outcomes: Sequence[str]) -> None:
+    if r["kind"] == "step":
+        p = "  ".join(f"{o}:{_fmt(v, '.2f')}" for o, v in zip(outcomes, r["p_token"]))
+        print(f"run {r['run'] + 1} step {r['step']:>3}  {p}  | outside {_fmt(r['mass_outside'], '.2f')}"
+              f"  TV {_fmt(r['tv'])}  " + (f"drew {r['drawn']}" if r["drawn"] is not None else f"wrote {r['item']!r}"),
+              flush=True)
+    else:
+        print(f"run {r['run'] + 1}: {r['n_draws']} draws in {r['n_steps']} steps ({r['finish_reason']}); "
+              f"mean TV {_fmt(r['mean_tv'])}, variability {_fmt(r['mean_variability'])}, "
+              f"P_result TV {_fmt(r['result_tv'])} -> {r['verdict']['label']}", flush=True)
+        for problem in r["problems"]:
+            print(f"  note: {problem}", flush=True)
+
+
+def cmd_align(a: argparse.Namespace) -> int:
+    """``samplescope align``: P_token at every decision step of R lists of N draws, then the verdict."""
+    import threading
+
+    from app.core.experiments.align import iter_align
+
+    try:
+        task, template, style, thresholds, settings = _align_inputs(a)
+    except ValueError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    cancel = threading.Event()
+    backend = None
+    try:
+        if getattr(a, "base_url", None):
+            from app.core.secrets import resolve_api_key
+            from backends.openai_compat import OpenAICompatBackend
+
+            key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
+            if a.api_key_env and not key:
+                print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
+                return 2
+            backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+            backend.probe()
+            model_name = backend.model or a.base_url
+        else:
+            backend = load_backend(a)
+            model_name = backend.info.name
+        gen = iter_align(backend, task, a.draws, a.runs, settings, a.seed, style=style, template=template,
+                         cancel=cancel, max_tokens=a.max_tokens or None, thresholds=thresholds, system=a.system)
+        try:
+            while True:
+                try:
+                    record = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if a.json:
+                    print(_dumps(_clean(record)), flush=True)
+                else:
+                    _print_align_record(record, task.outcomes)
+        except KeyboardInterrupt:
+            cancel.set()
+            return 130
+    except ValueError as exc:  # e.g. chat style on a model without a chat template
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if backend is not None:
+            backend.close()
+    result = {**result, "model": model_name}
+    if a.json:
+        print(_dumps(_clean({"summary": result})))
+    else:
+        v = result["verdict"]
+        print(f"\n{model_name} on {task.name!r}: {v['label']}")
+        for reason in v["reasons"]:
+            print(f"  {reason}")
+        th = result["thresholds"]
+        print(f"  thresholds: mean TV <= {th['max_mean_tv']:g}, variability <= {th['max_variability']:g}, "
+              f"mass-outside warning above {th['warn_mass_outside']:g}")
+        if result["diversity_across_runs"] is not None:
+            print(f"  diversity across runs (Hamming): {result['diversity_across_runs']:.3f}")
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from app.bench import run_bench
 
@@ -326,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_bench(a)
     if a.command == "vs":
         return cmd_vs(a)
+    if a.command == "align":
+        return cmd_align(a)
     from app.main import run_gui
 
     return run_gui(

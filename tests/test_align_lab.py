@@ -1,17 +1,21 @@
 """P_token vs P_task lab end to end: local runs on the embedded model (P_token checked against an
 independent computation, prefix outcomes with their end, reproducibility, streamed records,
-cancel, chat style) and the remote estimate against llama-cpp-python's server. Kept small
-(2 cores): <= 8 draws, <= 2 runs, one thread."""
+cancel, chat style), the remote estimate against llama-cpp-python's server, and
+``samplescope align --json`` headless. Kept small (2 cores): <= 8 draws, <= 2 runs, one thread."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.cli import main
 from app.core.align_measures import VERDICT_LABELS, Thresholds
 from app.core.align_task import (PRESETS, decision_sequences, ends_item, in_context_tokenizer, make_task,
                                  parse_draws, render_prompt)
@@ -19,6 +23,7 @@ from app.core.experiments.align import (DEFAULT_SETTINGS, _RemoteDecision, defau
                                         local_run, remote_run)
 from backends.base import Step, TokenAlt
 
+ROOT = Path(__file__).resolve().parents[1]
 EXTREME = PRESETS["extreme"]
 WARM = DEFAULT_SETTINGS.replace(temperature=0.7)
 GREEDY = DEFAULT_SETTINGS.replace(temperature=0.0)
@@ -259,3 +264,40 @@ def test_remote_run_is_estimated_and_agrees_with_the_local_model(remote, backend
     np.testing.assert_allclose(steps[0]["p_outcomes"], local.steps[0].p_outcomes, atol=5e-3)
     direct = remote_run(remote, EXTREME, 2, GREEDY, seed=1, max_tokens=8)
     assert direct.estimated and direct.steps and direct.finish_reason in ("draws", "length")
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_align_json_on_the_embedded_model(embedded_model):
+    cmd = [sys.executable, "-m", "app.cli", "align", "--preset", "flat", "--draws", "4", "--runs", "1", "--json",
+           "--seed", "3", "--threads", "1", "--n-ctx", "512", "--threshold-tv", "0.4", "--model", str(embedded_model)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    records, summary = lines[:-1], lines[-1]["summary"]
+    assert records and [r["kind"] for r in records][-1] == "run"
+    assert all(r["kind"] == "step" and len(r["p_token"]) == 9 for r in records[:-1])
+    assert [r["step"] for r in records[:-1]] == list(range(len(records) - 1))
+    assert summary["verdict"]["label"] in VERDICT_LABELS
+    assert summary["thresholds"]["max_mean_tv"] == 0.4 and summary["task"]["name"] == "flat"
+    assert summary["runs_done"] == 1 and summary["model"]
+
+
+def test_cli_align_refuses_bad_input_with_exit_2(tmp_path, capsys):
+    assert main(["align", "--draws", "0"]) == 2
+    assert "draws" in capsys.readouterr().err
+    assert main(["align", "--runs", "0"]) == 2
+    assert "--runs" in capsys.readouterr().err
+    assert main(["align", "--threshold-variability", "1.5"]) == 2
+    assert "max_variability" in capsys.readouterr().err
+    bad = tmp_path / "task.json"
+    bad.write_text('{"outcomes": {"a": 0.5, "b": 0.2}}', encoding="utf-8")
+    assert main(["align", "--task", str(bad)]) == 2
+    assert "sum" in capsys.readouterr().err
+    assert main(["align", "--template", "{n} draws of {colour}"]) == 2
+    assert "{colour}" in capsys.readouterr().err
+    # chat style on a base model: said after loading it, still a usage error
+    assert main(["align", "--style", "chat", "--draws", "2", "--runs", "1", "--threads", "1", "--n-ctx", "256"]) == 2
+    assert "chat template" in capsys.readouterr().err
+    assert main(["align", "--model", str(tmp_path / "missing.gguf"), "--draws", "2"]) == 1
