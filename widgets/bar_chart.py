@@ -50,6 +50,7 @@ class BarChart(QWidget):
         value_axis = "bottom" if horizontal else "left"
         if value_label:
             self._item.setLabel(value_axis, value_label)
+        self._item.getAxis(value_axis).enableAutoSIPrefix(False)
         self._legend = self._item.addLegend(offset=(-10, 10))
         self._bars: list[pg.BarGraphItem] = []
         self._ref_line: pg.InfiniteLine | None = None

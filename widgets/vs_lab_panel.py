@@ -202,7 +202,7 @@ class VSLabPanel(QWidget):
         self.status.setWordWrap(True)
         form_outer.addWidget(self.status)
 
-        tbox = QGroupBox("Request (first turn) — edit freely; {prompt} is replaced by the prompt")
+        tbox = QGroupBox("Request template (first turn; {prompt} = the prompt)")
         tl = QVBoxLayout(tbox)
         self.template_edit = QPlainTextEdit()
         self.template_edit.setToolTip("Exactly what is sent, with {prompt} for the prompt. Chat style: each "
@@ -229,7 +229,8 @@ class VSLabPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(form_box)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(330)
+        scroll.setMinimumWidth(460)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
         # ---- results
         self.tabs = QTabWidget()
@@ -280,7 +281,7 @@ class VSLabPanel(QWidget):
         split = QSplitter(Qt.Horizontal)
         split.addWidget(scroll)
         split.addWidget(self.tabs)
-        split.setSizes([380, 820])
+        split.setSizes([470, 800])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
