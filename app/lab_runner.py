@@ -53,6 +53,42 @@ class LabSource:
         return self.model_path if self.local else (self.config.base_url if self.config else None)
 
 
+def _remote_backend(source: LabSource):
+    """A new HTTP client for the lab (the workbench's client belongs to its own worker)."""
+    from app.core.secrets import resolve_api_key
+    from backends.openai_compat import OpenAICompatBackend
+
+    cfg = source.config
+    key_value = resolve_api_key(cfg.api_key_env or None, cfg.keyring_entry or None)
+    return OpenAICompatBackend(cfg.base_url, cfg.model or None, api_key=key_value,
+                               connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
+
+
+def _make_engine(kind: str, source: LabSource):
+    """The engine of lab ``kind`` for ``source``: "vs" (``LocalVSEngine`` / ``RemoteVSEngine``),
+    "shift" (``LocalShiftEngine`` / ``RemoteShiftEngine``) or "logits" (a ``LlamaCppBackend`` /
+    an ``OpenAICompatBackend``)."""
+    if kind == "vs":
+        from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
+
+        if source.local:
+            return LocalVSEngine(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
+        return RemoteVSEngine(_remote_backend(source), source.caps)
+    if kind == "shift":
+        from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine
+
+        if source.local:
+            return LocalShiftEngine.open(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
+        return RemoteShiftEngine(_remote_backend(source))
+    if kind == "logits":
+        if source.local:
+            from backends.llama_local import LlamaCppBackend
+
+            return LlamaCppBackend(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
+        return _remote_backend(source)
+    raise ValueError(f"unknown lab engine {kind!r}")
+
+
 class LabRunner(QObject):
     """One lab run at a time on the "lab-worker" thread (see the module docstring)."""
 
@@ -92,21 +128,7 @@ class LabRunner(QObject):
         if key in self._engines:
             return self._engines[key]
         self._close_engines()
-        if kind != "vs":
-            raise ValueError(f"unknown lab engine {kind!r}")
-        from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
-
-        if source.local:
-            engine = LocalVSEngine(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
-        else:
-            from app.core.secrets import resolve_api_key
-            from backends.openai_compat import OpenAICompatBackend
-
-            cfg = source.config
-            key_value = resolve_api_key(cfg.api_key_env or None, cfg.keyring_entry or None)
-            backend = OpenAICompatBackend(cfg.base_url, cfg.model or None, api_key=key_value,
-                                          connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
-            engine = RemoteVSEngine(backend, source.caps)
+        engine = _make_engine(kind, source)
         self._engines[key] = engine
         return engine
 

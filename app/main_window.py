@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
+from app.shift_lab import ShiftLab
 from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
@@ -44,6 +45,7 @@ from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.token_view import TokenView
+from widgets.shift_lab_panel import ShiftLabPanel
 from widgets.vs_lab_panel import VSLabPanel
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,10 @@ class MainWindow(QMainWindow):
         self.lab_tabs.addTab(self.vs_panel, "Verbalized Sampling")
         self.lab_tabs.setTabToolTip(1, "Ask for k answers with stated probabilities, compare with Direct "
                                        "prompting over N runs (the VS paper's metrics)")
+        self.shift_panel = ShiftLabPanel()
+        self.lab_tabs.addTab(self.shift_panel, "Sampled vs ideal")
+        self.lab_tabs.setTabToolTip(2, "Does a sampled value drift from the average toward an ideal? "
+                                       "S = A + alpha_hat (I - A) per concept, with exact distributions")
         outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
@@ -291,7 +297,9 @@ class MainWindow(QMainWindow):
         c.waitCountdown.connect(self._on_wait)
         self.history_panel.openRequested.connect(self.open_run)
         self.history_panel.deleteRequested.connect(self._delete_run)
-        self.vs_lab = VSLab(self.vs_panel, c, self.settings, self._on_error)
+        self.vs_lab = VSLab(self.vs_panel, c, self.settings)
+        self.shift_lab = ShiftLab(self.shift_panel, c)
+        c.labs.failed.connect(self._on_error)
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
     def _restore(self) -> None:
@@ -458,10 +466,12 @@ class MainWindow(QMainWindow):
 
     def stop(self) -> None:
         """Esc: stop the lab run when its tab is showing, else the generation."""
-        if self.lab_tabs.currentWidget() is self.vs_panel and self.vs_lab.running:
-            self.vs_lab.stop()
-        else:
-            self.controller.stop()
+        current = self.lab_tabs.currentWidget()
+        for panel, lab in ((self.vs_panel, self.vs_lab), (self.shift_panel, self.shift_lab)):
+            if current is panel and lab.running:
+                lab.stop()
+                return
+        self.controller.stop()
 
     def _vs_run_once(self) -> None:
         self.lab_tabs.setCurrentWidget(self.vs_panel)

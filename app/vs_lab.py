@@ -25,14 +25,12 @@ __all__ = ["VSLab"]
 
 
 class VSLab(QObject):
-    def __init__(self, panel: VSLabPanel, controller, settings_provider: Callable[[], SamplerSettings],
-                 on_error: Callable[[str, str], None]) -> None:
+    def __init__(self, panel: VSLabPanel, controller, settings_provider: Callable[[], SamplerSettings]) -> None:
         super().__init__(panel)
         self.panel = panel
         self.controller = controller
         self.labs = controller.labs
         self._settings = settings_provider
-        self._on_error = on_error
         self._mine = False
         panel.runOnceRequested.connect(self.run_once)
         panel.compareRequested.connect(self.compare)
@@ -139,7 +137,7 @@ class VSLab(QObject):
             self.panel.show_summary(summary, status)
 
     def _on_failed(self, title: str, message: str) -> None:
+        """The window shows the message in its banner; the panel says the run ended."""
         if self._mine and not self.labs.busy:
             self._mine = False
             self.panel.show_error(message)
-        self._on_error(title, message)

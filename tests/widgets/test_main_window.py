@@ -16,21 +16,6 @@ from PySide6.QtWidgets import QApplication
 from backends.base import SamplerSettings
 
 
-@pytest.fixture(scope="module")
-def window(qapp):
-    from pytestqt.qtbot import QtBot
-
-    from app.main import create_window
-
-    w = create_window(autoload=True)
-    w.show()
-    bot = QtBot(None)
-    bot.waitUntil(lambda: w.controller.model_info is not None, timeout=120_000)
-    bot.waitUntil(lambda: w.controller.state == "ready", timeout=10_000)
-    yield w
-    w.close()
-
-
 def _set(window, **kw):
     s = SamplerSettings(**{"max_tokens": 24, "seed": 3, **kw})
     window.sampling_panel.set_settings(s)

@@ -13,24 +13,14 @@ import pytest
 from backends.base import SamplerSettings
 
 
-@pytest.fixture(scope="module")
-def window(qapp):
-    from pytestqt.qtbot import QtBot
-
-    from app.main import create_window
-
-    w = create_window(autoload=True)
-    w.show()
-    bot = QtBot(None)
-    bot.waitUntil(lambda: w.controller.model_info is not None, timeout=120_000)
-    bot.waitUntil(lambda: w.controller.state == "ready", timeout=10_000)
-    w.sampling_panel.set_settings(SamplerSettings(temperature=0.8, top_p=1.0, top_k=0, min_p=0.0, seed=11))
-    p = w.vs_panel
+@pytest.fixture(scope="module", autouse=True)
+def vs_knobs(window):
+    """Small budgets for 2 cores: k = 3, short Direct answers."""
+    window.sampling_panel.set_settings(SamplerSettings(temperature=0.8, top_p=1.0, top_k=0, min_p=0.0, seed=11))
+    p = window.vs_panel
     p.k.setValue(3)
     p.max_tokens.setValue(110)
     p.direct_max_tokens.setValue(8)
-    yield w
-    w.close()
 
 
 def _run(qtbot, window, action):

@@ -1,0 +1,196 @@
+"""The sampled-vs-ideal shift lab in the window: joins ``ShiftLabPanel`` to the lab runner.
+
+Owns: ``ShiftLab`` — reads the panel's concepts, templates and knobs, checks them, builds the
+job bodies (a concept-set run, a glubbing sweep) and hands them to ``controller.labs`` (the
+"lab-worker" thread); feeds records, summaries and errors back to the panel; CSV import and
+export of the concept set; the table of finished runs per model from the run store. GUI
+thread; the job bodies run on the lab worker and touch only the lab's engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog
+
+from app.core.experiments.shift import SAMPLE_SETTINGS, iter_glub, iter_shift
+from app.core.glubbing import GlubSpec
+from app.core.shift_concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
+from widgets.shift_lab_panel import ShiftLabPanel
+
+__all__ = ["ShiftLab", "KIND"]
+
+KIND = "shift"
+
+
+class ShiftLab(QObject):
+    def __init__(self, panel: ShiftLabPanel, controller) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.controller = controller
+        self.labs = controller.labs
+        self._mine = False
+        panel.runRequested.connect(self.run)
+        panel.glubRequested.connect(self.run_glub)
+        panel.stopRequested.connect(self.stop)
+        panel.importRequested.connect(lambda: self.import_csv())
+        panel.exportRequested.connect(lambda: self.export_csv())
+        panel.refreshModelsRequested.connect(self.refresh_models)
+        self.labs.record.connect(self._on_record)
+        self.labs.finished.connect(self._on_finished)
+        self.labs.failed.connect(self._on_failed)
+        self.refresh_models()
+
+    # ------------------------------------------------------------------ starting
+    def _prepare(self):
+        source, reason = self.controller.lab_source()
+        if source is None:
+            self.panel.show_status(reason)
+            return None
+        p = self.panel.params()
+        self.panel.set_exact_available(source.local, "The exact method needs the model's next-token "
+                                       "probabilities at every digit: only for local models.")
+        p = self.panel.params()
+        settings = replace(SAMPLE_SETTINGS, temperature=p["temperature"])
+        return source, settings, p
+
+    def run(self) -> None:
+        ready = self._prepare()
+        if ready is None:
+            return
+        source, settings, p = ready
+        concepts, problems = self.panel.concepts()
+        if p["limit"]:
+            concepts = concepts[: p["limit"]]
+        if not concepts:
+            self.panel.show_status("No concept to run: add rows to the table or reset to the built-in set.")
+            return
+        templates = self.panel.templates()
+        try:  # a bad template is refused before anything runs
+            for kind in ("average", "ideal", "sample"):
+                render(concepts[0], kind, p["style"], templates)
+        except ValueError as exc:
+            self.panel.show_status(f"Template: {exc}")
+            return
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            engine = labs.engine(source, "shift")
+            return (yield from iter_shift(engine, concepts, mode=p["mode"], samples=p["samples"], settings=settings,
+                                          seed=p["seed"], style=p["style"], templates=templates,
+                                          min_mass=p["min_mass"], cancel=cancel))
+
+        if problems:
+            self.panel.show_status("Rows left out: " + "; ".join(problems))
+        params = {**p, "concepts": [c.to_dict() for c in concepts], "settings": settings.to_dict()}
+        self._start("concepts", f"Shift ({p['mode']}): {len(concepts)} concepts", params, body, source,
+                    len(concepts))
+
+    def run_glub(self) -> None:
+        ready = self._prepare()
+        if ready is None:
+            return
+        source, settings, p = ready
+        try:
+            g = self.panel.glub_params()
+            specs = [GlubSpec(valence=v, mean=m, n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
+                     for v in g["valences"] for m in g["means"]]
+        except ValueError as exc:
+            self.panel.show_status(str(exc))
+            return
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            engine = labs.engine(source, "shift")
+            return (yield from iter_glub(engine, specs, mode=p["mode"], samples=p["samples"], settings=settings,
+                                         seed=p["seed"], style=p["style"], min_mass=p["min_mass"], cancel=cancel))
+
+        self._start("glub", f"Glubbing ({p['mode']}): {len(specs)} conditions", {**p, **g}, body, source,
+                    len(specs))
+
+    def _start(self, kind: str, title: str, params: dict, body, source, total: int) -> None:
+        self.panel.start_results(kind)
+        self._mine = True
+        if self.labs.run(KIND if kind == "concepts" else "glub", title, params, body, source) is None:
+            self._mine = False
+            return
+        self.panel.set_running(True, total)
+
+    def stop(self) -> None:
+        if self._mine:
+            self.labs.stop()
+            self.panel.show_status("Stopping…")
+
+    @property
+    def running(self) -> bool:
+        return self._mine and self.labs.busy
+
+    # ------------------------------------------------------------------ results
+    def _on_record(self, record: dict) -> None:
+        if self._mine:
+            self.panel.add_record(record)
+
+    def _on_finished(self, summary, status: str) -> None:
+        if self._mine:
+            self._mine = False
+            self.panel.show_summary(summary, status)
+            self.refresh_models()
+
+    def _on_failed(self, title: str, message: str) -> None:
+        """The window shows the message in its banner; the panel says the run ended."""
+        if self._mine and not self.labs.busy:
+            self._mine = False
+            self.panel.show_error(message)
+
+    def refresh_models(self) -> None:
+        """The table of finished shift runs (one row per run, newest first)."""
+        store = self.controller.store
+        if store is None:
+            return
+        rows = []
+        try:
+            for e in store.list_experiments(KIND, limit=50):
+                if e.status not in ("done", "stopped"):
+                    continue
+                exp = store.load_experiment(e.id)
+                if exp.summary:
+                    rows.append({**exp.summary, "model": exp.model_name, "created_at": exp.created_at})
+        except Exception as exc:  # noqa: BLE001 - the table is a convenience
+            self.panel.show_status(f"The run store could not be read: {exc}")
+            return
+        self.panel.show_models(rows)
+
+    # ------------------------------------------------------------------ CSV
+    def import_csv(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self.panel, "Import concepts", "", "CSV (*.csv);;All files (*)")
+            if not path:
+                return False
+        try:
+            concepts, problems = concepts_from_csv(path)
+        except (ConceptFileError, OSError, UnicodeDecodeError) as exc:
+            self.panel.show_status(f"Not imported: {exc}")
+            return False
+        if not concepts:
+            self.panel.show_status("Not imported: the file has no usable concept. " + "; ".join(problems))
+            return False
+        self.panel.set_concepts(concepts)
+        self.panel.show_status(f"Imported {len(concepts)} concepts." + (" Problems: " + "; ".join(problems)
+                                                                          if problems else ""))
+        return True
+
+    def export_csv(self, path: str | None = None) -> str | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self.panel, "Export concepts", "concepts.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        concepts, _problems = self.panel.concepts()
+        try:
+            concepts_to_csv(concepts, path)
+        except OSError as exc:
+            self.panel.show_status(f"Not exported: {exc}")
+            return None
+        self.panel.show_status(f"Exported {len(concepts)} concepts to {path}")
+        return path

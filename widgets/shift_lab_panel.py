@@ -1,0 +1,528 @@
+"""The sampled-vs-ideal shift lab's view: concepts, templates, knobs, results and plots.
+
+Owns: ``ShiftLabPanel`` — on the left the concept set (an editable table with import/export
+as CSV and a reset to the built-in set), the three question templates of the chosen style
+(editable), the mode (sampled / exact), samples, temperature, the exact method's mass
+threshold, Run / Stop and a progress bar; on the right the results table (concept, A, I, S,
+alpha_hat, kept or why dropped), the selected concept's distribution of S with A, I and mean S
+marked, the across-concept scatter with the fitted line and r, the summary (fraction with
+alpha_hat > 0 and the exact binomial p-values), the table of runs of several models, and the
+glubbing sub-lab (synthetic concepts swept over the mean; the sample against the average per
+valence). It only shows and asks: ``app.shift_lab`` runs the jobs and feeds records back.
+
+GUI thread only. Model answers appear only in plain-text widgets (table items, labels set as
+plain text).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.shift_concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
+from widgets.shift_plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
+
+__all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
+
+CONCEPT_COLUMNS = ("id", "domain", "name", "unit", "question")
+RESULT_COLUMNS = ("concept", "domain", "A", "I", "S", "alpha_hat", "kept / why dropped")
+MODEL_COLUMNS = ("model", "mode", "concepts used", "alpha_hat > 0", "p one-sided", "p two-sided", "r", "when")
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _item(text: Any, editable: bool = False) -> QTableWidgetItem:
+    it = QTableWidgetItem(" ".join(str(text).split()))
+    if not editable:
+        it.setFlags(it.flags() & ~Qt.ItemIsEditable)
+    return it
+
+
+class ShiftLabPanel(QWidget):
+    runRequested = Signal()
+    glubRequested = Signal()
+    stopRequested = Signal()
+    importRequested = Signal()
+    exportRequested = Signal()
+    refreshModelsRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._records: list[dict] = []
+        self._glub_records: list[dict] = []
+        self._summary: dict | None = None
+        self._templates: dict[tuple[str, str], str] = dict(TEMPLATES)
+        self._loading_template = False
+        self._build()
+        self.set_concepts(BUILTIN_CONCEPTS)
+        self._show_template()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        cbox = QGroupBox("Concepts (edit cells; one row per concept)")
+        cl = QVBoxLayout(cbox)
+        self.concept_table = QTableWidget(0, len(CONCEPT_COLUMNS))
+        self.concept_table.setHorizontalHeaderLabels(list(CONCEPT_COLUMNS))
+        self.concept_table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
+        self.concept_table.horizontalHeader().setStretchLastSection(True)
+        self.concept_table.verticalHeader().setVisible(False)
+        self.concept_table.setMinimumHeight(180)
+        cl.addWidget(self.concept_table)
+        row = QHBoxLayout()
+        self.add_button = QPushButton("Add")
+        self.remove_button = QPushButton("Remove")
+        self.import_button = QPushButton("Import CSV…")
+        self.export_button = QPushButton("Export CSV…")
+        self.builtin_button = QPushButton("Built-in set")
+        self.builtin_button.setToolTip("Back to the 48 built-in concepts over 8 domains")
+        for b in (self.add_button, self.remove_button, self.import_button, self.export_button, self.builtin_button):
+            row.addWidget(b)
+        cl.addLayout(row)
+        ll.addWidget(cbox, 2)
+
+        form = QFormLayout()
+        self.limit = QSpinBox()
+        self.limit.setRange(0, 10000)
+        self.limit.setValue(8)
+        self.limit.setSpecialValueText("all")
+        self.limit.setToolTip("Run only the first N concepts of the table (0 = all)")
+        form.addRow("Concepts to run", self.limit)
+        self.mode = QComboBox()
+        self.mode.addItems(["exact", "sampled"])
+        self.mode.setToolTip("exact: the probability of every numeric answer from the token tree (local models; "
+                             "no sampling noise)\nsampled: N answers per question, each in a fresh context")
+        form.addRow("Mode", self.mode)
+        self.samples = QSpinBox()
+        self.samples.setRange(1, 1000)
+        self.samples.setValue(10)
+        self.samples.setToolTip("Sampled mode: answers per question (A, I and S are each the mean of N answers)")
+        form.addRow("Samples N", self.samples)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 5.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(0.8)
+        self.temperature.setToolTip("Sampling temperature of the answers (the paper: 0.8); top-k, top-p and min-p "
+                                    "are off. The exact method uses the same distribution.")
+        form.addRow("Temperature", self.temperature)
+        self.min_mass = QDoubleSpinBox()
+        self.min_mass.setDecimals(4)
+        self.min_mass.setRange(0.0001, 0.1)
+        self.min_mass.setSingleStep(0.0005)
+        self.min_mass.setValue(0.001)
+        self.min_mass.setToolTip("Exact mode: branches of the token tree below this probability are not expanded; "
+                                 "their mass is reported as not covered")
+        form.addRow("Exact: prune below", self.min_mass)
+        self.style = QComboBox()
+        self.style.addItems(["completion", "chat"])
+        self.style.setToolTip("completion: a text that ends where the number begins (base models); chat: one user "
+                              "message (instruct models)")
+        form.addRow("Style", self.style)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(0)
+        form.addRow("Seed", self.seed)
+        ll.addLayout(form)
+
+        tbox = QGroupBox("Question templates ({name} {question} {unit} {domain})")
+        tl = QVBoxLayout(tbox)
+        trow = QHBoxLayout()
+        self.template_kind = QComboBox()
+        self.template_kind.addItems(list(KINDS))
+        self.reset_templates_button = QPushButton("Reset templates")
+        trow.addWidget(QLabel("Question"))
+        trow.addWidget(self.template_kind, 1)
+        trow.addWidget(self.reset_templates_button)
+        tl.addLayout(trow)
+        self.template_edit = QPlainTextEdit()
+        self.template_edit.setMaximumHeight(90)
+        tl.addWidget(self.template_edit)
+        ll.addWidget(tbox)
+
+        brow = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Ask every concept's three questions; results are saved as they arrive")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current node or answer; finished concepts are kept (Esc)")
+        self.stop_button.setEnabled(False)
+        brow.addWidget(self.run_button)
+        brow.addWidget(self.stop_button)
+        ll.addLayout(brow)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m concepts")
+        ll.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setTextFormat(Qt.PlainText)
+        self.status.setWordWrap(True)
+        ll.addWidget(self.status)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(470)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+        # ---- results
+        self.tabs = QTabWidget()
+        res = QWidget()
+        rl = QVBoxLayout(res)
+        self.summary_label = QLabel("Run the lab to see A, I and S per concept.")
+        self.summary_label.setTextFormat(Qt.PlainText)
+        self.summary_label.setWordWrap(True)
+        rl.addWidget(self.summary_label)
+        self.results_table = QTableWidget(0, len(RESULT_COLUMNS))
+        self.results_table.setHorizontalHeaderLabels(list(RESULT_COLUMNS))
+        self.results_table.horizontalHeader().setSectionResizeMode(len(RESULT_COLUMNS) - 1, QHeaderView.Stretch)
+        self.results_table.verticalHeader().setVisible(False)
+        self.results_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.results_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        rl.addWidget(self.results_table, 2)
+        self.distribution_plot = ValueDistributionPlot()
+        rl.addWidget(self.distribution_plot, 3)
+        self.answers_view = QPlainTextEdit()
+        self.answers_view.setReadOnly(True)
+        self.answers_view.setMaximumHeight(110)
+        self.answers_view.setPlaceholderText("Select a concept to see its raw answers.")
+        rl.addWidget(self.answers_view)
+        self.tabs.addTab(res, "Concepts")
+        self.scatter_plot = ShiftScatterPlot()
+        self.tabs.addTab(self.scatter_plot, "Across concepts")
+
+        models = QWidget()
+        ml = QVBoxLayout(models)
+        ml.addWidget(QLabel("Finished shift-lab runs in the run store, one row per run (as in the paper's table)."))
+        self.models_table = QTableWidget(0, len(MODEL_COLUMNS))
+        self.models_table.setHorizontalHeaderLabels(list(MODEL_COLUMNS))
+        self.models_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.models_table.verticalHeader().setVisible(False)
+        ml.addWidget(self.models_table)
+        self.refresh_models_button = QPushButton("Refresh")
+        ml.addWidget(self.refresh_models_button, 0, Qt.AlignLeft)
+        self.tabs.addTab(models, "Models")
+
+        glub = QWidget()
+        gl = QVBoxLayout(glub)
+        gform = QFormLayout()
+        self.glub_means = QLineEdit("45, 145, 345")
+        self.glub_means.setToolTip("Means of the shown values to sweep over (comma-separated)")
+        gform.addRow("Means", self.glub_means)
+        self.glub_valences = QLineEdit("positive, negative, control")
+        gform.addRow("Valences", self.glub_valences)
+        self.glub_examples = QSpinBox()
+        self.glub_examples.setRange(5, 400)
+        self.glub_examples.setValue(100)
+        self.glub_examples.setToolTip("Values shown in the prompt, each with its grade (the paper: 100)")
+        gform.addRow("Shown examples", self.glub_examples)
+        self.glub_bimodal = QCheckBox("bimodal values")
+        gform.addRow("", self.glub_bimodal)
+        gl.addLayout(gform)
+        self.glub_button = QPushButton("Run glubbing sweep")
+        self.glub_button.setToolTip("Synthetic concepts ('glubbing', a made-up hobby): does the sample move toward "
+                                    "the graded ideal? Uses the mode, temperature and seed on the left.")
+        gl.addWidget(self.glub_button, 0, Qt.AlignLeft)
+        self.glub_plot = GlubPlot()
+        gl.addWidget(self.glub_plot, 1)
+        self.glub_note = QLabel("")
+        self.glub_note.setTextFormat(Qt.PlainText)
+        self.glub_note.setWordWrap(True)
+        gl.addWidget(self.glub_note)
+        self.tabs.addTab(glub, "Glubbing")
+
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(self.tabs)
+        split.setSizes([480, 800])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+
+        self.add_button.clicked.connect(self._add_row)
+        self.remove_button.clicked.connect(self._remove_rows)
+        self.builtin_button.clicked.connect(lambda: self.set_concepts(BUILTIN_CONCEPTS))
+        self.import_button.clicked.connect(self.importRequested)
+        self.export_button.clicked.connect(self.exportRequested)
+        self.template_kind.currentIndexChanged.connect(self._show_template)
+        self.style.currentIndexChanged.connect(self._show_template)
+        self.template_edit.textChanged.connect(self._template_edited)
+        self.reset_templates_button.clicked.connect(self._reset_templates)
+        self.run_button.clicked.connect(self.runRequested)
+        self.glub_button.clicked.connect(self.glubRequested)
+        self.stop_button.clicked.connect(self.stopRequested)
+        self.refresh_models_button.clicked.connect(self.refreshModelsRequested)
+        self.results_table.itemSelectionChanged.connect(self._on_select)
+
+    # ------------------------------------------------------------------ concepts and templates
+    def set_concepts(self, concepts) -> None:
+        t = self.concept_table
+        t.setRowCount(0)
+        for c in concepts:
+            r = t.rowCount()
+            t.insertRow(r)
+            for col, key in enumerate(CONCEPT_COLUMNS):
+                t.setItem(r, col, _item(getattr(c, key), editable=True))
+
+    def concepts(self) -> tuple[list[Concept], list[str]]:
+        """The table's concepts and the problems of rows that cannot be used (no name, a
+        duplicate id); rows with problems are left out."""
+        out, problems, seen = [], [], set()
+        t = self.concept_table
+        for r in range(t.rowCount()):
+            cell = {key: (t.item(r, col).text().strip() if t.item(r, col) else "")
+                    for col, key in enumerate(CONCEPT_COLUMNS)}
+            if not cell["name"]:
+                if any(cell.values()):
+                    problems.append(f"row {r + 1}: no name")
+                continue
+            cid = cell["id"] or slugify(cell["name"])
+            if cid in seen:
+                problems.append(f"row {r + 1}: the id {cid!r} is used twice")
+                continue
+            seen.add(cid)
+            out.append(Concept(cid, cell["domain"] or "general", cell["name"], cell["unit"] or "units",
+                               cell["question"] or f"the {cell['name']}"))
+        return out, problems
+
+    def _add_row(self) -> None:
+        t = self.concept_table
+        r = t.rowCount()
+        t.insertRow(r)
+        for col in range(len(CONCEPT_COLUMNS)):
+            t.setItem(r, col, _item("", editable=True))
+        t.setCurrentCell(r, 2)
+        t.editItem(t.item(r, 2))
+
+    def _remove_rows(self) -> None:
+        rows = sorted({i.row() for i in self.concept_table.selectedIndexes()}, reverse=True)
+        for r in rows:
+            self.concept_table.removeRow(r)
+
+    def templates(self) -> dict[tuple[str, str], str]:
+        return dict(self._templates)
+
+    def _show_template(self, *args) -> None:
+        self._loading_template = True
+        self.template_edit.setPlainText(self._templates[(self.template_kind.currentText(), self.style.currentText())])
+        self._loading_template = False
+
+    def _template_edited(self) -> None:
+        if not self._loading_template:
+            self._templates[(self.template_kind.currentText(), self.style.currentText())] = \
+                self.template_edit.toPlainText()
+
+    def _reset_templates(self) -> None:
+        self._templates = dict(TEMPLATES)
+        self._show_template()
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode.currentText(), "samples": self.samples.value(),
+                "temperature": self.temperature.value(), "min_mass": self.min_mass.value(),
+                "style": self.style.currentText(), "seed": self.seed.value(), "limit": self.limit.value(),
+                "templates": {f"{k}/{s}": v for (k, s), v in self._templates.items()}}
+
+    def glub_params(self) -> dict[str, Any]:
+        """The sweep's knobs; ValueError for an unreadable mean or an unknown valence."""
+        try:
+            means = [float(x) for x in self.glub_means.text().replace(";", ",").split(",") if x.strip()]
+        except ValueError:
+            raise ValueError("Means: write numbers separated by commas, e.g. 45, 145, 345") from None
+        valences = [v.strip() for v in self.glub_valences.text().split(",") if v.strip()]
+        bad = [v for v in valences if v not in ("positive", "negative", "control")]
+        if bad or not valences or not means:
+            raise ValueError("Valences: positive, negative and/or control; at least one mean")
+        return {"means": means, "valences": valences, "n_examples": self.glub_examples.value(),
+                "shape": "bimodal" if self.glub_bimodal.isChecked() else "unimodal"}
+
+    def set_exact_available(self, available: bool, reason: str = "") -> None:
+        """The exact method needs the model's logits (local models)."""
+        idx = self.mode.findText("exact")
+        item = self.mode.model().item(idx)
+        item.setEnabled(available)
+        item.setToolTip("" if available else reason)
+        if not available and self.mode.currentText() == "exact":
+            self.mode.setCurrentText("sampled")
+
+    # ------------------------------------------------------------------ running
+    def set_running(self, running: bool, total: int = 0) -> None:
+        self.run_button.setEnabled(not running)
+        self.glub_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(0)
+            self.status.setText("Running…")
+
+    def show_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def start_results(self, kind: str) -> None:
+        self._kind = kind
+        if kind == "glub":
+            self._glub_records = []
+            self.glub_note.setText("")
+            self.tabs.setCurrentIndex(3)
+        else:
+            self._records = []
+            self._summary = None
+            self.results_table.setRowCount(0)
+            self.summary_label.setText("Running…")
+            self.tabs.setCurrentIndex(0)
+
+    def add_record(self, rec: dict) -> None:
+        if getattr(self, "_kind", "") == "glub":
+            self._glub_records.append(rec)
+            self._draw_glub()
+        else:
+            self._records.append(rec)
+            self._append_result_row(rec)
+            self._draw_scatter()
+            if self.results_table.rowCount() == 1:
+                self.results_table.selectRow(0)
+        self.progress.setValue(min(self.progress.value() + 1, self.progress.maximum()))
+
+    def show_summary(self, summary: dict | None, status: str) -> None:
+        self.set_running(False)
+        n = len(self._glub_records) if getattr(self, "_kind", "") == "glub" else len(self._records)
+        self.status.setText(("Stopped: " if status == "stopped" else "Done: ") + f"{n} result(s) kept and saved.")
+        if getattr(self, "_kind", "") == "glub":
+            if summary:
+                shifts = ", ".join(f"{v}: {s:+.3g}" for v, s in (summary.get("mean_shift") or {}).items())
+                self.glub_note.setText(f"Mean shift of S from the shown average, by valence: {shifts or '–'}. "
+                                       "The paper reports positive valence shifting up, negative down, control near 0.")
+            return
+        self._summary = summary
+        if summary:
+            self._show_summary_text(summary)
+            self._draw_scatter()
+
+    def show_error(self, message: str) -> None:
+        self.set_running(False)
+        self.status.setText(message)
+
+    # ------------------------------------------------------------------ views
+    def _show_summary_text(self, s: dict) -> None:
+        dropped = s.get("dropped") or []
+        reasons: dict[str, int] = {}
+        for d in dropped:
+            key = str(d.get("reason", "")).split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        frac = s.get("fraction")
+        self.summary_label.setText(
+            f"{s.get('n_used', 0)} of {s.get('n_total', 0)} concepts used"
+            + (f" (dropped — {why})" if why else "")
+            + f". alpha_hat > 0 for {s.get('n_positive', 0)} of {s.get('n_used', 0)}"
+            + (f" ({100 * frac:.1f}%)" if isinstance(frac, (int, float)) else "")
+            + f"; exact binomial test against 50%: p = {_fmt(s.get('p_one_sided'))} one-sided, "
+            f"{_fmt(s.get('p_two_sided'))} two-sided. Mean alpha_hat {_fmt(s.get('mean_alpha_hat'))}, "
+            f"median {_fmt(s.get('median_alpha_hat'))}; r(S − A, I − A) = {_fmt(s.get('r'))}.")
+
+    def _append_result_row(self, r: dict) -> None:
+        row = self.results_table.rowCount()
+        self.results_table.insertRow(row)
+        kept = "kept" if r.get("kept") else (r.get("reason") or "dropped")
+        if r.get("interrupted"):
+            kept = "stopped mid-concept (not counted)"
+        cells = [r.get("name", ""), r.get("domain", ""), _fmt(r.get("A")), _fmt(r.get("I")), _fmt(r.get("S")),
+                 _fmt(r.get("alpha_hat")), kept]
+        for col, text in enumerate(cells):
+            self.results_table.setItem(row, col, _item(text))
+
+    def _on_select(self) -> None:
+        rows = {i.row() for i in self.results_table.selectedIndexes()}
+        if rows:
+            self.show_concept(min(rows))
+
+    def show_concept(self, index: int) -> None:
+        """Draw the distribution of S of the ``index``-th result, and list its raw answers."""
+        if not 0 <= index < len(self._records):
+            return
+        r = self._records[index]
+        exact = r.get("S_exact")
+        if exact:
+            self.distribution_plot.show_concept(r["name"], A=r.get("A"), I=r.get("I"), S=r.get("S"),
+                                                values=exact["values"], probs=exact["probs"], unit=r.get("unit", ""))
+            lines = []
+            for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
+                d = r.get(f"{key}_exact") or {}
+                lines.append(f"{label}: mean {_fmt(d.get('mean'))}; numeric answers cover {_fmt(d.get('covered'))} "
+                             f"of the probability, not a number {_fmt(d.get('not_number'))}, pruned "
+                             f"{_fmt(d.get('pruned'))} ({d.get('nodes', 0)} tree nodes)")
+            self.answers_view.setPlainText("\n".join(lines))
+        else:
+            answers = r.get("S_answers") or []
+            values = [a["value"] for a in answers if a.get("value") is not None]
+            self.distribution_plot.show_concept(r["name"], A=r.get("A"), I=r.get("I"), S=r.get("S"),
+                                                values=values, unit=r.get("unit", ""))
+            lines = []
+            for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
+                for a in r.get(f"{key}_answers") or []:
+                    got = _fmt(a.get("value")) if a.get("value") is not None else f"[{a.get('error')}]"
+                    lines.append(f"{label}: {got} ← {a.get('raw', '')!r}")
+            self.answers_view.setPlainText("\n".join(lines))
+
+    def _draw_scatter(self) -> None:
+        kept = [r for r in self._records if r.get("kept") and not r.get("interrupted")]
+        x = [r["I"] - r["A"] for r in kept]
+        y = [r["S"] - r["A"] for r in kept]
+        s = self._summary or {}
+        self.scatter_plot.show_points(x, y, [r["name"] for r in kept], s.get("slope"), s.get("intercept"),
+                                      s.get("r"))
+
+    def _draw_glub(self) -> None:
+        series: dict[str, tuple[list, list]] = {}
+        for r in self._glub_records:
+            if r.get("S") is None:
+                continue
+            xs, ys = series.setdefault(r["valence"], ([], []))
+            xs.append(r["average"])
+            ys.append(r["S"])
+        self.glub_plot.show_conditions(series)
+
+    def show_models(self, rows: list[dict]) -> None:
+        t = self.models_table
+        t.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            frac = row.get("fraction")
+            cells = [row.get("model", ""), row.get("mode", ""), f"{row.get('n_used', 0)} of {row.get('n_total', 0)}",
+                     f"{100 * frac:.1f}%" if isinstance(frac, (int, float)) else "–",
+                     _fmt(row.get("p_one_sided")), _fmt(row.get("p_two_sided")), _fmt(row.get("r")),
+                     row.get("created_at", "")[:16].replace("T", " ")]
+            for col, text in enumerate(cells):
+                t.setItem(i, col, _item(text))
+
+    # ------------------------------------------------------------------ data for tests and exports
+    def results(self) -> dict[str, Any]:
+        return {"records": list(self._records), "summary": self._summary, "glub_records": list(self._glub_records),
+                "distribution": self.distribution_plot.data(), "scatter": self.scatter_plot.data(),
+                "glub": self.glub_plot.data()}
