@@ -104,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     al.set_defaults(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=0)
     al.add_argument("--json", action="store_true",
                     help="one JSON record per decision step and per run, then a summary line")
+    sh = sub.add_parser("shift", help="sampled vs ideal: does a sampled value drift from the average toward "
+                        "an ideal? (S = A + alpha_hat (I - A) per concept)",
+                        description="Asks every concept's average A, ideal I and a sample S in fresh contexts. "
+                        "exact (local models, the default there): the distribution of every numeric answer from "
+                        "the token tree; sampled (the default for --base-url): the mean of N answers.")
+    sh.add_argument("--concepts", default="builtin", help="'builtin' (48 concepts, 8 domains) or a CSV file "
+                    "with columns id,domain,name,unit,question,notes")
+    sh.add_argument("--limit", type=int, default=0, help="only the first N concepts (0 = all)")
+    sh.add_argument("--mode", choices=["exact", "sampled"], default=None)
+    sh.add_argument("--samples", type=int, default=10, help="sampled mode: answers per question")
+    sh.add_argument("--min-mass", type=float, default=1e-3, help="exact mode: do not expand branches below this")
+    sh.add_argument("--style", choices=["completion", "chat"], default=None,
+                    help="completion (default; base models) or chat (--chat is the same)")
+    _add_model_args(sh, remote=True)
+    _add_sampler_args(sh)
+    sh.set_defaults(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, max_tokens=12, seed=0)
+    sh.add_argument("--json", action="store_true", help="one JSON record per concept, then a summary line")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
@@ -137,6 +154,21 @@ def load_backend(a: argparse.Namespace, *, n_ctx: int | None = None):
 
     path = a.model or ensure_embedded_model()
     return LlamaCppBackend(path, n_ctx=n_ctx or a.n_ctx, n_gpu_layers=a.n_gpu_layers, n_threads=a.threads or None)
+
+
+class _UsageError(ValueError):
+    """Bad command-line input: exit code 2."""
+
+
+def remote_backend(a: argparse.Namespace):
+    """The OpenAI-compatible backend of ``--base-url`` (key from ``--api-key-env``)."""
+    from app.core.secrets import resolve_api_key
+    from backends.openai_compat import OpenAICompatBackend
+
+    key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
+    if a.api_key_env and not key:
+        raise _UsageError(f"the environment variable {a.api_key_env} is not set.")
+    return OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
 
 
 def _json_default(x):
@@ -208,13 +240,14 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     from the top-N alternatives only."""
     import threading
 
-    from app.core.secrets import resolve_api_key
-    from backends.openai_compat import OpenAICompatBackend
-
-    key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
-    if a.api_key_env and not key:
-        print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
+    try:
+        backend = remote_backend(a)
+    except _UsageError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
         return 2
+    except (BackendError, ValueError) as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
     messages = None
     if a.chat:
         messages = ([{"role": "system", "content": a.system}] if a.system else []) + [
@@ -223,7 +256,6 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     fin: Finished | None = None
     steps = [0]
     try:
-        backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
         try:
             items = backend.stream(None if a.chat else a.prompt, settings, messages=messages, cancel=cancel,
                                    on_wait=lambda left, why: print(f"[{why}: retrying in {left:.0f} s]",
@@ -297,14 +329,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
     engine = None
     try:
         if getattr(a, "base_url", None):
-            from app.core.secrets import resolve_api_key
-            from backends.openai_compat import OpenAICompatBackend
-
-            key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
-            if a.api_key_env and not key:
-                print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
-                return 2
-            backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+            backend = remote_backend(a)
             engine = RemoteVSEngine(backend, backend.probe())
         else:
             from backends.models import ensure_embedded_model
@@ -318,6 +343,9 @@ def cmd_vs(a: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             cancel.set()
             return 130
+    except _UsageError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
     except (BackendError, ValueError) as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 1
@@ -398,14 +426,7 @@ def cmd_align(a: argparse.Namespace) -> int:
     backend = None
     try:
         if getattr(a, "base_url", None):
-            from app.core.secrets import resolve_api_key
-            from backends.openai_compat import OpenAICompatBackend
-
-            key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
-            if a.api_key_env and not key:
-                print(f"samplescope: the environment variable {a.api_key_env} is not set.", file=sys.stderr)
-                return 2
-            backend = OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+            backend = remote_backend(a)
             backend.probe()
             model_name = backend.model or a.base_url
         else:
@@ -465,6 +486,88 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shift(a: argparse.Namespace) -> int:
+    """``samplescope shift``: A, I and S per concept as they arrive, then the set's statistics."""
+    import threading
+    from dataclasses import replace
+
+    from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine, iter_shift
+    from app.core.shift_concepts import BUILTIN_CONCEPTS, ConceptFileError, concepts_from_csv
+
+    remote = bool(getattr(a, "base_url", None))
+    mode = a.mode or ("sampled" if remote else "exact")
+    style = a.style or ("chat" if a.chat else "completion")
+    try:
+        settings = settings_from_args(a)
+        if not settings.stop:
+            settings = replace(settings, stop=("\n",))
+        settings.validate()
+        if remote and mode == "exact":
+            raise _UsageError("--mode exact needs a local model (the next-token probabilities of every digit); "
+                              "use --mode sampled with --base-url")
+        if a.samples < 1 or a.limit < 0 or not 0 < a.min_mass < 1:
+            raise _UsageError("--samples must be at least 1, --limit at least 0 and --min-mass in (0, 1)")
+        if a.concepts == "builtin":
+            concepts = list(BUILTIN_CONCEPTS)
+        else:
+            concepts, problems = concepts_from_csv(a.concepts)
+            for problem in problems:
+                print(f"samplescope: {a.concepts}: {problem}", file=sys.stderr)
+        concepts = concepts[: a.limit] if a.limit else concepts
+        if not concepts:
+            raise _UsageError("no concept to run")
+    except (ValueError, ConceptFileError, OSError) as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    cancel = threading.Event()
+    engine = None
+    try:
+        if remote:
+            engine = RemoteShiftEngine(remote_backend(a))
+        else:
+            engine = LocalShiftEngine(load_backend(a))
+        gen = iter_shift(engine, concepts, mode=mode, samples=a.samples, settings=settings, seed=a.seed,
+                         style=style, min_mass=a.min_mass, cancel=cancel)
+        if not a.json:
+            print(f"{'concept':<44} {'A':>9} {'I':>9} {'S':>9} {'alpha_hat':>9}  kept / why dropped")
+        try:
+            while True:
+                try:
+                    rec = next(gen)
+                except StopIteration as stop:
+                    summary = stop.value
+                    break
+                if a.json:
+                    print(_dumps(_clean(rec)), flush=True)
+                else:
+                    f = lambda x: "-" if x is None else f"{x:9.3g}"  # noqa: E731
+                    why = "kept" if rec["kept"] else rec["reason"]
+                    print(f"{rec['name'][:44]:<44} {f(rec['A'])} {f(rec['I'])} {f(rec['S'])} "
+                          f"{f(rec['alpha_hat'])}  {why}", flush=True)
+        except KeyboardInterrupt:
+            cancel.set()
+            return 130
+    except _UsageError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    except (BackendError, ValueError) as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if engine is not None:
+            engine.close()
+    if a.json:
+        print(_dumps(_clean({"summary": summary})))
+    else:
+        frac = summary["fraction"]
+        print(f"\n{summary['n_used']} of {summary['n_total']} concepts used; alpha_hat > 0 for "
+              f"{summary['n_positive']}" + (f" ({100 * frac:.1f}%)" if frac is not None else "")
+              + f"; p = {summary['p_one_sided']} one-sided, {summary['p_two_sided']} two-sided; r = {summary['r']}")
+        for d in summary["dropped"]:
+            print(f"  dropped {d['concept_id']}: {d['reason']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -476,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_vs(a)
     if a.command == "align":
         return cmd_align(a)
+    if a.command == "shift":
+        return cmd_shift(a)
     from app.main import run_gui
 
     return run_gui(

@@ -86,3 +86,38 @@ def test_generate_remote_refuses_a_missing_key_variable(capsys, monkeypatch):
     assert main(["generate", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--prompt", "x",
                  "--api-key-env", "SAMPLESCOPE_NO_SUCH_KEY"]) == 2
     assert "SAMPLESCOPE_NO_SUCH_KEY" in capsys.readouterr().err
+
+
+def test_shift_json_prints_one_record_per_concept_then_the_summary(capsys, tmp_path):
+    from app.core.shift_concepts import BUILTIN_CONCEPTS, concepts_to_csv
+
+    csv_path = tmp_path / "two.csv"
+    concepts_to_csv(BUILTIN_CONCEPTS[3:5], csv_path)
+    rc = main(["shift", "--concepts", str(csv_path), "--mode", "exact", "--min-mass", "0.01", "--threads", "2",
+               "--json"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    records, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["concept_id"] for r in records] == [c.id for c in BUILTIN_CONCEPTS[3:5]]
+    for r in records:
+        assert set(r) >= {"A", "I", "S", "alpha_hat", "kept", "reason", "S_exact"}
+    assert set(summary) >= {"n_used", "fraction", "p_one_sided", "p_two_sided", "r"}
+    assert summary["n_total"] == 2 and summary["mode"] == "exact"
+
+
+def test_shift_refuses_bad_input(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("just,some\nthing,else\n", encoding="utf-8")
+    assert main(["shift", "--concepts", str(bad)]) == 2
+    assert "name" in capsys.readouterr().err
+    assert main(["shift", "--base-url", "http://127.0.0.1:9/v1", "--mode", "exact"]) == 2
+    assert "local model" in capsys.readouterr().err
+
+
+def test_shift_sampled_against_the_remote_server(capsys, llama_server):
+    rc = main(["shift", "--base-url", llama_server.base_url, "--limit", "1", "--samples", "2", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (rec,), summary = lines[:-1], lines[-1]["summary"]
+    assert rec["mode"] == "sampled" and len(rec["S_answers"]) == 2 and all("raw" in a for a in rec["S_answers"])
+    assert summary["n_total"] == 1
