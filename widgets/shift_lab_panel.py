@@ -104,9 +104,11 @@ class ShiftLabPanel(QWidget):
         row = QHBoxLayout()
         self.add_button = QPushButton("Add")
         self.remove_button = QPushButton("Remove")
-        self.import_button = QPushButton("Import CSV…")
-        self.export_button = QPushButton("Export CSV…")
-        self.builtin_button = QPushButton("Built-in set")
+        self.import_button = QPushButton("Import…")
+        self.import_button.setToolTip("Read concepts from a CSV file (id,domain,name,unit,question,notes)")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write the table as CSV")
+        self.builtin_button = QPushButton("Built-in")
         self.builtin_button.setToolTip("Back to the 48 built-in concepts over 8 domains")
         for b in (self.add_button, self.remove_button, self.import_button, self.export_button, self.builtin_button):
             row.addWidget(b)
@@ -387,6 +389,7 @@ class ShiftLabPanel(QWidget):
 
     def start_results(self, kind: str) -> None:
         self._kind = kind
+        self.progress.setFormat("%v / %m conditions" if kind == "glub" else "%v / %m concepts")
         if kind == "glub":
             self._glub_records = []
             self.glub_note.setText("")

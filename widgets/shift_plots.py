@@ -59,6 +59,27 @@ class _Plot(QWidget):
         self._data = {}
 
 
+def _central_range(values: np.ndarray, probs: np.ndarray | None, marks, tail: float = 0.01):
+    """The x range that holds the central 98% of the distribution and every mark: a few far
+    outliers (a "1000" among answers near 10) must not squash the bars into one pixel column.
+    The outliers stay drawn; the view can be zoomed out (right-click > View All)."""
+    if len(values) == 0:
+        pts = [m for m in marks]
+        return (min(pts), max(pts)) if pts else None
+    w = np.ones(len(values)) if probs is None else np.clip(probs, 0, None)
+    if w.sum() <= 0:
+        w = np.ones(len(values))
+    order = np.argsort(values)
+    v, c = values[order], np.cumsum(w[order]) / w.sum()
+    lo = float(v[min(np.searchsorted(c, tail), len(v) - 1)])
+    hi = float(v[min(np.searchsorted(c, 1 - tail), len(v) - 1)])
+    pts = [lo, hi, *marks]
+    lo, hi = min(pts), max(pts)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+    return lo, hi
+
+
 class ValueDistributionPlot(_Plot):
     """S for one concept, with A, I and mean S as labelled vertical lines."""
 
@@ -77,7 +98,10 @@ class ValueDistributionPlot(_Plot):
             p = np.asarray(probs, dtype=np.float64)
             if p.sum() > 0:
                 p = p / p.sum()
-            width = max(1e-9, 0.8 * (np.min(np.diff(np.unique(v))) if len(np.unique(v)) > 1 else 1.0))
+            u = np.unique(v)
+            gap = float(np.min(np.diff(u))) if len(u) > 1 else 1.0
+            span = float(u[-1] - u[0]) if len(u) > 1 else 1.0
+            width = max(1e-9, 0.8 * gap, span / 150)  # visible even when a few values are far apart
             if len(v):
                 self.item.addItem(pg.BarGraphItem(x=v, height=p, width=width, brush=pg.mkBrush(*MARK_COLORS["S"], 150)))
             self._data = {"kind": "exact", "x": v, "height": p}
@@ -107,6 +131,10 @@ class ValueDistributionPlot(_Plot):
             marks[key] = float(value)
         self._data["marks"] = marks
         self.item.autoRange()
+        lo_hi = _central_range(v, None if probs is None else np.asarray(probs, dtype=np.float64), marks.values())
+        if lo_hi is not None:
+            self.item.setXRange(*lo_hi, padding=0.08)
+        self._data["x_range"] = lo_hi
 
 
 class ShiftScatterPlot(_Plot):
