@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
+from app.align_lab import AlignLab
 from app.shift_lab import ShiftLab
 from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
@@ -45,6 +46,7 @@ from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.token_view import TokenView
+from widgets.align_lab_panel import AlignLabPanel
 from widgets.shift_lab_panel import ShiftLabPanel
 from widgets.vs_lab_panel import VSLabPanel
 
@@ -183,6 +185,10 @@ class MainWindow(QMainWindow):
         self.lab_tabs.addTab(self.shift_panel, "Sampled vs ideal")
         self.lab_tabs.setTabToolTip(2, "Does a sampled value drift from the average toward an ideal? "
                                        "S = A + alpha_hat (I - A) per concept, with exact distributions")
+        self.align_panel = AlignLabPanel()
+        self.lab_tabs.addTab(self.align_panel, "P_token vs P_task")
+        self.lab_tabs.setTabToolTip(3, "Asked for draws from a stated distribution, does the model's next-token "
+                                       "distribution follow it, steadily (E-model) or swinging (D-model)?")
         outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
@@ -299,6 +305,7 @@ class MainWindow(QMainWindow):
         self.history_panel.deleteRequested.connect(self._delete_run)
         self.vs_lab = VSLab(self.vs_panel, c, self.settings)
         self.shift_lab = ShiftLab(self.shift_panel, c)
+        self.align_lab = AlignLab(self.align_panel, c)
         c.labs.failed.connect(self._on_error)
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
@@ -467,7 +474,8 @@ class MainWindow(QMainWindow):
     def stop(self) -> None:
         """Esc: stop the lab run when its tab is showing, else the generation."""
         current = self.lab_tabs.currentWidget()
-        for panel, lab in ((self.vs_panel, self.vs_lab), (self.shift_panel, self.shift_lab)):
+        for panel, lab in ((self.vs_panel, self.vs_lab), (self.shift_panel, self.shift_lab),
+                           (self.align_panel, self.align_lab)):
             if current is panel and lab.running:
                 lab.stop()
                 return

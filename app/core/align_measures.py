@@ -46,6 +46,7 @@ __all__ = [
     "StepMeasure",
     "RunMeasures",
     "measure_run",
+    "verdict_from",
     "diversity_across_runs",
     "Thresholds",
     "Verdict",
@@ -360,12 +361,18 @@ def verdict(measures: RunMeasures | Sequence[RunMeasures], thresholds: Threshold
     are above; "between" otherwise; "undetermined" if either is NaN (no defined step, or no two
     consecutive defined steps).
     """
-    th = thresholds if thresholds is not None else Thresholds()
     runs = _runs(measures)
     steps = [s for r in runs for s in r.steps]
     mean_tv = _mean([s.tv_to_task for s in steps])
     variability = _mean([s.tv_to_previous for s in steps if s.tv_to_previous is not None])
     mass = _mean([s.mass_outside for s in steps])
+    return verdict_from(mean_tv, variability, mass, thresholds)
+
+
+def verdict_from(mean_tv: float, variability: float, mass: float, thresholds: Thresholds | None = None) -> Verdict:
+    """The D/E label from the pooled figures (``verdict`` computes them; the window recomputes
+    the label from them when the user edits a threshold). NaN figures give "undetermined"."""
+    th = thresholds if thresholds is not None else Thresholds()
     reasons: list[str] = []
     close = steady = None
     if math.isnan(mean_tv):

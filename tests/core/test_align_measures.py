@@ -283,3 +283,16 @@ def test_summary_of_one_run():
     assert out["verdict"]["label"] == "between" and out["thresholds"]["max_mean_tv"] == 0.95
     assert out["runs"][0]["p_result"] == {"1": None, "2": None, "3": None, "4": None}
     json.dumps(out, allow_nan=False)
+
+
+def test_verdict_from_pooled_figures_matches_verdict_and_follows_edited_thresholds():
+    from app.core.align_measures import Thresholds, verdict_from
+
+    assert verdict_from(0.1, 0.05, 0.2).label == "E-model"
+    assert verdict_from(0.4, 0.3, 0.2).label == "D-model"
+    assert verdict_from(0.1, 0.3, 0.2).label == "between"
+    assert verdict_from(float("nan"), 0.1, 0.2).label == "undetermined"
+    strict = Thresholds(max_mean_tv=0.05, max_variability=0.15)
+    v = verdict_from(0.1, 0.05, 0.7, strict)
+    assert v.label == "between" and any("0.1" in r and "0.05" in r for r in v.reasons)
+    assert any(r.startswith("warning") for r in v.reasons)  # 70% outside > 50%

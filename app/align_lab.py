@@ -1,0 +1,133 @@
+"""The P_token vs P_task lab in the window: joins ``AlignLabPanel`` to the lab runner.
+
+Owns: ``AlignLab`` — reads the panel's task, template, knobs and thresholds, checks them, builds
+the job body (R lists of N draws with P_token at every decision step, ``iter_align``) and hands
+it to ``controller.labs`` (the "lab-worker" thread); feeds records and the summary back to the
+panel; loads and saves custom tasks as JSON. GUI thread; the job body runs on the lab worker and
+touches only the lab's own backend.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog
+
+from app.core.align_task import TaskError, render_prompt, task_from_json
+from app.core.experiments.align import DEFAULT_SETTINGS, default_max_tokens, iter_align
+from widgets.align_lab_panel import AlignLabPanel
+
+__all__ = ["AlignLab", "KIND"]
+
+KIND = "align"
+
+
+class AlignLab(QObject):
+    def __init__(self, panel: AlignLabPanel, controller) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.controller = controller
+        self.labs = controller.labs
+        self._mine = False
+        panel.runRequested.connect(self.run)
+        panel.stopRequested.connect(self.stop)
+        panel.loadTaskRequested.connect(lambda: self.load_task())
+        panel.saveTaskRequested.connect(lambda: self.save_task())
+        self.labs.record.connect(self._on_record)
+        self.labs.finished.connect(self._on_finished)
+        self.labs.failed.connect(self._on_failed)
+
+    def run(self) -> None:
+        source, reason = self.controller.lab_source()
+        if source is None:
+            self.panel.show_status(reason)
+            return
+        p = self.panel.params()
+        try:
+            task = self.panel.task()
+            thresholds = self.panel.thresholds()
+            render_prompt(task, p["draws"], p["style"], p["template"])  # a bad template is refused now
+        except (TaskError, ValueError) as exc:
+            self.panel.show_status(str(exc))
+            return
+        settings = replace(DEFAULT_SETTINGS, temperature=p["temperature"])
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            backend = labs.engine(source, "logits")
+            if not source.local and backend.server_capabilities() is None:
+                backend.probe()  # once per lab backend: top-N and which knobs the server takes
+            return (yield from iter_align(backend, task, p["draws"], p["runs"], settings, p["seed"],
+                                          style=p["style"], template=p["template"], cancel=cancel,
+                                          max_tokens=default_max_tokens(p["draws"]), thresholds=thresholds))
+
+        self.panel.start_results(task)
+        self._mine = True
+        params = {**p, "task": task.to_dict(), "settings": settings.to_dict()}
+        if self.labs.run(KIND, f"P_token vs P_task ({task.name}, N={p['draws']}, R={p['runs']})", params, body,
+                         source) is None:
+            self._mine = False
+            return
+        # progress: about one decision step per draw
+        self.panel.set_running(True, p["draws"] * p["runs"])
+
+    def stop(self) -> None:
+        if self._mine:
+            self.labs.stop()
+            self.panel.show_status("Stopping at the next token…")
+
+    @property
+    def running(self) -> bool:
+        return self._mine and self.labs.busy
+
+    def _on_record(self, record: dict) -> None:
+        if self._mine:
+            self.panel.add_record(record)
+
+    def _on_finished(self, summary, status: str) -> None:
+        if self._mine:
+            self._mine = False
+            self.panel.show_summary(summary, status)
+
+    def _on_failed(self, title: str, message: str) -> None:
+        """The window shows the message in its banner; the panel says the run ended."""
+        if self._mine and not self.labs.busy:
+            self._mine = False
+            self.panel.show_error(message)
+
+    # ------------------------------------------------------------------ task files
+    def load_task(self, path: str | None = None) -> bool:
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self.panel, "Load task", "", "JSON (*.json);;All files (*)")
+            if not path:
+                return False
+        try:
+            task = task_from_json(path)
+        except (TaskError, ValueError, OSError) as exc:
+            self.panel.show_status(f"Not loaded: {exc}")
+            return False
+        self.panel.set_task(task)
+        self.panel.show_status(f"Loaded the task {task.name!r} ({len(task.outcomes)} outcomes).")
+        return True
+
+    def save_task(self, path: str | None = None) -> str | None:
+        try:
+            task = self.panel.task()
+        except (TaskError, ValueError) as exc:
+            self.panel.show_status(f"Not saved: {exc}")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self.panel, "Save task", f"{task.name}.json", "JSON (*.json)")
+            if not path:
+                return None
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(task.to_dict(), fh, ensure_ascii=False, indent=1)
+        except OSError as exc:
+            self.panel.show_status(f"Not saved: {exc}")
+            return None
+        self.panel.show_status(f"Saved {path}")
+        return path
