@@ -1,4 +1,5 @@
-"""Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs``, ``align`` and ``bench``.
+"""Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs``, ``align``, ``shift``,
+``compare`` and ``bench``.
 
 Owns: argument parsing and the headless commands. ``generate`` runs the same
 ``GenerationSession`` as the window and prints one JSON object per step. Runs on the main
@@ -121,6 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(sh)
     sh.set_defaults(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, max_tokens=12, seed=0)
     sh.add_argument("--json", action="store_true", help="one JSON record per concept, then a summary line")
+    cp = sub.add_parser("compare", help="decoding strategies side by side on one prompt, in lockstep (greedy, "
+                        "beam search, top-k, top-p, min-p, temperature, typical)",
+                        description="Every sampled column uses the same seed and differs from plain sampling "
+                        "at temperature 1 by the one knob it names (temp:T only changes the temperature); "
+                        "step k of every column is drawn before step k+1. Beam search (local models only) ranks "
+                        "beams by their summed log-probabilities and is shown as its best beam.")
+    cp.add_argument("--prompt", required=True)
+    cp.add_argument("--strategies", default="greedy,beam:4,top-k:40,top-p:0.9",
+                    help="comma-separated: greedy, beam:W[:lp=ALPHA], top-k:K, top-p:P, min-p:P, temp:T, typical:P")
+    cp.add_argument("--max-tokens", type=int, default=24)
+    cp.add_argument("--seed", type=int, default=42, help="the seed of every sampled column")
+    cp.add_argument("--top-n", type=int, default=5, help="alternatives recorded per step")
+    cp.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    cp.add_argument("--beam-method", choices=["auto", "sequences", "prefix"], default="auto",
+                    help="sequences: llama.cpp sequences sharing the prompt in one KV cache (the default); prefix: "
+                    "one sequence with prefix reuse")
+    cp.add_argument("--beam-batched", action="store_true",
+                    help="decode all live beams in one batch per step: faster, but llama.cpp's batch kernels move "
+                    "the beams' log-probabilities slightly (by default each beam is decoded alone: exact)")
+    _add_model_args(cp, remote=True)
+    cp.add_argument("--json", action="store_true", help="one JSON record per column step as it arrives, a fork "
+                    "record, then a summary line")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
@@ -568,6 +591,141 @@ def cmd_shift(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(text: str, width: int) -> str:
+    shown = text.replace("\n", "\\n").replace("\t", "\\t")
+    return (shown if len(shown) <= width else shown[: width - 1] + "~").ljust(width)
+
+
+def _print_compare_row(k: int, row: dict[int, dict], n_cols: int, width: int) -> None:
+    cells = []
+    for c in range(n_cols):
+        r = row.get(c)
+        if r is None:
+            cells.append(" " * (width + 6))
+        else:
+            p = r["p_raw"]
+            cells.append(_cell(r["token"] or r["piece"], width) + (f" {p:5.2f}" if p is not None else "     -"))
+    print(f"{k:>4}  " + "  ".join(cells), flush=True)
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    """``samplescope compare``: decoding strategies side by side in lockstep, then their figures."""
+    import threading
+
+    from app.core.experiments.decoding import lockstep, parse_strategies
+
+    remote = bool(getattr(a, "base_url", None))
+    try:
+        strategies = parse_strategies(a.strategies)
+        if a.max_tokens < 1:
+            raise _UsageError(f"--max-tokens must be at least 1, got {a.max_tokens}")
+        if not 1 <= a.top_n <= 200:
+            raise _UsageError(f"--top-n must be 1..200, got {a.top_n}")
+        if not 0 <= a.seed <= 2**32 - 1:
+            raise _UsageError(f"--seed must be 0..{2**32 - 1}, got {a.seed}")
+    except ValueError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    cancel = threading.Event()
+    backend = None
+    messages = None
+    try:
+        if remote:
+            from app.core.experiments.decoding import remote_support
+
+            for s in strategies:  # refused before any request
+                if s.kind in ("beam", "typical"):
+                    raise _UsageError(f"{s.spec}: {remote_support(s)}")
+            backend = remote_backend(a)
+            backend.probe()
+            model_name = backend.model or a.base_url
+            prompt, parse_special = a.prompt, False
+            if a.chat:
+                messages = ([{"role": "system", "content": a.system}] if a.system else []) + [
+                    {"role": "user", "content": a.prompt}]
+        else:
+            backend = load_backend(a)
+            model_name = backend.info.name
+            prompt, parse_special = a.prompt, False
+            if a.chat:
+                from backends.base import GenerationError
+
+                try:
+                    prompt = backend.format_chat(([{"role": "system", "content": a.system}] if a.system else [])
+                                                 + [{"role": "user", "content": a.prompt}])
+                except GenerationError as exc:
+                    raise _UsageError(f"--chat is not possible with this model: {exc}") from None
+                parse_special = True
+        gen = lockstep(backend, prompt, strategies, a.max_tokens, a.seed, cancel, top_n=a.top_n, stop=tuple(a.stop),
+                       beam_method=a.beam_method, beam_batched=a.beam_batched, parse_special=parse_special,
+                       messages=messages)
+        labels: list[str] = []
+        width = 14
+        row: dict[int, dict] = {}
+        row_step = 0
+        header = False
+        try:
+            while True:
+                try:
+                    rec = next(gen)
+                except StopIteration as stop:
+                    summary = stop.value
+                    break
+                if a.json:
+                    print(_dumps(_clean(rec)), flush=True)
+                    continue
+                if rec["kind"] == "column":
+                    labels.append(rec["label"])
+                    continue
+                if rec["kind"] == "step":
+                    if not header:
+                        header = True
+                        print("step  " + "  ".join(_cell(lab, width + 6) for lab in labels), flush=True)
+                    if row and rec["step"] != row_step:
+                        _print_compare_row(row_step, row, len(labels), width)
+                        row = {}
+                    row_step = rec["step"]
+                    row[rec["column"]] = rec
+                elif rec["kind"] == "fork":
+                    if row:
+                        _print_compare_row(row_step, row, len(labels), width)
+                        row = {}
+                    groups = " | ".join(",".join(labels[i] for i in g) for g in rec["groups"])
+                    print(f"      ^ the columns part here (step {rec['step']}): {groups}", flush=True)
+            if row and not a.json:
+                _print_compare_row(row_step, row, len(labels), width)
+        except KeyboardInterrupt:
+            cancel.set()
+            return 130
+    except _UsageError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a strategy the backend cannot run (beam search on a server, ...)
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if backend is not None:
+            backend.close()
+    summary = {**summary, "model": model_name}
+    if a.json:
+        print(_dumps(_clean({"summary": summary})))
+        return 0
+    print(f"\n{'strategy':<18} {'logprob':>9} {'perplexity':>10} {'entropy':>8} {'length':>6}  {'end':<9} text")
+    for c in summary["columns"]:
+        print(f"{c['label']:<18} {_fmt(c['total_logprob'], '9.3f')} {_fmt(c['perplexity'], '10.3f')} "
+              f"{_fmt(c['mean_entropy'], '8.3f')} {c['length']:>6}  {c['finish_reason']:<9} {c['text']!r}")
+        for i, beam in enumerate((c.get("beam") or {}).get("beams", [])):
+            print(f"{'':<4}beam {i + 1}: sum {beam['logprob']:.3f}, score {beam['score']:.3f}, "
+                  f"{'finished' if beam['finished'] else 'unfinished'} ({beam['finish_reason']}) {beam['text']!r}")
+    fork = summary["fork_step"]
+    print("first fork: " + (f"step {fork}" if fork is not None else "none (the columns never part)")
+          + (" [cancelled]" if summary["cancelled"] else "") + f"; {model_name}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -581,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_align(a)
     if a.command == "shift":
         return cmd_shift(a)
+    if a.command == "compare":
+        return cmd_compare(a)
     from app.main import run_gui
 
     return run_gui(

@@ -1,7 +1,7 @@
 """Decoding strategies and branching lab (issue 7): strategy specs, beam search against a brute-force
 search and an independent recomputation, lockstep columns against plain sessions, branching against
-a fresh evaluation, A/B distances by hand, and a remote column on a real server. Small on purpose
-(2 shared cores): one thread, n_ctx 512, a few tokens."""
+a fresh evaluation, A/B distances by hand, a remote column on a real server, and ``samplescope
+compare``. Small on purpose (2 shared cores): one thread, n_ctx 512, a few tokens."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from app.cli import main
 from app.core.experiments.decoding import (NEUTRAL, BranchTree, RemoteUnsupported, ab_compare, ab_run, beam_search,
                                            branch, brute_force_best, children, first_fork, goto_prefix, lockstep,
                                            parse_strategies, parse_strategy, remote_column, run_lockstep,
@@ -425,3 +426,48 @@ def test_remote_sampled_column_and_what_a_server_cannot_do(remote, backend):
     assert forced.forced and forced.piece == alt["token"] and forced.p_raw == alt["p_raw"]
     assert len(tree.path(leaf2)) == 2 and tree.path_probability(leaf2) == pytest.approx(
         forced.p_raw * tree.node(leaf2).p_raw)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_compare_json_prints_records_then_the_summary(capsys):
+    rc = main(["compare", "--prompt", PROMPT, "--strategies", "greedy,beam:2,top-k:40", "--max-tokens", "4",
+               "--seed", "1", "--top-n", "3", "--threads", "1", "--n-ctx", "512", "--json"])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    records, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["strategy"] for r in records if r["kind"] == "column"] == ["greedy", "beam:2", "top-k:40"]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [(r["step"], r["column"]) for r in steps] == sorted((r["step"], r["column"]) for r in steps)
+    assert all(len(r["top"]) >= 3 for r in steps)
+    assert summary["model"] and len(summary["columns"]) == 3
+    assert summary["columns"][1]["beam"]["width"] == 2 and not summary["columns"][1]["beam"]["batched"]
+    for c in summary["columns"]:
+        assert {"total_logprob", "perplexity", "mean_entropy", "length", "finish_reason", "text"} <= set(c)
+        assert 1 <= c["length"] <= 4
+    forks = [r for r in records if r["kind"] == "fork"]
+    assert (summary["fork_step"] is None) == (not forks)
+    if forks:
+        assert forks[0]["step"] == summary["fork_step"]
+
+
+def test_cli_compare_table_and_exit_codes(capsys, tmp_path, llama_server):
+    rc = main(["compare", "--prompt", PROMPT, "--strategies", "greedy,beam:2", "--max-tokens", "3",
+               "--threads", "1", "--n-ctx", "512", "--beam-batched"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.splitlines()[0].split()[:4] == ["step", "greedy", "beam", "2"]
+    assert "logprob" in out and "perplexity" in out and "first fork:" in out and "beam 1: sum" in out
+    assert len([line for line in out.splitlines() if line[:4].strip().isdigit()]) <= 3  # one row per step
+    assert main(["compare", "--prompt", "x", "--strategies", "greedy,nucleus:0.9"]) == 2
+    assert "Accepted forms" in capsys.readouterr().err
+    assert main(["compare", "--prompt", "x", "--max-tokens", "0"]) == 2
+    capsys.readouterr()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    assert main(["compare", "--prompt", "x", "--strategies", "greedy", "--model", str(bad)]) == 1
+    assert "not a GGUF" in capsys.readouterr().err
+    assert main(["compare", "--base-url", llama_server.base_url, "--model", llama_server.model, "--prompt", "x",
+                 "--strategies", "greedy,beam:2", "--max-tokens", "2"]) == 2
+    assert "only for local models" in capsys.readouterr().err

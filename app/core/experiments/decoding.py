@@ -955,8 +955,8 @@ def _json_safe(value: Any) -> Any:
 
 def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int = 42,
              cancel: threading.Event | None = None, *, top_n: int = 5, stop: Sequence[str] = (),
-             beam_method: str = "auto", column_method: str = "auto", parse_special: bool = False,
-             messages: list[dict] | None = None) -> Generator[dict, None, dict]:
+             beam_method: str = "auto", beam_batched: bool = False, column_method: str = "auto",
+             parse_special: bool = False, messages: list[dict] | None = None) -> Generator[dict, None, dict]:
     """Run ``strategies`` (specs, a comma string or ``Strategy``) on ``prompt`` side by side.
     Returns a generator of JSON-safe records; its return value (``StopIteration.value``, or use
     ``run_lockstep``) is the summary. Arguments are checked here, before any record (ValueError,
@@ -973,8 +973,8 @@ def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int =
     tokens since it parted from the column before it (quadratic after an early fork; module
     docstring). Either way each column draws exactly what a plain session with its settings
     draws on an empty cache, so a seed repeats a run. Beam columns are computed whole first
-    (``beam_search`` with ``beam_method``; not token-lockstep) and emitted step by step for
-    their best beam.
+    (``beam_search`` with ``beam_method`` and ``beam_batched``; not token-lockstep) and emitted
+    step by step for their best beam.
 
     Remote (``backend`` an ``OpenAICompatBackend``): sampled columns only, each one request
     (``remote_column``) made one after the other; their records are then emitted in the same
@@ -1030,21 +1030,21 @@ def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int =
     elif messages is not None:
         raise ValueError("messages are for remote backends; format a chat prompt with backend.format_chat")
     return _lockstep(backend, prompt, columns, max_tokens, int(seed), cancel, max(1, int(top_n)), tuple(stop),
-                     beam_method, column_method, parse_special, messages, remote)
+                     (beam_method, beam_batched), column_method, parse_special, messages, remote)
 
 
-def _lockstep(backend, prompt, columns: list[_Column], max_tokens, seed, cancel, top_n, stop, beam_method,
+def _lockstep(backend, prompt, columns: list[_Column], max_tokens, seed, cancel, top_n, stop, beam_opts,
               column_method, parse_special, messages, remote) -> Generator[dict, None, dict]:
     shared = _Shared()
     try:
         return (yield from _lockstep_body(backend, prompt, columns, max_tokens, seed, cancel, top_n, stop,
-                                          beam_method, column_method, parse_special, messages, remote, shared))
+                                          beam_opts, column_method, parse_special, messages, remote, shared))
     finally:
         if shared.seqctx is not None:
             shared.seqctx.close()
 
 
-def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, cancel, top_n, stop, beam_method,
+def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, cancel, top_n, stop, beam_opts,
                    column_method, parse_special, messages, remote, shared: _Shared) -> Generator[dict, None, dict]:
     from app.core.session import GenerationSession
 
@@ -1058,7 +1058,8 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
     for c in columns:
         if c.strategy.is_beam and not cancelled:
             c.beam = beam_search(backend, prompt, c.strategy.width, max_tokens, c.strategy.length_penalty, True, stop,
-                                 cancel, top_n=top_n, method=beam_method, parse_special=parse_special)
+                                 cancel, top_n=top_n, method=beam_opts[0], batched=beam_opts[1],
+                                 parse_special=parse_special)
             cancelled = c.beam.cancelled
             best = c.beam.best
             # the visible text per step, decoded incrementally like a session does
