@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import WorkbenchController
+from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
 from app.align_lab import AlignLab
 from app.shift_lab import ShiftLab
@@ -232,8 +233,12 @@ class MainWindow(QMainWindow):
         self._action(f, "Export run as &CSV…", lambda: self.export_run("csv"), "Ctrl+Shift+C")
         self._action(f, "Export &distribution plot (PNG/SVG)…", lambda: self.export_plot(self.distribution_plot))
         self._action(f, "Export &entropy plot (PNG/SVG)…", lambda: self.export_plot(self.entropy_plot))
-        self._action(f, "Export VS lab results as JSON…", lambda: self.export_lab_results())
-        self._action(f, "Export VS lab charts (PNG/SVG)…", lambda: self.export_plot(self._current_vs_chart()))
+        self._action(f, "Export lab results as JSON…", lambda: self.export_lab_results(),
+                     tip="The open lab tab's knobs, every record and the summary")
+        self._action(f, "Export lab table as CSV…", lambda: self.export_lab_table(),
+                     tip="The open lab tab's results, one row per run, concept or step")
+        self._action(f, "Export lab plot (PNG/SVG)…", lambda: self.export_lab_plot(),
+                     tip="The plot shown in the open lab tab")
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.Quit)
 
@@ -489,32 +494,57 @@ class MainWindow(QMainWindow):
         self.lab_tabs.setCurrentWidget(self.vs_panel)
         self.vs_lab.compare()
 
-    def _current_vs_chart(self):
-        p = self.vs_panel
-        return (p.answer_chart, p.ratio_chart, p.histogram)[max(0, p.tabs.currentIndex())]
+    def _current_lab(self):
+        """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
+        panel = self.lab_tabs.currentWidget()
+        if panel in (self.vs_panel, self.shift_panel, self.align_panel):
+            return panel
+        self.statusBar().showMessage("Open a lab tab first: these exports are of a lab's results.", 5000)
+        return None
+
+    def _save_path(self, title: str, name: str, filters: str, path: str | None) -> str | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, title, name, filters)
+        return path or None
 
     def export_lab_results(self, path: str | None = None) -> str | None:
-        """The VS lab's knobs, records and summary as one JSON file (no secrets: the key is
-        never part of them)."""
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export lab results", "samplescope-vs.json",
-                                                  "JSON (*.json)")
-            if not path:
-                return None
-        import json
-
-        data = {"params": self.vs_panel.params(), **self.vs_panel.results()}
-        data.pop("answer_chart", None)
-        data.pop("ratio_chart", None)
-        data.pop("histogram", None)
+        """The open lab's knobs, records and summary as one JSON file (no secrets: an API key
+        is never part of them)."""
+        panel = self._current_lab()
+        if panel is None or not (path := self._save_path("Export lab results", "samplescope-lab.json",
+                                                          "JSON (*.json)", path)):
+            return None
         try:
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
+            write_lab_json(panel.export_data(), path)
+        except (OSError, TypeError, ValueError) as exc:
+            self.show_banner(f"Export failed: {exc}")
+            return None
+        self.statusBar().showMessage(f"Exported {path}", 5000)
+        return path
+
+    def export_lab_table(self, path: str | None = None) -> str | None:
+        panel = self._current_lab()
+        if panel is None or not (path := self._save_path("Export lab table", "samplescope-lab.csv",
+                                                          "CSV (*.csv)", path)):
+            return None
+        header, rows = panel.csv_rows()
+        try:
+            write_lab_csv(header, rows, path)
         except OSError as exc:
             self.show_banner(f"Export failed: {exc}")
             return None
         self.statusBar().showMessage(f"Exported {path}", 5000)
         return path
+
+    def export_lab_plot(self, path: str | None = None) -> str | None:
+        panel = self._current_lab()
+        if panel is None:
+            return None
+        plot = panel.current_plot()
+        if plot is None:
+            self.statusBar().showMessage("This view has no plot: pick a plot tab of the lab.", 5000)
+            return None
+        return self.export_plot(plot, path)
 
     def set_step_mode(self, on: bool) -> None:
         self.step_mode_button.blockSignals(True)

@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from app.core.experiments.shift import SAMPLE_SETTINGS, iter_glub, iter_shift
-from app.core.glubbing import GlubSpec
+from app.core.glubbing import GlubSpec, sweep
 from app.core.shift_concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
 from widgets.shift_lab_panel import ShiftLabPanel
 
@@ -95,8 +95,12 @@ class ShiftLab(QObject):
         source, settings, p = ready
         try:
             g = self.panel.glub_params()
-            specs = [GlubSpec(valence=v, mean=m, n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
-                     for v in g["valences"] for m in g["means"]]
+            if g["sweep"] == "ideal":
+                base = GlubSpec(mean=g["base_mean"], n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
+                specs = sweep("ideal", g["means"], base)
+            else:
+                specs = [GlubSpec(valence=v, mean=m, n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
+                         for v in g["valences"] for m in g["means"]]
         except ValueError as exc:
             self.panel.show_status(str(exc))
             return

@@ -414,6 +414,26 @@ class AlignLabPanel(QWidget):
             f"{_fmt(f['mean_max_prob'])}, entropy {_fmt(f['mean_entropy'])} nats, mass outside {_fmt(f['mass'])}"
             + (f"; diversity across runs (Hamming) {_fmt(div)}" if div is not None else ""))
 
+    def export_data(self) -> dict[str, Any]:
+        return {"lab": "p-token-vs-p-task", "params": self.params(),
+                "task": self._task.to_dict() if self._task else None, "steps": list(self._steps),
+                "runs": list(self._runs), "summary": self._summary}
+
+    def csv_rows(self) -> tuple[list[str], list[list]]:
+        outcomes = list(self._task.outcomes) if self._task else []
+        header = (["run", "step", "drawn"] + [f"p_token[{o}]" for o in outcomes]
+                  + ["mass_outside", "kl", "js", "tv", "tv_prev", "max_prob", "entropy", "estimated"])
+        rows = []
+        for s in self._steps:
+            p = s.get("p_token") or [None] * len(outcomes)
+            rows.append([s.get("run"), s.get("step"), s.get("drawn"), *p, s.get("mass_outside"), s.get("kl"),
+                         s.get("js"), s.get("tv"), s.get("tv_prev"), s.get("max_prob"), s.get("entropy"),
+                         bool(s.get("estimated"))])
+        return header, rows
+
+    def current_plot(self):
+        return {0: self.heatmap, 1: self.distance_plot, 2: self.result_chart}.get(self.tabs.currentIndex())
+
     def results(self) -> dict[str, Any]:
         return {"steps": list(self._steps), "runs": list(self._runs), "summary": self._summary,
                 "heatmap": self.heatmap.data(), "distance": self.distance_plot.data(),

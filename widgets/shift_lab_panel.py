@@ -236,10 +236,21 @@ class ShiftLabPanel(QWidget):
         glub = QWidget()
         gl = QVBoxLayout(glub)
         gform = QFormLayout()
+        self.glub_sweep = QComboBox()
+        self.glub_sweep.addItems(["mean", "ideal"])
+        self.glub_sweep.setToolTip("mean: the shown values' mean moves, for each valence\nideal: the grades peak "
+                                   "at the swept value (never stated in the prompt); the mean stays")
+        gform.addRow("Sweep over", self.glub_sweep)
         self.glub_means = QLineEdit("45, 145, 345")
-        self.glub_means.setToolTip("Means of the shown values to sweep over (comma-separated)")
-        gform.addRow("Means", self.glub_means)
+        self.glub_means.setToolTip("The swept values (comma-separated): means, or ideals")
+        gform.addRow("Values", self.glub_means)
+        self.glub_base_mean = QDoubleSpinBox()
+        self.glub_base_mean.setRange(0, 100000)
+        self.glub_base_mean.setValue(45)
+        self.glub_base_mean.setToolTip("The shown values' mean while the ideal is swept")
+        gform.addRow("Mean (ideal sweep)", self.glub_base_mean)
         self.glub_valences = QLineEdit("positive, negative, control")
+        self.glub_valences.setToolTip("Valences of a mean sweep (an ideal sweep grades toward the ideal)")
         gform.addRow("Valences", self.glub_valences)
         self.glub_examples = QSpinBox()
         self.glub_examples.setRange(5, 400)
@@ -360,9 +371,11 @@ class ShiftLabPanel(QWidget):
             raise ValueError("Means: write numbers separated by commas, e.g. 45, 145, 345") from None
         valences = [v.strip() for v in self.glub_valences.text().split(",") if v.strip()]
         bad = [v for v in valences if v not in ("positive", "negative", "control")]
-        if bad or not valences or not means:
-            raise ValueError("Valences: positive, negative and/or control; at least one mean")
-        return {"means": means, "valences": valences, "n_examples": self.glub_examples.value(),
+        sweep = self.glub_sweep.currentText()
+        if not means or (sweep == "mean" and (bad or not valences)):
+            raise ValueError("Valences: positive, negative and/or control; at least one value to sweep")
+        return {"sweep": sweep, "means": means, "valences": valences if sweep == "mean" else ["peaked"],
+                "base_mean": self.glub_base_mean.value(), "n_examples": self.glub_examples.value(),
                 "shape": "bimodal" if self.glub_bimodal.isChecked() else "unimodal"}
 
     def set_exact_available(self, available: bool, reason: str = "") -> None:
@@ -503,14 +516,18 @@ class ShiftLabPanel(QWidget):
                                       s.get("r"))
 
     def _draw_glub(self) -> None:
+        """Sample against the shown average (mean sweep) or against the graded ideal (ideal sweep)."""
         series: dict[str, tuple[list, list]] = {}
+        ideal_sweep = any(r.get("valence") == "peaked" for r in self._glub_records)
         for r in self._glub_records:
             if r.get("S") is None:
                 continue
-            xs, ys = series.setdefault(r["valence"], ([], []))
-            xs.append(r["average"])
+            name = "graded toward the ideal" if r["valence"] == "peaked" else r["valence"]
+            xs, ys = series.setdefault(name, ([], []))
+            xs.append(r["ideal"] if ideal_sweep else r["average"])
             ys.append(r["S"])
-        self.glub_plot.show_conditions(series)
+        self.glub_plot.show_conditions(series, x_label="ideal (where the grades peak)" if ideal_sweep
+                                       else "average of the shown values")
 
     def show_models(self, rows: list[dict]) -> None:
         t = self.models_table
@@ -525,6 +542,21 @@ class ShiftLabPanel(QWidget):
                 t.setItem(i, col, _item(text))
 
     # ------------------------------------------------------------------ data for tests and exports
+    def export_data(self) -> dict[str, Any]:
+        return {"lab": "sampled-vs-ideal", "params": self.params(), "records": list(self._records),
+                "summary": self._summary, "glub_records": list(self._glub_records)}
+
+    def csv_rows(self) -> tuple[list[str], list[list]]:
+        if getattr(self, "_kind", "") == "glub" or (not self._records and self._glub_records):
+            header = ["valence", "mean", "spread", "shape", "n_examples", "average", "ideal", "S", "shift"]
+            return header, [[r.get(k) for k in header] for r in self._glub_records]
+        header = ["concept_id", "name", "domain", "unit", "mode", "A", "I", "S", "alpha", "alpha_hat", "kept",
+                  "reason"]
+        return header, [[r.get(k) for k in header] for r in self._records]
+
+    def current_plot(self):
+        return {0: self.distribution_plot, 1: self.scatter_plot, 3: self.glub_plot}.get(self.tabs.currentIndex())
+
     def results(self) -> dict[str, Any]:
         return {"records": list(self._records), "summary": self._summary, "glub_records": list(self._glub_records),
                 "distribution": self.distribution_plot.data(), "scatter": self.scatter_plot.data(),

@@ -174,9 +174,12 @@ class GlubPlot(_Plot):
                          "model's sample S", parent)
         self.item.addLegend(offset=(10, 10))
 
-    def show_conditions(self, series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
-        """``series``: valence -> (averages, samples)."""
+    def show_conditions(self, series: dict[str, tuple[Sequence[float], Sequence[float]]],
+                        x_label: str = "average of the shown values") -> None:
+        """``series``: valence -> (x values, samples); x is the shown average (a mean sweep) or the
+        ideal (an ideal sweep); the dashed line is S = x."""
         self._reset()
+        self.item.setLabel("bottom", x_label)
         self.item.addLegend(offset=(10, 10))
         all_x: list[float] = []
         for i, (valence, (xs, ys)) in enumerate(series.items()):
@@ -189,6 +192,6 @@ class GlubPlot(_Plot):
         if all_x:
             lo, hi = min(all_x), max(all_x)
             self.item.plot([lo, hi], [lo, hi], pen=pg.mkPen((120, 120, 120), style=pg.QtCore.Qt.DashLine),
-                           name="S = average")
+                           name="S = x")
         self._data = {k: (np.asarray(v[0], dtype=float), np.asarray(v[1], dtype=float)) for k, v in series.items()}
         self.item.autoRange()

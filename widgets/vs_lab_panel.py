@@ -511,6 +511,22 @@ class VSLabPanel(QWidget):
                                     "the reference and every other state that was answered.")
 
     # ------------------------------------------------------------------ data for tests and exports
+    def export_data(self) -> dict[str, Any]:
+        return {"lab": "verbalized-sampling", "params": self.params(), "records": list(self._records),
+                "summary": self._summary}
+
+    def csv_rows(self) -> tuple[list[str], list[list]]:
+        header = ["arm", "run", "seed", "drawn", "error", "candidates", "stated_probabilities", "seconds",
+                  "interrupted"]
+        rows = [[r.get("arm"), r.get("run", 0) + 1, r.get("seed"), r.get("drawn"), r.get("error"),
+                 " | ".join(c["text"] for c in r.get("candidates") or []),
+                 " | ".join(f"{c['probability']:.4f}" for c in r.get("candidates") or []),
+                 r.get("seconds"), bool(r.get("interrupted"))] for r in self._records]
+        return header, rows
+
+    def current_plot(self):
+        return (self.answer_chart, self.ratio_chart, self.histogram)[max(0, self.tabs.currentIndex())]
+
     def results(self) -> dict[str, Any]:
         """The lab's current results as plain data (records, summary, chart data)."""
         self._redraw()

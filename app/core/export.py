@@ -1,6 +1,7 @@
 """Export a ``Trace`` to JSON or CSV, and read an exported JSON back.
 
-Owns: the export file formats (``trace_to_json``, ``trace_from_dict``, ``write_json``,
+Owns: the export file formats (``write_lab_json`` / ``write_lab_csv`` for the labs' results,
+``trace_to_json``, ``trace_from_dict``, ``write_json``,
 ``read_json``, ``write_csv``) and the ``Finished`` <-> dict helpers the run store shares.
 Called on the GUI thread (File > Export); pure functions, safe on any thread. Qt-free.
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from app.core.paths import atomic_write_text
 from app.core.trace import Trace
@@ -199,3 +201,32 @@ def write_csv(trace: Trace, path: str | os.PathLike[str], *, excel_safe: bool = 
     for step in trace.steps:
         writer.writerow(_csv_row(step, excel_safe))
     atomic_write_text(path, buf.getvalue(), newline="")
+
+
+# ----------------------------------------------------------------------------- lab results
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _json_safe(value.tolist())
+    return value
+
+
+def write_lab_json(data: dict, path: str | os.PathLike[str]) -> None:
+    """A lab's export (knobs, records, summary) as UTF-8 JSON; NaN becomes null."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(_json_safe(data), fh, ensure_ascii=False, indent=1, allow_nan=False)
+
+
+def write_lab_csv(header: Sequence[str], rows: Iterable[Sequence[Any]], path: str | os.PathLike[str]) -> None:
+    """A lab's table as CSV (UTF-8 with a header row); None and NaN become empty cells."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(header))
+        for row in rows:
+            w.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in row])

@@ -52,6 +52,12 @@ def test_run_fills_the_plots_and_the_store(window, qtbot):
     assert summary["verdict"]["label"] in res["verdict"]
     exp = window.controller.store.load_experiment(window.controller.labs.experiment_id)
     assert exp.kind == "align" and exp.status == "done" and len(exp.records) == len(steps) + len(runs)
+    # exports: the step table as CSV, one row per decision step
+    import csv
+
+    rows = list(csv.reader(open(window.export_lab_table(str(window.controller.store.path.parent / "a.csv")),
+                                encoding="utf-8")))
+    assert rows[0][:4] == ["run", "step", "drawn", "p_token[1]"] and len(rows) == len(steps) + 1
     # the verdict follows edited thresholds at once, from the same figures
     f = p.figures()
     assert math.isclose(f["mean_tv"], summary["verdict"]["mean_tv"], rel_tol=1e-9)

@@ -54,6 +54,19 @@ def test_exact_run_fills_table_plots_and_store(window, qtbot):
     assert p.models_table.rowCount() >= 1 and p.models_table.item(0, 1).text() == "exact"
     # the raw view explains the exact coverage
     assert "numeric answers cover" in p.answers_view.toPlainText()
+    # exports as in the workbench: JSON, CSV, PNG/SVG of the plot shown
+    import csv
+    import json
+
+    tmp = window.controller.store.path.parent
+    data = json.loads(open(window.export_lab_results(str(tmp / "shift.json")), encoding="utf-8").read())
+    assert data["summary"]["n_total"] == 2 and len(data["records"]) == 2
+    rows = list(csv.reader(open(window.export_lab_table(str(tmp / "shift.csv")), encoding="utf-8")))
+    assert rows[0][:3] == ["concept_id", "name", "domain"] and len(rows) == 3
+    p.tabs.setCurrentIndex(1)
+    svg = window.export_lab_plot(str(tmp / "scatter.svg"))
+    assert svg and "<svg" in open(svg, encoding="utf-8").read()
+    p.tabs.setCurrentIndex(0)
 
 
 def test_sampled_run_shows_a_histogram_and_raw_answers(window, qtbot):
@@ -138,3 +151,22 @@ def test_csv_round_trip_and_bad_input(window, tmp_path):
                   "alpha": 0.5, "alpha_hat": 0.5, "kept": True, "reason": None, "S_answers": []})
     assert p.results_table.item(0, 0).text() == "<b>bold</b>"
     assert math.isclose(p.results()["scatter"]["x"][0], 1.0)
+
+
+def test_glubbing_ideal_sweep(window, qtbot):
+    p = window.shift_panel
+    p.glub_sweep.setCurrentText("ideal")
+    p.glub_means.setText("20, 70")
+    p.glub_base_mean.setValue(45)
+    p.glub_examples.setValue(12)
+    try:
+        summary, status = _run(qtbot, window, p.glub_button)
+    finally:
+        p.glub_sweep.setCurrentText("mean")
+    assert status == "done"
+    recs = p.results()["glub_records"]
+    assert [(r["valence"], r["ideal_setting"]) for r in recs] == [("peaked", 20), ("peaked", 70)]
+    assert recs[0]["ideal"] < recs[1]["ideal"]  # the graded ideal follows the setting
+    assert all(r["mean"] == 45 for r in recs)
+    (xs, _ys), = p.results()["glub"].values()
+    assert sorted(xs) == pytest.approx(sorted(r["ideal"] for r in recs if r["S"] is not None))

@@ -127,6 +127,15 @@ def test_model_output_is_plain_text_and_export_has_it(window, tmp_path):
     p.add_record({"arm": "vs", "run": 0, "raw": html, "error": None, "drawn": html, "samples": [html],
                   "candidates": [{"text": html, "stated": 1.0, "probability": 1.0}], "seconds": 0.1, "seed": 1})
     assert p.runs_table.item(0, 2).text() == html
+    window.lab_tabs.setCurrentWidget(p)
     path = window.export_lab_results(str(tmp_path / "vs.json"))
     data = json.loads(open(path, encoding="utf-8").read())
     assert data["records"][0]["drawn"] == html and data["params"]["k"] == 3
+    csv_path = window.export_lab_table(str(tmp_path / "vs.csv"))
+    lines = open(csv_path, encoding="utf-8").read().splitlines()
+    assert lines[0].startswith("arm,run,seed,drawn") and html in lines[1]
+    p.tabs.setCurrentIndex(1)
+    png = window.export_lab_plot(str(tmp_path / "ratio.png"))
+    assert png and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    window.lab_tabs.setCurrentIndex(0)  # the workbench: nothing to export from a lab
+    assert window.export_lab_results(str(tmp_path / "none.json")) is None

@@ -402,13 +402,14 @@ def iter_shift(engine, concepts: Sequence[Concept], *, mode: str = "sampled", sa
 def glub_record(engine, spec: GlubSpec, *, mode: str = "exact", samples: int = 10,
                 settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                 min_mass: float = 1e-3, cancel: threading.Event | None = None) -> dict[str, Any]:
-    """One synthetic concept: the shown average and ideal, and the model's sample S (exact mean
-    or sampled mean of the first number that comes to mind)."""
+    """One synthetic concept: the shown average and ideal (``ideal`` is what the grades imply: the
+    mean of the values graded A or A+; ``ideal_setting`` the swept peak, if any), and the model's
+    sample S (exact mean or sampled mean of the first number that comes to mind)."""
     g = make_glub(spec)
     prompt = g.prompt_chat if style == "chat" else g.prompt_completion
     rec: dict[str, Any] = {"id": g.id, "valence": spec.valence, "mean": spec.mean, "spread": spec.spread,
                            "shape": spec.shape, "n_examples": spec.n_examples, "seed": spec.seed,
-                           "average": g.average, "ideal": g.ideal, "mode": mode}
+                           "average": g.average, "ideal": g.ideal, "ideal_setting": spec.ideal, "mode": mode}
     if mode == "exact":
         dist = engine.exact(prompt, settings, style=style, min_mass=min_mass, max_tokens=5, cancel=cancel)
         rec["S_exact"] = dist.to_dict()
