@@ -35,6 +35,7 @@ from app.controller import WorkbenchController
 from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
 from app.align_lab import AlignLab
+from app.decoding_lab import DecodingLab
 from app.shift_lab import ShiftLab
 from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
@@ -48,6 +49,7 @@ from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.token_view import TokenView
 from widgets.align_lab_panel import AlignLabPanel
+from widgets.decoding_lab_panel import DecodingLabPanel
 from widgets.shift_lab_panel import ShiftLabPanel
 from widgets.vs_lab_panel import VSLabPanel
 
@@ -190,6 +192,10 @@ class MainWindow(QMainWindow):
         self.lab_tabs.addTab(self.align_panel, "P_token vs P_task")
         self.lab_tabs.setTabToolTip(3, "Asked for draws from a stated distribution, does the model's next-token "
                                        "distribution follow it, steadily (E-model) or swinging (D-model)?")
+        self.decoding_panel = DecodingLabPanel()
+        self.lab_tabs.addTab(self.decoding_panel, "Decoding && branches")
+        self.lab_tabs.setTabToolTip(4, "Strategies side by side in lockstep (greedy, beam, top-k, top-p, "
+                                       "temperature, min-p), the branch tree of the roads not taken, A/B")
         outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
@@ -311,6 +317,7 @@ class MainWindow(QMainWindow):
         self.vs_lab = VSLab(self.vs_panel, c, self.settings)
         self.shift_lab = ShiftLab(self.shift_panel, c)
         self.align_lab = AlignLab(self.align_panel, c)
+        self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
         c.labs.failed.connect(self._on_error)
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
@@ -480,7 +487,7 @@ class MainWindow(QMainWindow):
         """Esc: stop the lab run when its tab is showing, else the generation."""
         current = self.lab_tabs.currentWidget()
         for panel, lab in ((self.vs_panel, self.vs_lab), (self.shift_panel, self.shift_lab),
-                           (self.align_panel, self.align_lab)):
+                           (self.align_panel, self.align_lab), (self.decoding_panel, self.decoding_lab)):
             if current is panel and lab.running:
                 lab.stop()
                 return
@@ -497,7 +504,7 @@ class MainWindow(QMainWindow):
     def _current_lab(self):
         """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
         panel = self.lab_tabs.currentWidget()
-        if panel in (self.vs_panel, self.shift_panel, self.align_panel):
+        if panel in (self.vs_panel, self.shift_panel, self.align_panel, self.decoding_panel):
             return panel
         self.statusBar().showMessage("Open a lab tab first: these exports are of a lab's results.", 5000)
         return None

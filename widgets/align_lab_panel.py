@@ -357,6 +357,8 @@ class AlignLabPanel(QWidget):
 
     def show_summary(self, summary: dict | None, status: str) -> None:
         self.set_running(False)
+        self.progress.setRange(0, max(1, len(self._steps)))
+        self.progress.setValue(len(self._steps))
         self._summary = summary
         self.status.setText(("Stopped: the steps so far are kept and saved." if status == "stopped" else "Done.")
                             + f" {len(self._steps)} decision steps in {len(self._runs)} run(s).")

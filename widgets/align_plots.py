@@ -64,6 +64,7 @@ class TokenTaskHeatmap(_Base):
             img.setLevels((0.0, 1.0))
             self.item.addItem(img)
         self._marks = pg.ScatterPlotItem(symbol="o", size=7, pen=pg.mkPen("w", width=1.5), brush=pg.mkBrush(None))
+        self._marks.setZValue(10)  # above the images
         self.item.addItem(self._marks)
         self._bar = pg.ColorBarItem(values=(0, 1), colorMap=self._cmap, label="probability", interactive=False)
         self._bar.setImageItem(self._image, insert_in=self.item)
@@ -85,7 +86,7 @@ class TokenTaskHeatmap(_Base):
             self._strip.setImage(strip, levels=(0.0, 1.0), autoLevels=False)
             self._strip.setRect(-_STRIP_GAP - 1, -0.5, 1, len(outcomes))
         index = {o: i for i, o in enumerate(outcomes)}
-        xs = [k + 0.5 for k, d in enumerate(drawn) if d in index]
+        xs = [k + 0.5 for k, d in enumerate(drawn) if d in index]  # centre of step k's column
         ys = [index[d] for d in drawn if d in index]
         self._marks.setData(xs, ys)
         self.item.getAxis("left").setTicks([[(i, str(o)) for i, o in enumerate(outcomes)]])

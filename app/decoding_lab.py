@@ -1,0 +1,258 @@
+"""The decoding strategies and branching lab in the window: joins ``DecodingLabPanel`` to the
+lab runner.
+
+Owns: ``DecodingLab`` — the side-by-side run (``lockstep``), the branch tree (kept here on the
+GUI thread as plain data; a branch job works on a copy on the lab worker and returns the grown
+tree), and the A/B comparison (``ab_run``: two strategies on the loaded model, or a second GGUF
+model for B). What a server cannot do (beam search, a second local model) is refused with the
+reason before anything runs. GUI thread; job bodies run on the lab worker and touch only the
+lab's own backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject
+
+from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, iter_branch, lockstep,
+                                           parse_strategies, parse_strategy)
+from widgets.decoding_lab_panel import DecodingLabPanel
+
+__all__ = ["DecodingLab", "KIND"]
+
+KIND = "decoding"
+BRANCH_TOKENS = 16  # tokens per branch or child
+TOP_N = 10  # alternatives kept per step (the right-click menu, the A/B union)
+
+
+class DecodingLab(QObject):
+    def __init__(self, panel: DecodingLabPanel, controller, settings_provider) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.controller = controller
+        self.labs = controller.labs
+        self._settings = settings_provider
+        self._mine: str | None = None  # the kind of job running: "columns", "branch", "ab"
+        self.tree: dict | None = None
+        panel.runRequested.connect(self.run_columns)
+        panel.stopRequested.connect(self.stop)
+        panel.branchFromWorkbenchRequested.connect(self.tree_from_workbench)
+        panel.branchRequested.connect(lambda node, tok: self.branch(node, tok if tok >= 0 else None))
+        panel.branchTextRequested.connect(lambda node, text: self.branch(node, None, text=text))
+        panel.childrenRequested.connect(self.children)
+        panel.abRequested.connect(self.run_ab)
+        self.labs.record.connect(self._on_record)
+        self.labs.finished.connect(self._on_finished)
+        self.labs.failed.connect(self._on_failed)
+
+    # ------------------------------------------------------------------ helpers
+    def _source(self):
+        source, reason = self.controller.lab_source()
+        if source is None:
+            self.panel.show_status(reason)
+        return source
+
+    def _start(self, what: str, title: str, params: dict, body, source, total: int) -> bool:
+        self._mine = what
+        if self.labs.run(KIND, title, params, body, source) is None:
+            self._mine = None
+            return False
+        self.panel.set_running(True, total)
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._mine is not None and self.labs.busy
+
+    def stop(self) -> None:
+        if self._mine:
+            self.labs.stop()
+            self.panel.show_status("Stopping at the next token…")
+
+    # ------------------------------------------------------------------ side by side
+    def run_columns(self) -> None:
+        source = self._source()
+        if source is None:
+            return
+        p = self.panel.params()
+        try:
+            strategies = parse_strategies(p["strategies"])
+            if not p["prompt"].strip():
+                raise ValueError("The prompt is empty.")
+        except ValueError as exc:
+            self.panel.show_status(str(exc))
+            return
+        if not source.local and any(s.is_beam for s in strategies):
+            self.panel.show_status(f"Beam columns are not available with a server: {REMOTE_LIMITS['beam']}.")
+            return
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            backend = labs.engine(source, "logits")
+            return (yield from lockstep(backend, p["prompt"], strategies, p["max_tokens"], p["seed"], cancel,
+                                        top_n=TOP_N))
+
+        self.panel.start_columns()
+        self._start("columns", f"Side by side: {p['strategies']}", {**p, "mode": "columns"}, body, source,
+                    p["max_tokens"])
+
+    # ------------------------------------------------------------------ branches
+    def _branch_settings(self):
+        s = self._settings()
+        return s.replace(max_tokens=BRANCH_TOKENS, top_n=TOP_N)
+
+    def tree_from_workbench(self) -> None:
+        """A new tree whose first path is the Workbench tab's last run."""
+        source = self._source()
+        trace = self.controller.trace
+        if source is None:
+            return
+        if trace is None or not trace.steps:
+            self.panel.show_status("Generate on the Workbench tab first: its run becomes the tree's first path.")
+            return
+        steps = [s.to_dict() for s in trace.steps]
+        prompt, settings, model = trace.prompt, trace.settings, trace.model_name
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            backend = labs.engine(source, "logits")
+            tokens = None if not source.local else backend.tokenize(prompt, add_special=True)
+            tree = BranchTree.from_steps(prompt, tokens, steps, settings, model)
+            yield {"kind": "tree", "nodes": len(tree.nodes)}
+            return {"tree": tree.to_dict(), "open": tree.leaves()[-1] if tree.leaves() else 0}
+
+        self._start("branch", f"Branches of: {prompt[:60]}", {"mode": "tree-from-workbench", "prompt": prompt},
+                    body, source, 1)
+
+    def branch(self, node_id: int, token_id: int | None, *, text: str | None = None) -> None:
+        """Continue the tree from ``node_id`` with ``token_id`` (or the first token of ``text``),
+        then sample ``BRANCH_TOKENS`` tokens with the Sampling tab's chain."""
+        self._grow(node_id, token_id, text, n_children=0)
+
+    def children(self, node_id: int, n: int) -> None:
+        """Sample ``n`` continuations from ``node_id`` (seeds seed..seed+n-1)."""
+        self._grow(node_id, None, None, n_children=n)
+
+    def _grow(self, node_id: int, token_id: int | None, text: str | None, *, n_children: int) -> None:
+        source = self._source()
+        if source is None or self.tree is None:
+            if self.tree is None:
+                self.panel.show_status("Start a tree first (Start from the workbench run).")
+            return
+        tree_dict = self.tree
+        settings = self._branch_settings()
+        labs = self.labs
+
+        def body(cancel: threading.Event):
+            backend = labs.engine(source, "logits")
+            tree = BranchTree.from_dict(tree_dict)
+            tok, token_text = token_id, None
+            if text is not None:
+                if source.local:
+                    ids = backend.tokenize(text, add_special=False)
+                    if not ids:
+                        raise ValueError("The typed text has no token.")
+                    tok = ids[0]
+                else:
+                    token_text = text
+            leaf = node_id
+            for i in range(max(1, n_children)):
+                if cancel.is_set():
+                    break
+                gen = iter_branch(backend, tree, node_id, None if n_children else tok, settings,
+                                  BRANCH_TOKENS, settings.seed + i, cancel,
+                                  token_text=None if n_children else token_text)
+                while True:
+                    try:
+                        node = next(gen)
+                    except StopIteration as stop:
+                        leaf = stop.value
+                        break
+                    yield {"kind": "node", "id": node.id, "parent": node.parent, "piece": node.piece,
+                           "p_raw": node.p_raw}
+                if n_children:
+                    tree.runs[-1]["kind"] = "child"
+            return {"tree": tree.to_dict(), "open": leaf}
+
+        what = f"{n_children} children" if n_children else "branch"
+        self._start("branch", f"Branch ({what}) from node {node_id}",
+                    {"mode": "branch", "node": node_id, "token_id": token_id, "text": text,
+                     "children": n_children, "settings": settings.to_dict()}, body, source,
+                    BRANCH_TOKENS * max(1, n_children))
+
+    # ------------------------------------------------------------------ A/B
+    def run_ab(self) -> None:
+        source = self._source()
+        if source is None:
+            return
+        p = self.panel.params()
+        ab = p["ab"]
+        try:
+            sa, sb = parse_strategy(ab["a"]), parse_strategy(ab["b"])
+            if sa.is_beam or sb.is_beam:
+                raise ValueError("A/B compares sampled or greedy runs step by step; a beam search has no "
+                                 "per-step distribution of its own. Use greedy, top-k, top-p, min-p or temp.")
+            if not p["prompt"].strip():
+                raise ValueError("The prompt is empty.")
+            if ab["model_b"] and not source.local:
+                raise ValueError("Model B is a local GGUF file: disconnect the server to compare two local models.")
+            if ab["model_b"] and not Path(ab["model_b"]).is_file():
+                raise ValueError(f"Model B: no file at {ab['model_b']}")
+        except ValueError as exc:
+            self.panel.show_status(str(exc))
+            return
+        labs = self.labs
+        settings_a = sa.settings(seed=p["seed"], max_tokens=p["max_tokens"], top_n=TOP_N * 2)
+        settings_b = sb.settings(seed=p["seed"], max_tokens=p["max_tokens"], top_n=TOP_N * 2)
+
+        def body(cancel: threading.Event):
+            backend_a = labs.engine(source, "logits")
+            backend_b = backend_a
+            if ab["model_b"]:
+                from backends.llama_local import LlamaCppBackend
+
+                backend_b = LlamaCppBackend(ab["model_b"], n_ctx=source.n_ctx, n_threads=source.n_threads)
+            try:
+                result = ab_run(backend_a, backend_b, p["prompt"], settings_a, settings_b, cancel)
+            finally:
+                if backend_b is not backend_a:
+                    backend_b.close()
+            for row in result["steps"]:
+                yield row
+            return {k: v for k, v in result.items() if k != "steps"} | {"steps": result["steps"], "mode": "ab"}
+
+        self._start("ab", f"A/B: {ab['a']} vs {ab['b']}" + (f" ({Path(ab['model_b']).name})" if ab["model_b"] else ""),
+                    {**p, "mode": "ab"}, body, source, p["max_tokens"])
+
+    # ------------------------------------------------------------------ results
+    def _on_record(self, record: dict) -> None:
+        if self._mine == "columns":
+            self.panel.add_record(record)
+        elif self._mine in ("branch", "ab"):
+            self.panel.progress.setValue(min(self.panel.progress.value() + 1, self.panel.progress.maximum()))
+
+    def _on_finished(self, summary, status: str) -> None:
+        what, self._mine = self._mine, None
+        if what is None:
+            return
+        if what == "columns":
+            self.panel.show_summary(summary, status)
+            return
+        self.panel.set_running(False)
+        if what == "branch" and summary and summary.get("tree"):
+            self.tree = summary["tree"]
+            self.panel.set_tree(self.tree, open_node=summary.get("open"))
+            self.panel.tabs.setCurrentIndex(1)
+            self.panel.show_status(f"The tree has {len(self.tree['nodes']) - 1} tokens in "
+                                   f"{len(self.tree['runs'])} run(s)." + (" Stopped." if status == "stopped" else ""))
+        elif what == "ab" and summary:
+            self.panel.show_ab(summary)
+            self.panel.show_status("A/B done." if status == "done" else "A/B stopped.")
+
+    def _on_failed(self, title: str, message: str) -> None:
+        """The window shows the message in its banner; the panel says the run ended."""
+        if self._mine and not self.labs.busy:
+            self._mine = None
+            self.panel.show_error(message)
