@@ -13,11 +13,11 @@ import json
 import threading
 from dataclasses import replace
 
-from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from app.core.align_task import TaskError, render_prompt, task_from_json
 from app.core.experiments.align import DEFAULT_SETTINGS, default_max_tokens, iter_align
+from app.lab_presenter import LabPresenter
 from widgets.align_lab_panel import AlignLabPanel
 
 __all__ = ["AlignLab", "KIND"]
@@ -25,25 +25,19 @@ __all__ = ["AlignLab", "KIND"]
 KIND = "align"
 
 
-class AlignLab(QObject):
+class AlignLab(LabPresenter):
+    KIND = KIND
+
     def __init__(self, panel: AlignLabPanel, controller) -> None:
-        super().__init__(panel)
-        self.panel = panel
-        self.controller = controller
-        self.labs = controller.labs
-        self._mine = False
+        super().__init__(panel, controller)
         panel.runRequested.connect(self.run)
         panel.stopRequested.connect(self.stop)
         panel.loadTaskRequested.connect(lambda: self.load_task())
         panel.saveTaskRequested.connect(lambda: self.save_task())
-        self.labs.record.connect(self._on_record)
-        self.labs.finished.connect(self._on_finished)
-        self.labs.failed.connect(self._on_failed)
 
     def run(self) -> None:
-        source, reason = self.controller.lab_source()
+        source = self.source()
         if source is None:
-            self.panel.show_status(reason)
             return
         p = self.panel.params()
         try:
@@ -65,38 +59,10 @@ class AlignLab(QObject):
                                           max_tokens=default_max_tokens(p["draws"]), thresholds=thresholds))
 
         self.panel.start_results(task)
-        self._mine = True
         params = {**p, "task": task.to_dict(), "settings": settings.to_dict()}
-        if self.labs.run(KIND, f"P_token vs P_task ({task.name}, N={p['draws']}, R={p['runs']})", params, body,
-                         source) is None:
-            self._mine = False
-            return
         # progress: about one decision step per draw
-        self.panel.set_running(True, p["draws"] * p["runs"])
-
-    def stop(self) -> None:
-        if self._mine:
-            self.labs.stop()
-            self.panel.show_status("Stopping at the next token…")
-
-    @property
-    def running(self) -> bool:
-        return self._mine and self.labs.busy
-
-    def _on_record(self, record: dict) -> None:
-        if self._mine:
-            self.panel.add_record(record)
-
-    def _on_finished(self, summary, status: str) -> None:
-        if self._mine:
-            self._mine = False
-            self.panel.show_summary(summary, status)
-
-    def _on_failed(self, title: str, message: str) -> None:
-        """The window shows the message in its banner; the panel says the run ended."""
-        if self._mine and not self.labs.busy:
-            self._mine = False
-            self.panel.show_error(message)
+        self.start("run", f"P_token vs P_task ({task.name}, N={p['draws']}, R={p['runs']})", params, body, source,
+                   p["draws"] * p["runs"])
 
     # ------------------------------------------------------------------ task files
     def load_task(self, path: str | None = None) -> bool:

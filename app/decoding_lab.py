@@ -14,10 +14,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject
-
 from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, iter_branch, lockstep,
                                            parse_strategies, parse_strategy)
+from app.lab_presenter import LabPresenter
 from widgets.decoding_lab_panel import DecodingLabPanel
 
 __all__ = ["DecodingLab", "KIND"]
@@ -27,15 +26,13 @@ BRANCH_TOKENS = 16  # tokens per branch or child
 TOP_N = 10  # alternatives kept per step (the right-click menu, the A/B union)
 
 
-class DecodingLab(QObject):
+class DecodingLab(LabPresenter):
+    KIND = KIND
+
     def __init__(self, panel: DecodingLabPanel, controller, settings_provider) -> None:
-        super().__init__(panel)
-        self.panel = panel
-        self.controller = controller
-        self.labs = controller.labs
+        super().__init__(panel, controller)
         self._settings = settings_provider
-        self._mine: str | None = None  # the kind of job running: "columns", "branch", "ab"
-        self.tree: dict | None = None
+        self.tree: dict | None = None  # the branch tree, as BranchTree.to_dict()
         panel.runRequested.connect(self.run_columns)
         panel.stopRequested.connect(self.stop)
         panel.branchFromWorkbenchRequested.connect(self.tree_from_workbench)
@@ -43,37 +40,10 @@ class DecodingLab(QObject):
         panel.branchTextRequested.connect(lambda node, text: self.branch(node, None, text=text))
         panel.childrenRequested.connect(self.children)
         panel.abRequested.connect(self.run_ab)
-        self.labs.record.connect(self._on_record)
-        self.labs.finished.connect(self._on_finished)
-        self.labs.failed.connect(self._on_failed)
-
-    # ------------------------------------------------------------------ helpers
-    def _source(self):
-        source, reason = self.controller.lab_source()
-        if source is None:
-            self.panel.show_status(reason)
-        return source
-
-    def _start(self, what: str, title: str, params: dict, body, source, total: int) -> bool:
-        self._mine = what
-        if self.labs.run(KIND, title, params, body, source) is None:
-            self._mine = None
-            return False
-        self.panel.set_running(True, total)
-        return True
-
-    @property
-    def running(self) -> bool:
-        return self._mine is not None and self.labs.busy
-
-    def stop(self) -> None:
-        if self._mine:
-            self.labs.stop()
-            self.panel.show_status("Stopping at the next token…")
 
     # ------------------------------------------------------------------ side by side
     def run_columns(self) -> None:
-        source = self._source()
+        source = self.source()
         if source is None:
             return
         p = self.panel.params()
@@ -95,7 +65,7 @@ class DecodingLab(QObject):
                                         top_n=TOP_N))
 
         self.panel.start_columns()
-        self._start("columns", f"Side by side: {p['strategies']}", {**p, "mode": "columns"}, body, source,
+        self.start("columns", f"Side by side: {p['strategies']}", {**p, "mode": "columns"}, body, source,
                     p["max_tokens"])
 
     # ------------------------------------------------------------------ branches
@@ -105,7 +75,7 @@ class DecodingLab(QObject):
 
     def tree_from_workbench(self) -> None:
         """A new tree whose first path is the Workbench tab's last run."""
-        source = self._source()
+        source = self.source()
         trace = self.controller.trace
         if source is None:
             return
@@ -123,7 +93,7 @@ class DecodingLab(QObject):
             yield {"kind": "tree", "nodes": len(tree.nodes)}
             return {"tree": tree.to_dict(), "open": tree.leaves()[-1] if tree.leaves() else 0}
 
-        self._start("branch", f"Branches of: {prompt[:60]}", {"mode": "tree-from-workbench", "prompt": prompt},
+        self.start("branch", f"Branches of: {prompt[:60]}", {"mode": "tree-from-workbench", "prompt": prompt},
                     body, source, 1)
 
     def branch(self, node_id: int, token_id: int | None, *, text: str | None = None) -> None:
@@ -136,7 +106,7 @@ class DecodingLab(QObject):
         self._grow(node_id, None, None, n_children=n)
 
     def _grow(self, node_id: int, token_id: int | None, text: str | None, *, n_children: int) -> None:
-        source = self._source()
+        source = self.source()
         if source is None or self.tree is None:
             if self.tree is None:
                 self.panel.show_status("Start a tree first (Start from the workbench run).")
@@ -177,14 +147,14 @@ class DecodingLab(QObject):
             return {"tree": tree.to_dict(), "open": leaf}
 
         what = f"{n_children} children" if n_children else "branch"
-        self._start("branch", f"Branch ({what}) from node {node_id}",
+        self.start("branch", f"Branch ({what}) from node {node_id}",
                     {"mode": "branch", "node": node_id, "token_id": token_id, "text": text,
                      "children": n_children, "settings": settings.to_dict()}, body, source,
                     BRANCH_TOKENS * max(1, n_children))
 
     # ------------------------------------------------------------------ A/B
     def run_ab(self) -> None:
-        source = self._source()
+        source = self.source()
         if source is None:
             return
         p = self.panel.params()
@@ -223,20 +193,17 @@ class DecodingLab(QObject):
                 yield row
             return {k: v for k, v in result.items() if k != "steps"} | {"steps": result["steps"], "mode": "ab"}
 
-        self._start("ab", f"A/B: {ab['a']} vs {ab['b']}" + (f" ({Path(ab['model_b']).name})" if ab["model_b"] else ""),
+        self.start("ab", f"A/B: {ab['a']} vs {ab['b']}" + (f" ({Path(ab['model_b']).name})" if ab["model_b"] else ""),
                     {**p, "mode": "ab"}, body, source, p["max_tokens"])
 
     # ------------------------------------------------------------------ results
-    def _on_record(self, record: dict) -> None:
-        if self._mine == "columns":
+    def on_record(self, what: str, record: dict) -> None:
+        if what == "columns":
             self.panel.add_record(record)
-        elif self._mine in ("branch", "ab"):
+        else:
             self.panel.progress.setValue(min(self.panel.progress.value() + 1, self.panel.progress.maximum()))
 
-    def _on_finished(self, summary, status: str) -> None:
-        what, self._mine = self._mine, None
-        if what is None:
-            return
+    def on_finished(self, what: str, summary, status: str) -> None:
         if what == "columns":
             self.panel.show_summary(summary, status)
             return
@@ -250,9 +217,3 @@ class DecodingLab(QObject):
         elif what == "ab" and summary:
             self.panel.show_ab(summary)
             self.panel.show_status("A/B done." if status == "done" else "A/B stopped.")
-
-    def _on_failed(self, title: str, message: str) -> None:
-        """The window shows the message in its banner; the panel says the run ended."""
-        if self._mine and not self.labs.busy:
-            self._mine = None
-            self.panel.show_error(message)

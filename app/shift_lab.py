@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from app.core.experiments.shift import SAMPLE_SETTINGS, iter_glub, iter_shift
 from app.core.glubbing import GlubSpec, sweep
 from app.core.shift_concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
+from app.lab_presenter import LabPresenter
 from widgets.shift_lab_panel import ShiftLabPanel
 
 __all__ = ["ShiftLab", "KIND"]
@@ -25,31 +25,24 @@ __all__ = ["ShiftLab", "KIND"]
 KIND = "shift"
 
 
-class ShiftLab(QObject):
+class ShiftLab(LabPresenter):
+    KIND = KIND
+
     def __init__(self, panel: ShiftLabPanel, controller) -> None:
-        super().__init__(panel)
-        self.panel = panel
-        self.controller = controller
-        self.labs = controller.labs
-        self._mine = False
+        super().__init__(panel, controller)
         panel.runRequested.connect(self.run)
         panel.glubRequested.connect(self.run_glub)
         panel.stopRequested.connect(self.stop)
         panel.importRequested.connect(lambda: self.import_csv())
         panel.exportRequested.connect(lambda: self.export_csv())
         panel.refreshModelsRequested.connect(self.refresh_models)
-        self.labs.record.connect(self._on_record)
-        self.labs.finished.connect(self._on_finished)
-        self.labs.failed.connect(self._on_failed)
         self.refresh_models()
 
     # ------------------------------------------------------------------ starting
     def _prepare(self):
-        source, reason = self.controller.lab_source()
+        source = self.source()
         if source is None:
-            self.panel.show_status(reason)
             return None
-        p = self.panel.params()
         self.panel.set_exact_available(source.local, "The exact method needs the model's next-token "
                                        "probabilities at every digit: only for local models.")
         p = self.panel.params()
@@ -116,37 +109,11 @@ class ShiftLab(QObject):
 
     def _start(self, kind: str, title: str, params: dict, body, source, total: int) -> None:
         self.panel.start_results(kind)
-        self._mine = True
-        if self.labs.run(KIND if kind == "concepts" else "glub", title, params, body, source) is None:
-            self._mine = False
-            return
-        self.panel.set_running(True, total)
+        self.start(kind, title, params, body, source, total, kind=KIND if kind == "concepts" else "glub")
 
-    def stop(self) -> None:
-        if self._mine:
-            self.labs.stop()
-            self.panel.show_status("Stopping…")
-
-    @property
-    def running(self) -> bool:
-        return self._mine and self.labs.busy
-
-    # ------------------------------------------------------------------ results
-    def _on_record(self, record: dict) -> None:
-        if self._mine:
-            self.panel.add_record(record)
-
-    def _on_finished(self, summary, status: str) -> None:
-        if self._mine:
-            self._mine = False
-            self.panel.show_summary(summary, status)
-            self.refresh_models()
-
-    def _on_failed(self, title: str, message: str) -> None:
-        """The window shows the message in its banner; the panel says the run ended."""
-        if self._mine and not self.labs.busy:
-            self._mine = False
-            self.panel.show_error(message)
+    def on_finished(self, what: str, summary, status: str) -> None:
+        self.panel.show_summary(summary, status)
+        self.refresh_models()
 
     def refresh_models(self) -> None:
         """The table of finished shift runs (one row per run, newest first)."""

@@ -13,10 +13,9 @@ import threading
 from dataclasses import replace
 from typing import Callable
 
-from PySide6.QtCore import QObject
-
 from app.core.experiments.vs import iter_compare, single_run_record
 from app.core.reference_data import load_us_state_reference
+from app.lab_presenter import LabPresenter
 from backends.base import SamplerSettings
 from widgets.sampling_panel import describe_chain
 from widgets.vs_lab_panel import VSLabPanel
@@ -24,27 +23,21 @@ from widgets.vs_lab_panel import VSLabPanel
 __all__ = ["VSLab"]
 
 
-class VSLab(QObject):
+class VSLab(LabPresenter):
+    KIND = "vs"
+
     def __init__(self, panel: VSLabPanel, controller, settings_provider: Callable[[], SamplerSettings]) -> None:
-        super().__init__(panel)
-        self.panel = panel
-        self.controller = controller
-        self.labs = controller.labs
+        super().__init__(panel, controller)
         self._settings = settings_provider
-        self._mine = False
         panel.runOnceRequested.connect(self.run_once)
         panel.compareRequested.connect(self.compare)
         panel.stopRequested.connect(self.stop)
-        self.labs.record.connect(self._on_record)
-        self.labs.finished.connect(self._on_finished)
-        self.labs.failed.connect(self._on_failed)
 
     # ------------------------------------------------------------------ starting
     def _prepare(self):
         """(source, sampler settings) or None after telling the user what is missing."""
-        source, reason = self.controller.lab_source()
+        source = self.source()
         if source is None:
-            self.panel.show_status(reason)
             return None
         p = self.panel.params()
         try:
@@ -110,34 +103,4 @@ class VSLab(QObject):
 
     def _start(self, kind, title, params, body, source, *, expected: int, reference=None) -> None:
         self.panel.start_results(kind, reference)
-        self._mine = True
-        job = self.labs.run("vs", title, params, body, source)
-        if job is None:
-            self._mine = False
-            return
-        self.panel.set_running(True, expected)
-
-    def stop(self) -> None:
-        if self._mine:
-            self.labs.stop()
-            self.panel.show_status("Stopping at the next token…")
-
-    @property
-    def running(self) -> bool:
-        return self._mine and self.labs.busy
-
-    # ------------------------------------------------------------------ results
-    def _on_record(self, record: dict) -> None:
-        if self._mine:
-            self.panel.add_record(record)
-
-    def _on_finished(self, summary, status: str) -> None:
-        if self._mine:
-            self._mine = False
-            self.panel.show_summary(summary, status)
-
-    def _on_failed(self, title: str, message: str) -> None:
-        """The window shows the message in its banner; the panel says the run ended."""
-        if self._mine and not self.labs.busy:
-            self._mine = False
-            self.panel.show_error(message)
+        self.start(kind, title, params, body, source, expected)

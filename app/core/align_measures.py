@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from app.core.align_task import TaskDistribution
+from app.core.jsonsafe import json_safe
 from app.core.metrics import entropy, js, kl, total_variation
 
 __all__ = [
@@ -135,7 +136,7 @@ class StepMeasure:
         return not math.isnan(self.p_token[0])
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class RunMeasures:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (NaN -> None); the task is given by name only (``summary`` holds it whole)."""
-        return _json_safe({
+        return json_safe({
             "task": self.task.name, "n_steps": self.n_steps, "n_undefined_steps": self.n_undefined_steps,
             "n_draws": self.n_draws, "draws": list(self.draws),
             "mean_kl": self.mean_kl, "mean_js": self.mean_js, "mean_tv": self.mean_tv,
@@ -338,7 +339,7 @@ class Verdict:
     thresholds: Thresholds
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({"label": self.label, "reasons": list(self.reasons), "mean_tv": self.mean_tv,
+        return json_safe({"label": self.label, "reasons": list(self.reasons), "mean_tv": self.mean_tv,
                            "variability": self.variability, "mean_mass_outside": self.mean_mass_outside,
                            "thresholds": asdict(self.thresholds)})
 
@@ -414,7 +415,7 @@ def summary(measures: RunMeasures | Sequence[RunMeasures], thresholds: Threshold
     th = thresholds if thresholds is not None else Thresholds()
     runs = _runs(measures)
     task = runs[0].task
-    return _json_safe({
+    return json_safe({
         "task": {**task.to_dict(), "notes": list(task.notes)},
         "thresholds": asdict(th),
         "runs": [{**r.to_dict(), "verdict": verdict(r, th).to_dict()} for r in runs],
@@ -422,17 +423,3 @@ def summary(measures: RunMeasures | Sequence[RunMeasures], thresholds: Threshold
         "verdict": verdict(runs, th).to_dict(),
     })
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        x = float(value)
-        return x if math.isfinite(x) else None
-    return value

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 
 from app.core.paths import atomic_write_text
 from app.core.trace import Trace
+from app.core.jsonsafe import json_safe
 from backends.base import Finished, SamplerSettings, Step
 
 __all__ = [
@@ -205,22 +206,11 @@ def write_csv(trace: Trace, path: str | os.PathLike[str], *, excel_safe: bool = 
 
 # ----------------------------------------------------------------------------- lab results
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return _json_safe(value.tolist())
-    return value
-
 
 def write_lab_json(data: dict, path: str | os.PathLike[str]) -> None:
     """A lab's export (knobs, records, summary) as UTF-8 JSON; NaN becomes null."""
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_json_safe(data), fh, ensure_ascii=False, indent=1, allow_nan=False)
+        json.dump(json_safe(data), fh, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 def write_lab_csv(header: Sequence[str], rows: Iterable[Sequence[Any]], path: str | os.PathLike[str]) -> None:

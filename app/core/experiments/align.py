@@ -79,6 +79,7 @@ from app.core.align_measures import RunMeasures, StepMeasure, Thresholds, measur
 from app.core.align_task import (STYLES, CandidateSequence, TaskDistribution, TaskError, decision_sequences,
                                  ends_item, in_context_tokenizer, opens_decision, outcome_spellings, parse_draws,
                                  render_prompt)
+from app.core.jsonsafe import json_safe
 from backends.base import Finished, GenerationError, SamplerSettings, Step
 
 __all__ = ["DEFAULT_SETTINGS", "AlignStep", "AlignRun", "default_max_tokens", "local_run", "remote_run",
@@ -152,7 +153,7 @@ class AlignRun:
     def record(self, run: int = 0, thresholds: Thresholds | None = None) -> dict[str, Any]:
         """The run record of ``iter_align`` (JSON-safe, see there)."""
         m = self.measures
-        return _json_safe({
+        return json_safe({
             "kind": "run", "run": run, "seed": self.seed, "style": self.style, "prompt": self.prompt,
             "text": self.text, "draws": list(self.draws), "problems": list(self.problems),
             "p_result": list(m.p_result), "result_tv": m.result_tv, "result_kl": m.result_kl,
@@ -169,7 +170,7 @@ class AlignRun:
 
 def step_record(run: int, step: AlignStep, measure: StepMeasure, estimated: bool) -> dict[str, Any]:
     """The step record of ``iter_align`` (JSON-safe: NaN -> None)."""
-    return _json_safe({
+    return json_safe({
         "kind": "step", "run": run, "step": step.index, "position": step.position,
         "p_token": list(step.p_token), "p_outcomes": list(step.p_outcomes), "mass_outside": step.mass_outside,
         "unseen_mass": step.unseen_mass, "estimated": estimated, "drawn": step.drawn, "item": step.item,
@@ -184,20 +185,6 @@ def _mean(values: Sequence[float]) -> float:
     vals = [float(v) for v in values if not math.isnan(v)]
     return math.fsum(vals) / len(vals) if vals else math.nan
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        x = float(value)
-        return x if math.isfinite(x) else None
-    return value
 
 
 def _check(task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
@@ -621,7 +608,7 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
     if done:
         out = summary([d.measures for d in done], th)
     else:
-        out = _json_safe({"task": {**task.to_dict(), "notes": list(task.notes)},
+        out = json_safe({"task": {**task.to_dict(), "notes": list(task.notes)},
                           "thresholds": {"max_mean_tv": th.max_mean_tv, "max_variability": th.max_variability,
                                          "warn_mass_outside": th.warn_mass_outside},
                           "runs": [], "diversity_across_runs": None,

@@ -98,6 +98,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 import numpy as np
 
 from app.core.sampling import apply_chain, softmax_stats
+from app.core.jsonsafe import json_safe
 from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, TokenAlt
 
 __all__ = [
@@ -938,20 +939,6 @@ class _Column:
         self.text = ""
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        x = float(value)
-        return x if math.isfinite(x) else None
-    return value
-
 
 def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int = 42,
              cancel: threading.Event | None = None, *, top_n: int = 5, stop: Sequence[str] = (),
@@ -1143,7 +1130,7 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
                     c.done = True
             if rec is not None:
                 c.records.append(rec)
-                yield _json_safe(rec)
+                yield json_safe(rec)
         if cancelled:
             break
         if fork_step is None:
@@ -1153,7 +1140,7 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
                 groups: dict[Any, list[int]] = {}
                 for i, t in enumerate(toks):
                     groups.setdefault(t, []).append(i)
-                yield _json_safe({"kind": "fork", "step": k,
+                yield json_safe({"kind": "fork", "step": k,
                                   "tokens": [c.records[k]["token"] if k < len(c.records) else None for c in columns],
                                   "token_ids": [c.records[k]["token_id"] if k < len(c.records) else None
                                                 for c in columns],
@@ -1197,7 +1184,7 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
     sampled_lengths = [len(c.session.generated) for c in columns if c.session is not None]
     evals = shared.evaluations
     independent = sum(prompt_len + max(0, m - 1) for m in sampled_lengths)
-    return _json_safe({
+    return json_safe({
         "prompt": prompt, "prompt_tokens": prompt_len, "seed": seed, "max_tokens": max_tokens,
         "backend": "remote" if remote else "local", "cancelled": cancelled, "steps": k,
         "fork_step": fork_step if fork_step is not None else first_fork(keys), "pairwise_fork": pairwise,
@@ -1255,7 +1242,7 @@ class BranchNode:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["data"] = self.data.hex()
-        return _json_safe(d)
+        return json_safe(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BranchNode":
@@ -1372,7 +1359,7 @@ class BranchTree:
         return [n.id for n in self.nodes if not n.children and n.id != 0]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({"prompt": self.prompt, "prompt_tokens": self.prompt_tokens, "model": self.model,
+        return json_safe({"prompt": self.prompt, "prompt_tokens": self.prompt_tokens, "model": self.model,
                            "nodes": [n.to_dict() for n in self.nodes], "runs": self.runs})
 
     @classmethod
@@ -1622,7 +1609,7 @@ def ab_compare(steps_a: Sequence[Step | dict], steps_b: Sequence[Step | dict], w
     for key in ("kl_ab", "kl_ba", "tv", "js"):
         out[f"mean_{key}"] = mean(key, rows)
         out[f"mean_{key}_same_context"] = mean(key, same)
-    return _json_safe(out)
+    return json_safe(out)
 
 
 def _run_steps(backend, prompt: str, settings: SamplerSettings, cancel, parse_special: bool,
@@ -1647,8 +1634,8 @@ def ab_run(backend_a, backend_b, prompt: str, settings_a: SamplerSettings, setti
     steps_a = _run_steps(backend_a, prompt, settings_a, cancel, parse_special, messages)
     steps_b = _run_steps(backend_b, prompt, settings_b, cancel, parse_special, messages)
     out = ab_compare(steps_a, steps_b, which)
-    out["a"] = [_json_safe(s.to_dict()) for s in steps_a]
-    out["b"] = [_json_safe(s.to_dict()) for s in steps_b]
+    out["a"] = [json_safe(s.to_dict()) for s in steps_a]
+    out["b"] = [json_safe(s.to_dict()) for s in steps_b]
     return out
 
 
