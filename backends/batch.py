@@ -27,7 +27,6 @@ and error bodies are scrubbed of it.
 from __future__ import annotations
 
 import asyncio
-import json as _json
 import random
 import threading
 import time

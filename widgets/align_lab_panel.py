@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -43,6 +42,7 @@ from app.core.align_measures import Thresholds, verdict_from
 from app.core.align_task import PRESETS, TEMPLATES, TaskDistribution, make_task
 from widgets.align_plots import DistancePlot, TokenTaskHeatmap
 from widgets.bar_chart import BarChart
+from widgets.lab_controls import RunControls, plain_label
 
 __all__ = ["AlignLabPanel"]
 
@@ -103,9 +103,7 @@ class AlignLabPanel(QWidget):
         for b in (self.add_button, self.remove_button, self.load_button, self.save_button):
             brow.addWidget(b)
         tl.addLayout(brow)
-        self.task_note = QLabel("")
-        self.task_note.setTextFormat(Qt.PlainText)
-        self.task_note.setWordWrap(True)
+        self.task_note = plain_label()
         tl.addWidget(self.task_note)
         ll.addWidget(tbox)
 
@@ -167,22 +165,13 @@ class AlignLabPanel(QWidget):
         vf.addRow("warn mass outside", self.th_mass)
         ll.addWidget(vbox)
 
-        rrow = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip("R lists of N draws; P_token at every decision step (results saved as they arrive)")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop at the next token; the steps so far are kept (Esc)")
-        self.stop_button.setEnabled(False)
-        rrow.addWidget(self.run_button)
-        rrow.addWidget(self.stop_button)
-        ll.addLayout(rrow)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m decision steps")
-        ll.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setTextFormat(Qt.PlainText)
-        self.status.setWordWrap(True)
-        ll.addWidget(self.status)
+        self.controls = RunControls(
+            [("Run", "R lists of N draws; P_token at every decision step (results saved as they arrive)")],
+            "Stop at the next token; the steps so far are kept (Esc)", "decision steps")
+        (self.run_button,) = self.controls.buttons_list
+        self.stop_button, self.progress, self.status = (self.controls.stop_button, self.controls.progress,
+                                                        self.controls.status)
+        ll.addWidget(self.controls)
         ll.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(left)
@@ -192,14 +181,10 @@ class AlignLabPanel(QWidget):
 
         right = QWidget()
         rl = QVBoxLayout(right)
-        self.verdict_label = QLabel("Run the lab to see where the model lands.")
-        self.verdict_label.setTextFormat(Qt.PlainText)
-        self.verdict_label.setWordWrap(True)
+        self.verdict_label = plain_label("Run the lab to see where the model lands.")
         self.verdict_label.setStyleSheet("font-weight: bold;")
         rl.addWidget(self.verdict_label)
-        self.reasons_label = QLabel("")
-        self.reasons_label.setTextFormat(Qt.PlainText)
-        self.reasons_label.setWordWrap(True)
+        self.reasons_label = plain_label()
         rl.addWidget(self.reasons_label)
         self.tabs = QTabWidget()
         self.heatmap = TokenTaskHeatmap()
@@ -213,9 +198,7 @@ class AlignLabPanel(QWidget):
         self.text_view.setPlaceholderText("The model's lists appear here, one run per block.")
         self.tabs.addTab(self.text_view, "Text")
         rl.addWidget(self.tabs, 1)
-        self.figures_label = QLabel("")
-        self.figures_label.setTextFormat(Qt.PlainText)
-        self.figures_label.setWordWrap(True)
+        self.figures_label = plain_label()
         rl.addWidget(self.figures_label)
 
         split = QSplitter(Qt.Horizontal)
@@ -326,12 +309,7 @@ class AlignLabPanel(QWidget):
 
     # ------------------------------------------------------------------ running
     def set_running(self, running: bool, total: int = 0) -> None:
-        self.run_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-        if running:
-            self.progress.setRange(0, max(1, total))
-            self.progress.setValue(0)
-            self.status.setText("Running…")
+        self.controls.set_running(running, total)
 
     def show_status(self, text: str) -> None:
         self.status.setText(text)

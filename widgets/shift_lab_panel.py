@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -45,6 +44,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.shift_concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
+from widgets.lab_controls import RunControls, plain_label
 from widgets.shift_plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
 
 __all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
@@ -173,22 +173,13 @@ class ShiftLabPanel(QWidget):
         tl.addWidget(self.template_edit)
         ll.addWidget(tbox)
 
-        brow = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip("Ask every concept's three questions; results are saved as they arrive")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current node or answer; finished concepts are kept (Esc)")
-        self.stop_button.setEnabled(False)
-        brow.addWidget(self.run_button)
-        brow.addWidget(self.stop_button)
-        ll.addLayout(brow)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m concepts")
-        ll.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setTextFormat(Qt.PlainText)
-        self.status.setWordWrap(True)
-        ll.addWidget(self.status)
+        self.controls = RunControls(
+            [("Run", "Ask every concept's three questions; results are saved as they arrive")],
+            "Stop after the current node or answer; finished concepts are kept (Esc)", "concepts")
+        (self.run_button,) = self.controls.buttons_list
+        self.stop_button, self.progress, self.status = (self.controls.stop_button, self.controls.progress,
+                                                        self.controls.status)
+        ll.addWidget(self.controls)
         scroll = QScrollArea()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
@@ -199,9 +190,7 @@ class ShiftLabPanel(QWidget):
         self.tabs = QTabWidget()
         res = QWidget()
         rl = QVBoxLayout(res)
-        self.summary_label = QLabel("Run the lab to see A, I and S per concept.")
-        self.summary_label.setTextFormat(Qt.PlainText)
-        self.summary_label.setWordWrap(True)
+        self.summary_label = plain_label("Run the lab to see A, I and S per concept.")
         rl.addWidget(self.summary_label)
         self.results_table = QTableWidget(0, len(RESULT_COLUMNS))
         self.results_table.setHorizontalHeaderLabels(list(RESULT_COLUMNS))
@@ -266,9 +255,7 @@ class ShiftLabPanel(QWidget):
         gl.addWidget(self.glub_button, 0, Qt.AlignLeft)
         self.glub_plot = GlubPlot()
         gl.addWidget(self.glub_plot, 1)
-        self.glub_note = QLabel("")
-        self.glub_note.setTextFormat(Qt.PlainText)
-        self.glub_note.setWordWrap(True)
+        self.glub_note = plain_label()
         gl.addWidget(self.glub_note)
         self.tabs.addTab(glub, "Glubbing")
 
@@ -389,20 +376,15 @@ class ShiftLabPanel(QWidget):
 
     # ------------------------------------------------------------------ running
     def set_running(self, running: bool, total: int = 0) -> None:
-        self.run_button.setEnabled(not running)
+        self.controls.set_running(running, total)
         self.glub_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-        if running:
-            self.progress.setRange(0, max(1, total))
-            self.progress.setValue(0)
-            self.status.setText("Running…")
 
     def show_status(self, text: str) -> None:
         self.status.setText(text)
 
     def start_results(self, kind: str) -> None:
         self._kind = kind
-        self.progress.setFormat("%v / %m conditions" if kind == "glub" else "%v / %m concepts")
+        self.controls.set_unit("conditions" if kind == "glub" else "concepts")
         if kind == "glub":
             self._glub_records = []
             self.glub_note.setText("")

@@ -15,7 +15,6 @@ steps added to the trace since the previous call, so thousands of tokens stay ch
 from __future__ import annotations
 
 import html
-import math
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 

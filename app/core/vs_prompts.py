@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["METHODS", "STYLES", "VSRequest", "build_request", "answer_schema", "tail_instruction",
