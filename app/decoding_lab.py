@@ -40,6 +40,11 @@ class DecodingLab(LabPresenter):
         panel.branchTextRequested.connect(lambda node, text: self.branch(node, None, text=text))
         panel.childrenRequested.connect(self.children)
         panel.abRequested.connect(self.run_ab)
+        controller.remoteConnected.connect(lambda _caps: self._update_remote())
+        controller.modelLoaded.connect(lambda _info: self._update_remote())
+
+    def _update_remote(self) -> None:
+        self.panel.set_remote(REMOTE_LIMITS if self.controller.remote is not None else None)
 
     # ------------------------------------------------------------------ side by side
     def run_columns(self) -> None:

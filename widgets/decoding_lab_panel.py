@@ -181,6 +181,13 @@ class DecodingLabPanel(QWidget):
         brow.addWidget(self.status, 1)
         top.addRow(brow)
 
+        self.remote_note = QLabel("")
+        self.remote_note.setTextFormat(Qt.PlainText)
+        self.remote_note.setWordWrap(True)
+        self.remote_note.setStyleSheet("color: #666;")
+        self.remote_note.setVisible(False)
+        top.addRow(self.remote_note)
+
         self.tabs = QTabWidget()
         # ---- side by side
         side = QWidget()
@@ -280,6 +287,20 @@ class DecodingLabPanel(QWidget):
         self.path_table.customContextMenuRequested.connect(self._path_menu)
 
     # ------------------------------------------------------------------ knobs
+    def set_remote(self, reasons: dict[str, str] | None) -> None:
+        """A server is the model (``reasons``: what it cannot do, and why) or not (None): what a
+        server cannot do is greyed out with the reason."""
+        self.remote_note.setVisible(bool(reasons))
+        self.ab_model_b.setEnabled(not reasons)
+        if reasons:
+            self.remote_note.setText("Connected to a server. Not available: beam columns ("
+                                     + reasons["beam"] + "); exact distributions (" + reasons["exact"]
+                                     + "). Branches continue as a new request (" + reasons["branch-logits"] + ").")
+            self.ab_model_b.setToolTip("A second local model needs the local backend: disconnect the server first")
+        else:
+            self.ab_model_b.setToolTip("Leave empty to compare two settings on one model; give a GGUF path to "
+                                       "compare two models (B uses strategy B)")
+
     def params(self) -> dict[str, Any]:
         return {"prompt": self.prompt_edit.toPlainText(), "strategies": self.strategies_edit.text(),
                 "max_tokens": self.max_tokens.value(), "seed": self.seed.value(),

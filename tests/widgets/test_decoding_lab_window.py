@@ -130,3 +130,27 @@ def test_bad_input_is_refused_with_the_reason(window):
     p.add_record({"kind": "column", "column": 0, "strategy": "greedy", "label": "greedy"})
     p.add_record({"kind": "step", "column": 0, "step": 0, "token": "<b>x</b>", "p_raw": 0.5})
     assert p.columns_table.item(0, 0).text() == "<b>x</b>"
+
+
+def test_with_a_server_what_it_cannot_do_is_greyed_out_and_sampled_columns_run(window, qtbot, llama_server):
+    cp = window.connection_panel
+    cp.preset.setCurrentText("llama-cpp-python server")
+    cp.base_url.setText(llama_server.base_url)
+    cp.model.setCurrentText(llama_server.model)
+    cp.completion_mode.setChecked(True)
+    with qtbot.waitSignal(window.controller.remoteConnected, timeout=120_000):
+        cp.connect_button.click()
+    qtbot.waitUntil(lambda: window.controller.state == "ready", timeout=10_000)
+    p = window.decoding_panel
+    assert not p.remote_note.isHidden() and "beam" in p.remote_note.text()
+    assert not p.ab_model_b.isEnabled()
+    p.strategies_edit.setText("greedy, beam:2")
+    p.run_button.click()
+    assert "beam" in p.status.text().lower() and not window.controller.labs.busy
+    p.strategies_edit.setText("greedy, temp:1.3")
+    p.max_tokens.setValue(3)
+    summary, status = _run(qtbot, window, p.run_button.click)
+    assert status == "done" and len(summary["columns"]) == 2
+    assert all(c["length"] >= 1 for c in summary["columns"])
+    window.controller.disconnect_remote()  # back to the local model: everything is available again
+    assert p.remote_note.isHidden() and p.ab_model_b.isEnabled()
