@@ -67,7 +67,7 @@ class DecodingLab(LabPresenter):
         def body(cancel: threading.Event):
             backend = labs.engine(source, "logits")
             return (yield from lockstep(backend, p["prompt"], strategies, p["max_tokens"], p["seed"], cancel,
-                                        top_n=TOP_N))
+                                        top_n=TOP_N, stop=tuple(p["stop"])))
 
         self.panel.start_columns()
         self.start("columns", f"Side by side: {p['strategies']}", {**p, "mode": "columns"}, body, source,

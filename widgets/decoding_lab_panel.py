@@ -158,6 +158,13 @@ class DecodingLabPanel(QWidget):
         self.max_tokens.setRange(1, 512)
         self.max_tokens.setValue(24)
         row.addWidget(self.max_tokens)
+        row.addWidget(QLabel("stop at"))
+        self.stop_edit = QLineEdit("")
+        self.stop_edit.setPlaceholderText("e.g. \\n|.")
+        self.stop_edit.setMaximumWidth(110)
+        self.stop_edit.setToolTip("Stop strings, separated by |  (\\n for a line break). A column or a beam ends "
+                                  "at one; beams also end at the end-of-text token.")
+        row.addWidget(self.stop_edit)
         row.addWidget(QLabel("seed"))
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
@@ -302,8 +309,9 @@ class DecodingLabPanel(QWidget):
                                        "compare two models (B uses strategy B)")
 
     def params(self) -> dict[str, Any]:
+        stops = [x.replace("\\n", "\n") for x in self.stop_edit.text().split("|") if x]
         return {"prompt": self.prompt_edit.toPlainText(), "strategies": self.strategies_edit.text(),
-                "max_tokens": self.max_tokens.value(), "seed": self.seed.value(),
+                "max_tokens": self.max_tokens.value(), "seed": self.seed.value(), "stop": stops,
                 "ab": {"a": self.ab_a.text().strip(), "b": self.ab_b.text().strip(),
                        "model_b": self.ab_model_b.text().strip() or None},
                 "children_n": self.children_n.value()}

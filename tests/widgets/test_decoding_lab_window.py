@@ -125,6 +125,9 @@ def test_bad_input_is_refused_with_the_reason(window):
     p.ab_button.click()
     assert "no file" in p.status.text()
     p.ab_model_b.setText("")
+    p.stop_edit.setText("end\\n|.")
+    assert p.params()["stop"] == ["end\n", "."]
+    p.stop_edit.setText("")
     # model text stays plain
     p.start_columns()
     p.add_record({"kind": "column", "column": 0, "strategy": "greedy", "label": "greedy"})
