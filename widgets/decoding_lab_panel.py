@@ -111,7 +111,7 @@ class ABPlot(QWidget):
         if fork is not None:
             self.item.addItem(pg.InfiniteLine(fork, angle=90, pen=pg.mkPen((213, 94, 0), width=2),
                                               label=f"first fork: step {fork}",
-                                              labelOpts={"position": 0.9, "color": (213, 94, 0)}))
+                                              labelOpts={"position": 0.6, "color": (213, 94, 0)}))
         self._data = {"x": x, "kl": kl, "tv": tv, "agree": agree, "fork": fork}
 
     def data(self) -> dict:
