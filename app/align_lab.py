@@ -64,6 +64,12 @@ class AlignLab(LabPresenter):
         self.start("run", f"P_token vs P_task ({task.name}, N={p['draws']}, R={p['runs']})", params, body, source,
                    p["draws"] * p["runs"])
 
+    def replay(self, exp) -> None:
+        task = task_from_json(json.dumps(exp.params["task"]))
+        self.panel.set_task(task)
+        self.panel.start_results(task)
+        super().replay(exp)
+
     # ------------------------------------------------------------------ task files
     def load_task(self, path: str | None = None) -> bool:
         if path is None:

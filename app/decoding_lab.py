@@ -201,6 +201,18 @@ class DecodingLab(LabPresenter):
         self.start("ab", f"A/B: {ab['a']} vs {ab['b']}" + (f" ({Path(ab['model_b']).name})" if ab["model_b"] else ""),
                     {**p, "mode": "ab"}, body, source, p["max_tokens"])
 
+    def replay(self, exp) -> None:
+        mode = exp.params.get("mode")
+        what = {"columns": "columns", "ab": "ab"}.get(mode, "branch")
+        if what == "columns":
+            self.panel.start_columns()
+            for record in exp.records:
+                self.on_record(what, record)
+        if exp.summary:
+            self.on_finished(what, exp.summary, exp.status)
+        elif what == "columns":
+            self.panel.show_summary(None, exp.status)
+
     # ------------------------------------------------------------------ results
     def on_record(self, what: str, record: dict) -> None:
         if what == "columns":

@@ -58,6 +58,20 @@ class LabPresenter(QObject):
             self.labs.stop()
             self.panel.show_status("Stopping at the next token…")
 
+    def reopen(self, exp) -> None:
+        """Show a stored lab run (``RunStore.load_experiment``): its records are replayed into the
+        panel as if they were arriving, then its summary (none if it was cut short)."""
+        self.replay(exp)
+        self.panel.show_status(f"Lab run #{exp.id} of {exp.created_at[:19].replace('T', ' ')} on {exp.model_name} "
+                               f"({exp.status}, {len(exp.records)} records).")
+
+    def replay(self, exp) -> None:
+        """Default replay: every record, then the summary. Labs whose panels need a start
+        (``start_results`` with their own arguments) override this."""
+        for record in exp.records:
+            self.on_record(exp.params.get("mode", ""), record)
+        self.on_finished(exp.params.get("mode", ""), exp.summary, exp.status)
+
     # ------------------------------------------------------------------ hooks
     def on_record(self, what: str, record: dict) -> None:
         self.panel.add_record(record)

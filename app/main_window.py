@@ -314,11 +314,14 @@ class MainWindow(QMainWindow):
         c.waitCountdown.connect(self._on_wait)
         self.history_panel.openRequested.connect(self.open_run)
         self.history_panel.deleteRequested.connect(self._delete_run)
+        self.history_panel.openLabRequested.connect(self.open_lab_run)
+        self.history_panel.deleteLabRequested.connect(self._delete_lab_run)
         self.vs_lab = VSLab(self.vs_panel, c, self.settings)
         self.shift_lab = ShiftLab(self.shift_panel, c)
         self.align_lab = AlignLab(self.align_panel, c)
         self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
         c.labs.failed.connect(self._on_error)
+        c.labs.finished.connect(lambda *_: self._refresh_history())
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
     def _restore(self) -> None:
@@ -719,8 +722,34 @@ class MainWindow(QMainWindow):
             return
         try:
             self.history_panel.set_runs(store.list_runs())
+            self.history_panel.set_lab_runs(store.list_experiments())
         except Exception as exc:  # noqa: BLE001
             self.show_banner(f"History unavailable: {exc}")
+
+    def open_lab_run(self, experiment_id: int) -> None:
+        """Show a stored lab run in its lab tab (its records replayed into the panel)."""
+        if self.controller.labs.busy:
+            self.show_banner("A lab run is going: stop it (Esc) before opening another one.")
+            return
+        try:
+            exp = self.controller.store.load_experiment(experiment_id)
+        except Exception as exc:  # noqa: BLE001
+            self.show_banner(f"Lab run not opened: {exc}")
+            return
+        lab = {"vs": self.vs_lab, "shift": self.shift_lab, "glub": self.shift_lab, "align": self.align_lab,
+               "decoding": self.decoding_lab}.get(exp.kind)
+        if lab is None:
+            self.show_banner(f"Lab run #{experiment_id} is of a kind this version does not know ({exp.kind}).")
+            return
+        self.lab_tabs.setCurrentWidget(lab.panel)
+        lab.reopen(exp)
+
+    def _delete_lab_run(self, experiment_id: int) -> None:
+        try:
+            self.controller.store.delete_experiment(experiment_id)
+        except Exception as exc:  # noqa: BLE001
+            self.show_banner(f"Lab run not deleted: {exc}")
+        self._refresh_history()
 
     def open_run(self, run_id: int) -> None:
         if self.controller.busy:

@@ -111,6 +111,10 @@ class ShiftLab(LabPresenter):
         self.panel.start_results(kind)
         self.start(kind, title, params, body, source, total, kind=KIND if kind == "concepts" else "glub")
 
+    def replay(self, exp) -> None:
+        self.panel.start_results("glub" if exp.kind == "glub" else "concepts")
+        super().replay(exp)
+
     def on_finished(self, what: str, summary, status: str) -> None:
         self.panel.show_summary(summary, status)
         self.refresh_models()

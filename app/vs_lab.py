@@ -101,6 +101,12 @@ class VSLab(LabPresenter):
         self._start("compare", f"Direct vs {p['method']}: {p['prompt']}", {**p, "mode": "compare",
                     "settings": settings.to_dict()}, body, source, expected=2 * p["n"], reference=reference)
 
+    def replay(self, exp) -> None:
+        mode = "compare" if exp.params.get("mode") == "compare" else "once"
+        reference = load_us_state_reference() if exp.params.get("reference") == "us-states" else None
+        self.panel.start_results(mode, reference)
+        super().replay(exp)
+
     def _start(self, kind, title, params, body, source, *, expected: int, reference=None) -> None:
         self.panel.start_results(kind, reference)
         self.start(kind, title, params, body, source, expected)

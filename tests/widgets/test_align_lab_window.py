@@ -52,6 +52,12 @@ def test_run_fills_the_plots_and_the_store(window, qtbot):
     assert summary["verdict"]["label"] in res["verdict"]
     exp = window.controller.store.load_experiment(window.controller.labs.experiment_id)
     assert exp.kind == "align" and exp.status == "done" and len(exp.records) == len(steps) + len(runs)
+    # reopened from the history: the same heatmap
+    p.start_results(PRESETS["flat"])
+    window.open_lab_run(exp.id)
+    assert p.task() == PRESETS["extreme"]
+    again = p.results()["heatmap"]["matrix"]
+    assert again.shape == hm["matrix"].shape and np.allclose(np.nan_to_num(again), np.nan_to_num(hm["matrix"]))
     # exports: the step table as CSV, one row per decision step
     import csv
 

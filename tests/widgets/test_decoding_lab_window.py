@@ -97,6 +97,12 @@ def test_branching_from_the_workbench_run(window, qtbot):
     assert len(lab.tree["runs"]) == before + 2
     assert [r["kind"] for r in lab.tree["runs"][-2:]] == ["child", "child"]
     assert p.tree_widget.topLevelItemCount() == 1 and p.tree_widget.topLevelItem(0).childCount() >= 2
+    # the tree is in the run store: reopening the last lab run brings it back
+    grown = lab.tree
+    lab.tree = None
+    p.set_tree(None)
+    w.open_lab_run(w.controller.labs.experiment_id)
+    assert lab.tree == grown and p.tree_widget.topLevelItemCount() == 1
 
 
 def test_ab_two_settings(window, qtbot):

@@ -52,6 +52,13 @@ def test_exact_run_fills_table_plots_and_store(window, qtbot):
     assert exp.kind == "shift" and exp.status == "done" and len(exp.records) == 2
     assert exp.summary["n_total"] == 2
     assert p.models_table.rowCount() >= 1 and p.models_table.item(0, 1).text() == "exact"
+    # reopened from the history: the same table and plots
+    before = p.results()
+    p.start_results("concepts")
+    window.open_lab_run(exp.id)
+    after = p.results()
+    assert after["records"] == before["records"] and p.results_table.rowCount() == 2
+    assert list(after["scatter"]["x"]) == pytest.approx(list(before["scatter"]["x"]))
     # the raw view explains the exact coverage
     assert "numeric answers cover" in p.answers_view.toPlainText()
     # exports as in the workbench: JSON, CSV, PNG/SVG of the plot shown

@@ -80,6 +80,17 @@ def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
     exp = store.load_experiment(window.controller.labs.experiment_id)
     assert exp.status == "done" and len(exp.records) == 6
     assert exp.summary["ratios"] == summary["ratios"] and exp.params["n"] == 3
+    # the lab run is listed in the history and reopens with the same plots
+    assert window.history_panel.lab_run_ids()[0] == exp.id
+    before = p.results()
+    p.start_results("once", None)  # something else on screen
+    window.lab_tabs.setCurrentIndex(0)
+    window.open_lab_run(exp.id)
+    after = p.results()
+    assert window.lab_tabs.currentWidget() is p and f"#{exp.id}" in p.status.text()
+    assert after["records"] == before["records"] and after["summary"] == before["summary"]
+    assert after["ratio_chart"]["categories"] == before["ratio_chart"]["categories"]
+    assert list(after["histogram"]["series"]["VS"]) == pytest.approx(list(before["histogram"]["series"]["VS"]))
 
 
 def test_stop_mid_comparison_keeps_finished_runs(window, qtbot):
