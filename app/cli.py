@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--prompt", help="start with this prompt in the editor")
     gui.add_argument("--run", action="store_true", help="generate as soon as the model is ready")
     gui.add_argument("--step-mode", action="store_true", help="start in step mode (classroom demos)")
+    gui.add_argument("--lab", choices=["workbench", "vs", "shift", "align", "decoding"],
+                     help="open on this tab (the workbench by default)")
     g = sub.add_parser("generate", help="generate headless and print every step")
     g.add_argument("--prompt", required=True)
     _add_model_args(g, remote=True)
@@ -745,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_gui(
         prompt=getattr(a, "prompt", None), autorun=getattr(a, "run", False),
-        step_mode=getattr(a, "step_mode", False),
+        step_mode=getattr(a, "step_mode", False), lab=getattr(a, "lab", None),
     )
 
 

@@ -34,7 +34,7 @@ def create_window(*, autoload: bool = True):
 
 
 def run_gui(argv: list[str] | None = None, *, prompt: str | None = None, autorun: bool = False,
-            step_mode: bool = False) -> int:
+            step_mode: bool = False, lab: str | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -46,6 +46,8 @@ def run_gui(argv: list[str] | None = None, *, prompt: str | None = None, autorun
         window.prompt_edit.setPlainText(prompt)
     if step_mode:
         window.step_mode_action.setChecked(True)
+    if lab:
+        window.show_lab(lab)
     if autorun:
         window.run_when_ready()
     window.show()

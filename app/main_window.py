@@ -504,6 +504,16 @@ class MainWindow(QMainWindow):
         self.lab_tabs.setCurrentWidget(self.vs_panel)
         self.vs_lab.compare()
 
+    def show_lab(self, name: str) -> None:
+        """Open the tab ``name``: "workbench", "vs", "shift", "align" or "decoding"."""
+        panels = {"workbench": 0, "vs": self.vs_panel, "shift": self.shift_panel, "align": self.align_panel,
+                  "decoding": self.decoding_panel}
+        target = panels[name]
+        if isinstance(target, int):
+            self.lab_tabs.setCurrentIndex(target)
+        else:
+            self.lab_tabs.setCurrentWidget(target)
+
     def _current_lab(self):
         """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
         panel = self.lab_tabs.currentWidget()

@@ -118,7 +118,14 @@ def test_ab_two_settings(window, qtbot):
 
 
 def test_bad_input_is_refused_with_the_reason(window):
+    from app.cli import build_parser
+
+    assert build_parser().parse_args(["gui", "--lab", "decoding"]).lab == "decoding"
+    window.show_lab("workbench")
+    assert window.lab_tabs.currentIndex() == 0
+    window.show_lab("decoding")
     p = window.decoding_panel
+    assert window.lab_tabs.currentWidget() is p
     p.strategies_edit.setText("greedy, nucleus:0.9")
     p.run_button.click()
     assert "nucleus" in p.status.text() and not window.controller.labs.busy
