@@ -189,7 +189,7 @@ class MainWindow(QMainWindow):
         self.lab_tabs.setTabToolTip(2, "Does a sampled value drift from the average toward an ideal? "
                                        "S = A + alpha_hat (I - A) per concept, with exact distributions")
         self.align_panel = AlignLabPanel()
-        self.lab_tabs.addTab(self.align_panel, "P_token vs P_task")
+        self.lab_tabs.addTab(self.align_panel, "P(token) vs P(task)")
         self.lab_tabs.setTabToolTip(3, "Asked for draws from a stated distribution, does the model's next-token "
                                        "distribution follow it, steadily (E-model) or swinging (D-model)?")
         self.decoding_panel = DecodingLabPanel()
