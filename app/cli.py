@@ -14,6 +14,7 @@ import math
 import sys
 from typing import Sequence
 
+from app.core.streams import drain
 from backends.base import BackendError, Finished, SamplerSettings, Step
 
 __all__ = ["main", "build_parser"]
@@ -312,6 +313,12 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     return 0
 
 
+def _print_records(gen, as_json: bool, print_row) -> object:
+    """Run a lab generator to its end, printing each record as a JSON line (``as_json``) or
+    with ``print_row``; return its summary."""
+    return drain(gen, lambda rec: print(_dumps(_clean(rec)), flush=True) if as_json else print_row(rec))
+
+
 def _clean(d):
     """Replace non-finite floats (JSON has none) with None, recursively."""
     if isinstance(d, dict):
@@ -460,16 +467,7 @@ def cmd_align(a: argparse.Namespace) -> int:
         gen = iter_align(backend, task, a.draws, a.runs, settings, a.seed, style=style, template=template,
                          cancel=cancel, max_tokens=a.max_tokens or None, thresholds=thresholds, system=a.system)
         try:
-            while True:
-                try:
-                    record = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if a.json:
-                    print(_dumps(_clean(record)), flush=True)
-                else:
-                    _print_align_record(record, task.outcomes)
+            result = _print_records(gen, a.json, lambda rec: _print_align_record(rec, task.outcomes))
         except KeyboardInterrupt:
             cancel.set()
             return 130
@@ -509,6 +507,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.json:
         print(_dumps(result))
     return 0
+
+
+def _print_shift_record(rec: dict) -> None:
+    f = lambda x: "-" if x is None else f"{x:9.3g}"  # noqa: E731
+    why = "kept" if rec["kept"] else rec["reason"]
+    print(f"{rec['name'][:44]:<44} {f(rec['A'])} {f(rec['I'])} {f(rec['S'])} {f(rec['alpha_hat'])}  {why}",
+          flush=True)
 
 
 def cmd_shift(a: argparse.Namespace) -> int:
@@ -556,19 +561,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
         if not a.json:
             print(f"{'concept':<44} {'A':>9} {'I':>9} {'S':>9} {'alpha_hat':>9}  kept / why dropped")
         try:
-            while True:
-                try:
-                    rec = next(gen)
-                except StopIteration as stop:
-                    summary = stop.value
-                    break
-                if a.json:
-                    print(_dumps(_clean(rec)), flush=True)
-                else:
-                    f = lambda x: "-" if x is None else f"{x:9.3g}"  # noqa: E731
-                    why = "kept" if rec["kept"] else rec["reason"]
-                    print(f"{rec['name'][:44]:<44} {f(rec['A'])} {f(rec['I'])} {f(rec['S'])} "
-                          f"{f(rec['alpha_hat'])}  {why}", flush=True)
+            summary = _print_records(gen, a.json, _print_shift_record)
         except KeyboardInterrupt:
             cancel.set()
             return 130
@@ -666,34 +659,30 @@ def cmd_compare(a: argparse.Namespace) -> int:
         row: dict[int, dict] = {}
         row_step = 0
         header = False
+
+        def show(rec: dict) -> None:
+            """One side-by-side table row per step, printed when the next step (or the fork) arrives."""
+            nonlocal row, row_step, header
+            if rec["kind"] == "column":
+                labels.append(rec["label"])
+            elif rec["kind"] == "step":
+                if not header:
+                    header = True
+                    print("step  " + "  ".join(_cell(lab, width + 6) for lab in labels), flush=True)
+                if row and rec["step"] != row_step:
+                    _print_compare_row(row_step, row, len(labels), width)
+                    row = {}
+                row_step = rec["step"]
+                row[rec["column"]] = rec
+            elif rec["kind"] == "fork":
+                if row:
+                    _print_compare_row(row_step, row, len(labels), width)
+                    row = {}
+                groups = " | ".join(",".join(labels[i] for i in g) for g in rec["groups"])
+                print(f"      ^ the columns part here (step {rec['step']}): {groups}", flush=True)
+
         try:
-            while True:
-                try:
-                    rec = next(gen)
-                except StopIteration as stop:
-                    summary = stop.value
-                    break
-                if a.json:
-                    print(_dumps(_clean(rec)), flush=True)
-                    continue
-                if rec["kind"] == "column":
-                    labels.append(rec["label"])
-                    continue
-                if rec["kind"] == "step":
-                    if not header:
-                        header = True
-                        print("step  " + "  ".join(_cell(lab, width + 6) for lab in labels), flush=True)
-                    if row and rec["step"] != row_step:
-                        _print_compare_row(row_step, row, len(labels), width)
-                        row = {}
-                    row_step = rec["step"]
-                    row[rec["column"]] = rec
-                elif rec["kind"] == "fork":
-                    if row:
-                        _print_compare_row(row_step, row, len(labels), width)
-                        row = {}
-                    groups = " | ".join(",".join(labels[i] for i in g) for g in rec["groups"])
-                    print(f"      ^ the columns part here (step {rec['step']}): {groups}", flush=True)
+            summary = _print_records(gen, a.json, show)
             if row and not a.json:
                 _print_compare_row(row_step, row, len(labels), width)
         except KeyboardInterrupt:

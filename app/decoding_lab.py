@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, iter_branch, lockstep,
                                            parse_strategies, parse_strategy)
+from app.core.streams import mapped
 from app.lab_presenter import LabPresenter
 from widgets.decoding_lab_panel import DecodingLabPanel
 
@@ -136,17 +137,11 @@ class DecodingLab(LabPresenter):
             for i in range(max(1, n_children)):
                 if cancel.is_set():
                     break
-                gen = iter_branch(backend, tree, node_id, None if n_children else tok, settings,
-                                  BRANCH_TOKENS, settings.seed + i, cancel,
-                                  token_text=None if n_children else token_text)
-                while True:
-                    try:
-                        node = next(gen)
-                    except StopIteration as stop:
-                        leaf = stop.value
-                        break
-                    yield {"kind": "node", "id": node.id, "parent": node.parent, "piece": node.piece,
-                           "p_raw": node.p_raw}
+                nodes = iter_branch(backend, tree, node_id, None if n_children else tok, settings,
+                                    BRANCH_TOKENS, settings.seed + i, cancel,
+                                    token_text=None if n_children else token_text)
+                leaf = yield from mapped(nodes, lambda node: {"kind": "node", "id": node.id, "parent": node.parent,
+                                                             "piece": node.piece, "p_raw": node.p_raw})
                 if n_children:
                     tree.runs[-1]["kind"] = "child"
             return {"tree": tree.to_dict(), "open": leaf}

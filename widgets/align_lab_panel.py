@@ -42,15 +42,10 @@ from app.core.align_measures import Thresholds, verdict_from
 from app.core.align_task import PRESETS, TEMPLATES, TaskDistribution, make_task
 from widgets.align_plots import DistancePlot, TokenTaskHeatmap
 from widgets.bar_chart import BarChart
-from widgets.lab_controls import RunControls, plain_label
+from widgets.lab_controls import RunControls, fmt_number, plain_label
 
 __all__ = ["AlignLabPanel"]
 
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
 def _mean(values) -> float:
@@ -389,10 +384,10 @@ class AlignLabPanel(QWidget):
         self.reasons_label.setText("\n".join(v.reasons))
         div = (self._summary or {}).get("diversity_across_runs")
         self.figures_label.setText(
-            f"Means over {len(self._steps)} steps: KL {_fmt(f['mean_kl'])} nats, JS {_fmt(f['mean_js'])}, TV "
-            f"{_fmt(f['mean_tv'])}, variability {_fmt(f['variability'])}, max-probability "
-            f"{_fmt(f['mean_max_prob'])}, entropy {_fmt(f['mean_entropy'])} nats, mass outside {_fmt(f['mass'])}"
-            + (f"; diversity across runs (Hamming) {_fmt(div)}" if div is not None else ""))
+            f"Means over {len(self._steps)} steps: KL {fmt_number(f['mean_kl'])} nats, JS {fmt_number(f['mean_js'])}, TV "
+            f"{fmt_number(f['mean_tv'])}, variability {fmt_number(f['variability'])}, max-probability "
+            f"{fmt_number(f['mean_max_prob'])}, entropy {fmt_number(f['mean_entropy'])} nats, mass outside {fmt_number(f['mass'])}"
+            + (f"; diversity across runs (Hamming) {fmt_number(div)}" if div is not None else ""))
 
     def export_data(self) -> dict[str, Any]:
         return {"lab": "p-token-vs-p-task", "params": self.params(),

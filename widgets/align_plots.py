@@ -10,52 +10,28 @@ PNG/SVG. GUI thread only; labels are plain text.
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import numpy as np
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QWidget
 
 import pyqtgraph as pg
 
 from widgets.bar_chart import SERIES_COLORS
-from widgets.distribution_plot import export_plot_item
+from widgets.lab_plot import LabPlot
 
 __all__ = ["TokenTaskHeatmap", "DistancePlot"]
 
 _STRIP_GAP = 1.5  # columns between the P_task strip and step 0
 
 
-class _Base(QWidget):
-    def __init__(self, title: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._w = pg.PlotWidget()
-        self._w.setBackground("w")
-        self.item = self._w.getPlotItem()
-        self.item.setTitle(title)
-        for axis in ("bottom", "left"):
-            self.item.getAxis(axis).enableAutoSIPrefix(False)
-        self._data: dict = {}
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._w)
-
-    def data(self) -> dict:
-        return dict(self._data)
-
-    def export(self, path: str | os.PathLike[str]) -> None:
-        """Save as PNG or SVG, chosen by the extension of ``path``."""
-        export_plot_item(self.item, path)
-
-
-class TokenTaskHeatmap(_Base):
+class TokenTaskHeatmap(LabPlot):
     """``show(outcomes, p_task, matrix, drawn)``: ``matrix`` is steps x outcomes (NaN rows for
     steps where no probability fell on the outcomes)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("P_token at each decision step (left strip: P_task)", parent)
-        self.item.setLabel("bottom", "decision step")
-        self.item.setLabel("left", "outcome")
+        super().__init__("P_token at each decision step (left strip: P_task)", "decision step", "outcome",
+                         parent=parent)
         self._cmap = pg.colormap.get("viridis")
         self._image = pg.ImageItem()
         self._strip = pg.ImageItem()
@@ -97,16 +73,15 @@ class TokenTaskHeatmap(_Base):
         self.item.setYRange(-0.5, max(1, len(outcomes)) - 0.5, padding=0.02)
 
 
-class DistancePlot(_Base):
+class DistancePlot(LabPlot):
     """Distances to P_task over the decision steps of one or more runs (concatenated)."""
 
     SERIES = (("tv", "TV to P_task"), ("js", "JS to P_task"), ("kl", "KL(P_token ‖ P_task)"),
               ("tv_prev", "TV to previous step"), ("mass_outside", "mass outside the outcomes"))
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Distance to P_task over the steps", parent)
-        self.item.setLabel("bottom", "decision step (runs one after another)")
-        self.item.showGrid(x=True, y=True, alpha=0.25)
+        super().__init__("Distance to P_task over the steps", "decision step (runs one after another)",
+                         grid=True, parent=parent)
         self.item.addLegend(offset=(10, 10))
         colors = list(SERIES_COLORS) + [(120, 120, 120)]
         self._curves = {}

@@ -1,6 +1,6 @@
 """A grouped bar chart with text categories, for the labs' small charts.
 
-Owns: ``BarChart`` (a pyqtgraph plot of one or more series of bars over text categories,
+Owns: ``BarChart`` (a ``LabPlot`` of one or more series of bars over text categories,
 horizontal or vertical, with a legend, an optional reference line, a title, hover-free plain
 text labels, PNG/SVG export and ``data()`` for tests). Used for "what the model says vs what
 it does", the VS/Direct ratios and answer histograms against a reference. GUI thread only.
@@ -12,15 +12,14 @@ Category labels may be model output: they are drawn by the axis with ``QPainter.
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import numpy as np
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QWidget
 
 import pyqtgraph as pg
 
-from widgets.distribution_plot import export_plot_item
+from widgets.lab_plot import LabPlot
 
 __all__ = ["BarChart", "LABEL_CHARS", "SERIES_COLORS"]
 
@@ -34,36 +33,25 @@ def _short(text: str) -> str:
     return flat if len(flat) <= LABEL_CHARS else flat[: LABEL_CHARS - 1] + "…"
 
 
-class BarChart(QWidget):
+class BarChart(LabPlot):
     """Grouped bars: ``set_data(categories, {series name: values})``."""
 
     def __init__(self, title: str = "", *, horizontal: bool = True, value_label: str = "",
                  parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(title, **{("x_label" if horizontal else "y_label"): value_label}, parent=parent)
         self.horizontal = horizontal
-        self._plot = pg.PlotWidget()
-        self._plot.setBackground("w")
-        self._item = self._plot.getPlotItem()
-        self._item.setTitle(title)
-        self._item.showGrid(x=horizontal, y=not horizontal, alpha=0.25)
-        self._item.setMenuEnabled(True)
-        value_axis = "bottom" if horizontal else "left"
-        if value_label:
-            self._item.setLabel(value_axis, value_label)
-        self._item.getAxis(value_axis).enableAutoSIPrefix(False)
-        self._legend = self._item.addLegend(offset=(-10, 10))
+        self.item.showGrid(x=horizontal, y=not horizontal, alpha=0.25)
+        self.item.setMenuEnabled(True)
+        self._legend = self.item.addLegend(offset=(-10, 10))
         self._bars: list[pg.BarGraphItem] = []
         self._ref_line: pg.InfiniteLine | None = None
         self._categories: list[str] = []
         self._series: dict[str, np.ndarray] = {}
         self._reference: float | None = None
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._plot)
 
     # ------------------------------------------------------------------ data
     def set_title(self, title: str) -> None:
-        self._item.setTitle(title)
+        self.item.setTitle(title)
 
     def set_data(self, categories: Sequence[str], series: dict[str, Sequence[float]],
                  reference: float | None = None) -> None:
@@ -85,18 +73,14 @@ class BarChart(QWidget):
         return {"categories": list(self._categories), "series": {k: v.copy() for k, v in self._series.items()},
                 "reference": self._reference}
 
-    def export(self, path: str | os.PathLike[str]) -> None:
-        """Save the chart as PNG or SVG, chosen by the extension of ``path``."""
-        export_plot_item(self._item, path)
-
     # ------------------------------------------------------------------ drawing
     def _draw(self) -> None:
         for bar in self._bars:
-            self._item.removeItem(bar)
+            self.item.removeItem(bar)
         self._bars.clear()
         self._legend.clear()
         if self._ref_line is not None:
-            self._item.removeItem(self._ref_line)
+            self.item.removeItem(self._ref_line)
             self._ref_line = None
         n_cat, n_ser = len(self._categories), max(1, len(self._series))
         # categories from the top down when horizontal (first category first, as read)
@@ -113,22 +97,22 @@ class BarChart(QWidget):
             else:
                 bar = pg.BarGraphItem(x=centres[ok], y0=np.zeros(ok.sum()), width=width * 0.9,
                                       height=values[ok], brush=brush, pen=pg.mkPen(None))
-            self._item.addItem(bar)
+            self.item.addItem(bar)
             self._bars.append(bar)
             if len(self._series) > 1 or name:
                 self._legend.addItem(bar, name)
         ticks = [list(zip(pos.tolist(), [_short(c) for c in self._categories]))]
-        cat_axis = self._item.getAxis("left" if self.horizontal else "bottom")
+        cat_axis = self.item.getAxis("left" if self.horizontal else "bottom")
         cat_axis.setTicks(ticks)
         if self._reference is not None and math.isfinite(self._reference):
             self._ref_line = pg.InfiniteLine(self._reference, angle=90 if self.horizontal else 0,
                                              pen=pg.mkPen((90, 90, 90), style=pg.QtCore.Qt.DashLine))
-            self._item.addItem(self._ref_line)
+            self.item.addItem(self._ref_line)
         if n_cat:
             span = (-0.6, n_cat - 0.4)
             if self.horizontal:
-                self._item.setYRange(*span, padding=0)
-                self._item.enableAutoRange(axis="x")
+                self.item.setYRange(*span, padding=0)
+                self.item.enableAutoRange(axis="x")
             else:
-                self._item.setXRange(*span, padding=0)
-                self._item.enableAutoRange(axis="y")
+                self.item.setXRange(*span, padding=0)
+                self.item.enableAutoRange(axis="y")

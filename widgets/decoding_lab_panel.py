@@ -21,6 +21,7 @@ output appears only in plain-text widgets (table and tree items, plain labels).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,8 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg
 
-from widgets.distribution_plot import export_plot_item
+from widgets.lab_controls import fmt_number, table_item
+from widgets.lab_plot import LabPlot
 from widgets.palettes import colors_for
 
 __all__ = ["DecodingLabPanel", "DEFAULT_STRATEGIES", "visible"]
@@ -65,34 +67,18 @@ def visible(piece: str) -> str:
     return (piece or "").replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
-def _item(text: Any) -> QTableWidgetItem:
-    it = QTableWidgetItem(str(text))
-    it.setFlags(it.flags() & ~Qt.ItemIsEditable)
-    return it
+#: the figures of this lab: four significant digits
+_fmt = partial(fmt_number, digits=4)
 
 
-class ABPlot(QWidget):
+class ABPlot(LabPlot):
     """KL and TV between A and B per step, agreement as markers, the first fork as a line."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._w = pg.PlotWidget()
-        self._w.setBackground("w")
-        self.item = self._w.getPlotItem()
-        self.item.setTitle("A vs B: distance between next-token distributions")
-        self.item.setLabel("bottom", "step")
-        self.item.showGrid(x=True, y=True, alpha=0.25)
+        super().__init__("A vs B: distance between next-token distributions", "step", grid=True, parent=parent)
         self.item.addLegend(offset=(10, 10))
-        self._data: dict = {}
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._w)
 
     def show(self, result: dict) -> None:
         self.item.clear()
@@ -113,12 +99,6 @@ class ABPlot(QWidget):
                                               label=f"first fork: step {fork}",
                                               labelOpts={"position": 0.6, "color": (213, 94, 0)}))
         self._data = {"x": x, "kl": kl, "tv": tv, "agree": agree, "fork": fork}
-
-    def data(self) -> dict:
-        return dict(self._data)
-
-    def export(self, path) -> None:
-        export_plot_item(self.item, path)
 
 
 class DecodingLabPanel(QWidget):
@@ -355,7 +335,7 @@ class DecodingLabPanel(QWidget):
             if t.rowCount() <= k:
                 t.setRowCount(k + 1)
                 t.setVerticalHeaderItem(k, QTableWidgetItem(str(k)))
-            item = _item(visible(rec.get("token") or rec.get("piece") or ""))
+            item = table_item(visible(rec.get("token") or rec.get("piece") or ""))
             p = rec.get("p_raw")
             if p is not None and math.isfinite(p):
                 bg, fg = colors_for(p)
@@ -384,14 +364,14 @@ class DecodingLabPanel(QWidget):
             cells = [c.get("label") or c.get("strategy"), _fmt(c.get("total_logprob")), _fmt(c.get("perplexity")),
                      _fmt(c.get("mean_entropy")), c.get("length"), " ".join(str(c.get("text", "")).split())]
             for j, v in enumerate(cells):
-                self.totals_table.setItem(i, j, _item(v))
+                self.totals_table.setItem(i, j, table_item(v))
             for b in (c.get("beam") or {}).get("beams") or []:
                 beams.append((c.get("label") or c.get("strategy"), b))
         self.beams_table.setRowCount(len(beams))
         for i, (label, b) in enumerate(beams):
             for j, v in enumerate([label, _fmt(b.get("logprob")), _fmt(b.get("score")),
                                    " ".join(str(b.get("text", "")).split())]):
-                self.beams_table.setItem(i, j, _item(v))
+                self.beams_table.setItem(i, j, table_item(v))
 
     def _on_cell(self) -> None:
         items = self.columns_table.selectedItems()
@@ -478,7 +458,7 @@ class DecodingLabPanel(QWidget):
                              for a in (n.get("top") or [])[:5])
             for j, v in enumerate([visible(n["piece"]) + (" (chosen by you)" if n.get("forced") else ""),
                                    _fmt(n["p_raw"]), _fmt(n["p_final"]), _fmt(cum), alts]):
-                t.setItem(i, j, _item(v))
+                t.setItem(i, j, table_item(v))
         self.path_note.setText(f"Path of {len(path)} tokens; cumulative probability {_fmt(cum)} "
                                f"(log {_fmt(math.log(cum)) if cum and cum > 0 else '–'}).")
 

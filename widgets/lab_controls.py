@@ -1,16 +1,39 @@
-"""Widgets every lab panel shares: a plain-text label and the Run / Stop / progress / status row.
+"""Widgets and formatting every lab panel shares.
 
-Owns: ``plain_label`` (a QLabel that never reads its text as rich text, word-wrapped) and
-``RunControls`` (run buttons, a Stop button, a progress bar and a status line; ``set_running``
-switches them between idle and running). GUI thread only.
+Owns: ``plain_label`` (a QLabel that never reads its text as rich text, word-wrapped),
+``table_item`` (a read-only, single-line table cell), ``fmt_number`` (a figure as the labs show
+it, "–" when missing) and ``RunControls`` (run buttons, a Stop button, a progress bar and a
+status line; ``set_running`` switches them between idle and running). GUI thread only.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+import math
+from typing import Any
 
-__all__ = ["plain_label", "RunControls"]
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidgetItem, QVBoxLayout, QWidget
+
+__all__ = ["plain_label", "table_item", "fmt_number", "RunControls"]
+
+
+def fmt_number(x: Any, digits: int = 3, *, fixed_from: float | None = None) -> str:
+    """A float with ``digits`` significant digits (from ``fixed_from`` up, without decimals);
+    "–" for None, NaN or infinity; anything else as ``str``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.0f}" if fixed_from is not None and abs(x) >= fixed_from else f"{x:.{digits}g}"
+    return str(x)
+
+
+def table_item(text: Any, editable: bool = False) -> QTableWidgetItem:
+    """A table cell showing ``text`` on one line (runs of whitespace become one space); read-only
+    unless ``editable``. Table items are plain text."""
+    item = QTableWidgetItem(" ".join(str(text).split()))
+    if not editable:
+        item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+    return item
 
 
 def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:

@@ -16,7 +16,6 @@ plain text).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -37,14 +36,13 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.core.shift_concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
-from widgets.lab_controls import RunControls, plain_label
+from widgets.lab_controls import RunControls, fmt_number, plain_label, table_item
 from widgets.shift_plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
 
 __all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
@@ -54,19 +52,6 @@ RESULT_COLUMNS = ("concept", "domain", "A", "I", "S", "alpha_hat", "kept / why d
 MODEL_COLUMNS = ("model", "mode", "concepts used", "alpha_hat > 0", "p one-sided", "p two-sided", "r", "when")
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
-
-
-def _item(text: Any, editable: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(" ".join(str(text).split()))
-    if not editable:
-        it.setFlags(it.flags() & ~Qt.ItemIsEditable)
-    return it
 
 
 class ShiftLabPanel(QWidget):
@@ -290,7 +275,7 @@ class ShiftLabPanel(QWidget):
             r = t.rowCount()
             t.insertRow(r)
             for col, key in enumerate(CONCEPT_COLUMNS):
-                t.setItem(r, col, _item(getattr(c, key), editable=True))
+                t.setItem(r, col, table_item(getattr(c, key), editable=True))
 
     def concepts(self) -> tuple[list[Concept], list[str]]:
         """The table's concepts and the problems of rows that cannot be used (no name, a
@@ -318,7 +303,7 @@ class ShiftLabPanel(QWidget):
         r = t.rowCount()
         t.insertRow(r)
         for col in range(len(CONCEPT_COLUMNS)):
-            t.setItem(r, col, _item("", editable=True))
+            t.setItem(r, col, table_item("", editable=True))
         t.setCurrentCell(r, 2)
         t.editItem(t.item(r, 2))
 
@@ -441,9 +426,9 @@ class ShiftLabPanel(QWidget):
             + (f" (dropped — {why})" if why else "")
             + f". alpha_hat > 0 for {s.get('n_positive', 0)} of {s.get('n_used', 0)}"
             + (f" ({100 * frac:.1f}%)" if isinstance(frac, (int, float)) else "")
-            + f"; exact binomial test against 50%: p = {_fmt(s.get('p_one_sided'))} one-sided, "
-            f"{_fmt(s.get('p_two_sided'))} two-sided. Mean alpha_hat {_fmt(s.get('mean_alpha_hat'))}, "
-            f"median {_fmt(s.get('median_alpha_hat'))}; r(S − A, I − A) = {_fmt(s.get('r'))}.")
+            + f"; exact binomial test against 50%: p = {fmt_number(s.get('p_one_sided'))} one-sided, "
+            f"{fmt_number(s.get('p_two_sided'))} two-sided. Mean alpha_hat {fmt_number(s.get('mean_alpha_hat'))}, "
+            f"median {fmt_number(s.get('median_alpha_hat'))}; r(S − A, I − A) = {fmt_number(s.get('r'))}.")
 
     def _append_result_row(self, r: dict) -> None:
         row = self.results_table.rowCount()
@@ -451,10 +436,10 @@ class ShiftLabPanel(QWidget):
         kept = "kept" if r.get("kept") else (r.get("reason") or "dropped")
         if r.get("interrupted"):
             kept = "stopped mid-concept (not counted)"
-        cells = [r.get("name", ""), r.get("domain", ""), _fmt(r.get("A")), _fmt(r.get("I")), _fmt(r.get("S")),
-                 _fmt(r.get("alpha_hat")), kept]
+        cells = [r.get("name", ""), r.get("domain", ""), fmt_number(r.get("A")), fmt_number(r.get("I")), fmt_number(r.get("S")),
+                 fmt_number(r.get("alpha_hat")), kept]
         for col, text in enumerate(cells):
-            self.results_table.setItem(row, col, _item(text))
+            self.results_table.setItem(row, col, table_item(text))
 
     def _on_select(self) -> None:
         rows = {i.row() for i in self.results_table.selectedIndexes()}
@@ -473,9 +458,9 @@ class ShiftLabPanel(QWidget):
             lines = []
             for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
                 d = r.get(f"{key}_exact") or {}
-                lines.append(f"{label}: mean {_fmt(d.get('mean'))}; numeric answers cover {_fmt(d.get('covered'))} "
-                             f"of the probability, not a number {_fmt(d.get('not_number'))}, pruned "
-                             f"{_fmt(d.get('pruned'))} ({d.get('nodes', 0)} tree nodes)")
+                lines.append(f"{label}: mean {fmt_number(d.get('mean'))}; numeric answers cover {fmt_number(d.get('covered'))} "
+                             f"of the probability, not a number {fmt_number(d.get('not_number'))}, pruned "
+                             f"{fmt_number(d.get('pruned'))} ({d.get('nodes', 0)} tree nodes)")
             self.answers_view.setPlainText("\n".join(lines))
         else:
             answers = r.get("S_answers") or []
@@ -485,7 +470,7 @@ class ShiftLabPanel(QWidget):
             lines = []
             for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
                 for a in r.get(f"{key}_answers") or []:
-                    got = _fmt(a.get("value")) if a.get("value") is not None else f"[{a.get('error')}]"
+                    got = fmt_number(a.get("value")) if a.get("value") is not None else f"[{a.get('error')}]"
                     lines.append(f"{label}: {got} ← {a.get('raw', '')!r}")
             self.answers_view.setPlainText("\n".join(lines))
 
@@ -518,10 +503,10 @@ class ShiftLabPanel(QWidget):
             frac = row.get("fraction")
             cells = [row.get("model", ""), row.get("mode", ""), f"{row.get('n_used', 0)} of {row.get('n_total', 0)}",
                      f"{100 * frac:.1f}%" if isinstance(frac, (int, float)) else "–",
-                     _fmt(row.get("p_one_sided")), _fmt(row.get("p_two_sided")), _fmt(row.get("r")),
+                     fmt_number(row.get("p_one_sided")), fmt_number(row.get("p_two_sided")), fmt_number(row.get("r")),
                      row.get("created_at", "")[:16].replace("T", " ")]
             for col, text in enumerate(cells):
-                t.setItem(i, col, _item(text))
+                t.setItem(i, col, table_item(text))
 
     # ------------------------------------------------------------------ data for tests and exports
     def export_data(self) -> dict[str, Any]:

@@ -10,53 +10,21 @@ for each valence, with the S = average line). Each has ``data()`` (what is drawn
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import numpy as np
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QWidget
 
 import pyqtgraph as pg
 
 from widgets.bar_chart import SERIES_COLORS
-from widgets.distribution_plot import export_plot_item
+from widgets.lab_plot import LabPlot
 
 __all__ = ["ValueDistributionPlot", "ShiftScatterPlot", "GlubPlot", "MARK_COLORS"]
 
 #: colours of the A, I and mean-S markers (Okabe-Ito: vermillion, bluish green, blue)
 MARK_COLORS = {"A": (213, 94, 0), "I": (0, 158, 115), "S": (0, 114, 178)}
 HIST_BINS = 20
-
-
-class _Plot(QWidget):
-    def __init__(self, title: str, x_label: str, y_label: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._w = pg.PlotWidget()
-        self._w.setBackground("w")
-        self.item = self._w.getPlotItem()
-        self.item.setTitle(title)
-        self.item.setLabel("bottom", x_label)
-        self.item.setLabel("left", y_label)
-        self.item.showGrid(x=True, y=True, alpha=0.25)
-        for axis in ("bottom", "left"):
-            self.item.getAxis(axis).enableAutoSIPrefix(False)
-        self._data: dict = {}
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._w)
-
-    def data(self) -> dict:
-        return dict(self._data)
-
-    def export(self, path: str | os.PathLike[str]) -> None:
-        """Save as PNG or SVG, chosen by the extension of ``path``."""
-        export_plot_item(self.item, path)
-
-    def _reset(self, title: str | None = None) -> None:
-        self.item.clear()
-        if title is not None:
-            self.item.setTitle(title)
-        self._data = {}
 
 
 def _central_range(values: np.ndarray, probs: np.ndarray | None, marks, tail: float = 0.01):
@@ -80,11 +48,11 @@ def _central_range(values: np.ndarray, probs: np.ndarray | None, marks, tail: fl
     return lo, hi
 
 
-class ValueDistributionPlot(_Plot):
+class ValueDistributionPlot(LabPlot):
     """S for one concept, with A, I and mean S as labelled vertical lines."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Distribution of the sample S", "value", "probability", parent)
+        super().__init__("Distribution of the sample S", "value", "probability", grid=True, parent=parent)
 
     def show_concept(self, name: str, *, A: float | None, I: float | None, S: float | None,  # noqa: E741
                      values: Sequence[float] = (), probs: Sequence[float] | None = None,
@@ -137,11 +105,11 @@ class ValueDistributionPlot(_Plot):
         self._data["x_range"] = lo_hi
 
 
-class ShiftScatterPlot(_Plot):
+class ShiftScatterPlot(LabPlot):
     """Across concepts: I - A (x) against S - A (y), the fitted line and r."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Sample shift against the ideal's offset", "I − A", "S − A", parent)
+        super().__init__("Sample shift against the ideal's offset", "I − A", "S − A", grid=True, parent=parent)
 
     def show_points(self, x: Sequence[float], y: Sequence[float], labels: Sequence[str] = (),
                     slope: float | None = None, intercept: float | None = None, r: float | None = None) -> None:
@@ -166,12 +134,12 @@ class ShiftScatterPlot(_Plot):
         self.item.autoRange()
 
 
-class GlubPlot(_Plot):
+class GlubPlot(LabPlot):
     """Glubbing: the model's sample S against the shown average, one series per valence."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Synthetic concepts: sample against average", "average of the shown values",
-                         "model's sample S", parent)
+                         "model's sample S", grid=True, parent=parent)
         self.item.addLegend(offset=(10, 10))
 
     def show_conditions(self, series: dict[str, tuple[Sequence[float], Sequence[float]]],

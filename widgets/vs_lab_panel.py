@@ -16,6 +16,7 @@ QPlainTextEdit, axis labels drawn as plain text).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -36,7 +37,6 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 from app.core import metrics
 from app.core.vs_prompts import METHODS, MULTI_TURN_METHODS, VS_METHODS, default_template, request_from_template
 from widgets.bar_chart import BarChart
+from widgets.lab_controls import fmt_number, table_item
 
 __all__ = ["VSLabPanel", "REFERENCES", "RATIO_METRICS", "DEFAULT_PROMPT"]
 
@@ -69,18 +70,10 @@ HISTOGRAM_TOP = 20
 REDRAW_MS = 200
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
-    return str(x)
 
 
-def _plain_item(text: str) -> QTableWidgetItem:
-    item = QTableWidgetItem(" ".join(str(text).split()))
-    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
-    return item
+#: the figures of this lab: three significant digits, large values without decimals
+_fmt = partial(fmt_number, fixed_from=1000)
 
 
 class VSLabPanel(QWidget):
@@ -431,7 +424,7 @@ class VSLabPanel(QWidget):
             detail = "; ".join(f"{c['text']} ({c['probability']:.2f})" for c in cands) if cands else r.get("raw", "")
         cells = [r.get("arm", ""), str(r.get("run", 0) + 1), drawn, detail, f"{r.get('seconds', 0):.1f}"]
         for col, text in enumerate(cells):
-            self.runs_table.setItem(row, col, _plain_item(text))
+            self.runs_table.setItem(row, col, table_item(text))
         self.runs_table.scrollToBottom()
 
     def _show_answer(self, r: dict) -> None:
@@ -468,7 +461,7 @@ class VSLabPanel(QWidget):
         self.metrics_table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for col, value in enumerate(row):
-                self.metrics_table.setItem(i, col, _plain_item(value if col == 0 else _fmt(value)))
+                self.metrics_table.setItem(i, col, table_item(value if col == 0 else _fmt(value)))
         cats, vals = [], []
         for key, label in RATIO_METRICS:
             if key in ratios:

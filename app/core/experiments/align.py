@@ -80,6 +80,7 @@ from app.core.align_task import (STYLES, CandidateSequence, TaskDistribution, Ta
                                  ends_item, in_context_tokenizer, opens_decision, outcome_spellings, parse_draws,
                                  render_prompt)
 from app.core.jsonsafe import json_safe
+from app.core.streams import drain
 from backends.base import Finished, GenerationError, SamplerSettings, Step
 
 __all__ = ["DEFAULT_SETTINGS", "AlignStep", "AlignRun", "default_max_tokens", "local_run", "remote_run",
@@ -387,15 +388,7 @@ def local_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerSe
     settings writes (scoring never changes the generation). The backend's cache is left holding
     the prompt and the output (still usable)."""
     gen = _iter_local(backend, task, n_draws, settings, seed, style, template, cancel, max_tokens, 0, system)
-    return _drain(gen)
-
-
-def _drain(gen: Generator[dict, None, AlignRun]) -> AlignRun:
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)
 
 
 # ============================================================================ remote
@@ -544,7 +537,7 @@ def remote_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerS
     ``local_run``; once N items are written the request is closed. Every step and the run are
     ``estimated``. BackendError subclasses from the backend."""
     gen = _iter_remote(backend, task, n_draws, settings, seed, style, template, cancel, max_tokens, 0, system)
-    return _drain(gen)
+    return drain(gen)
 
 
 # ============================================================================ repeated runs

@@ -99,6 +99,7 @@ import numpy as np
 
 from app.core.sampling import apply_chain, softmax_stats
 from app.core.jsonsafe import json_safe
+from app.core.streams import drain
 from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, TokenAlt
 
 __all__ = [
@@ -1200,13 +1201,9 @@ def _tok_key(rec: dict) -> Any:
 
 def run_lockstep(*args, **kwargs) -> tuple[list[dict], dict]:
     """``lockstep`` drained: (records, summary)."""
-    gen = lockstep(*args, **kwargs)
-    records = []
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            return records, stop.value
+    records: list[dict] = []
+    summary = drain(lockstep(*args, **kwargs), records.append)
+    return records, summary
 
 
 # ============================================================================ branching tree
@@ -1492,12 +1489,8 @@ def branch(backend, tree: BranchTree, node_id: int, token_id: int | None = None,
            settings: SamplerSettings | None = None, max_tokens: int = 16, seed: int = 42,
            cancel: threading.Event | None = None, *, token_text: str | None = None) -> int:
     """``iter_branch`` drained: the id of the new path's last node."""
-    gen = iter_branch(backend, tree, node_id, token_id, settings, max_tokens, seed, cancel, token_text=token_text)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_branch(backend, tree, node_id, token_id, settings, max_tokens, seed, cancel,
+                             token_text=token_text))
 
 
 def children(backend, tree: BranchTree, node_id: int, n: int, settings: SamplerSettings | None = None,

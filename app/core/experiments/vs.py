@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from app.core import metrics
+from app.core.streams import drain
 from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, ModelLoadError, SamplerSettings
@@ -502,13 +503,7 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
     ``iter_compare`` is the same as a generator of the records."""
     gen = iter_compare(engine, prompt, method, k, n, t, tau, settings, seed, cancel, reference, reference_name,
                        style, direct_max_tokens, direct_request, vs_request)
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_record is not None:
-            on_record(record)
+    return drain(gen, on_record)
 
 
 def iter_compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30,
