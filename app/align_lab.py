@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from app.core.align_task import TaskError, render_prompt, task_from_json
 from app.core.experiments.align import DEFAULT_SETTINGS, default_max_tokens, iter_align
+from app.core.paths import atomic_write_text
 from app.lab_presenter import LabPresenter
 from widgets.align_lab_panel import AlignLabPanel
 
@@ -96,8 +97,7 @@ class AlignLab(LabPresenter):
             if not path:
                 return None
         try:
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump(task.to_dict(), fh, ensure_ascii=False, indent=1)
+            atomic_write_text(path, json.dumps(task.to_dict(), ensure_ascii=False, indent=1) + "\n")
         except OSError as exc:
             self.panel.show_status(f"Not saved: {exc}")
             return None

@@ -42,9 +42,10 @@ def _peak_mb() -> float:
 
 
 def run_bench(a) -> dict:
-    from llama_cpp import Llama
-
     from app.cli import load_backend
+    from backends.llama_local import load_llama_cpp
+
+    Llama = load_llama_cpp().Llama
     from app.core import sampling
     from app.core.session import GenerationSession
     from backends.models import ensure_embedded_model

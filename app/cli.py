@@ -9,13 +9,17 @@ thread; Qt is imported only when the window is launched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from app.core.streams import drain
-from backends.base import BackendError, Finished, SamplerSettings, Step
+from backends.base import BackendError, Finished, LoadSettings, SamplerSettings, Step, require_prompt
+from backends.text import clean_text
 
 __all__ = ["main", "build_parser"]
 
@@ -46,9 +50,11 @@ def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
         p.add_argument("--chat", action="store_true", help="use /v1/chat/completions (the prompt is the user message)")
         p.add_argument("--system", help="system message in --chat mode")
         p.add_argument("--read-timeout", type=float, default=60.0)
-    p.add_argument("--n-ctx", type=int, default=2048)
-    p.add_argument("--n-gpu-layers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="0 = automatic")
+    lo = LoadSettings.LIMITS
+    p.add_argument("--n-ctx", type=int, default=2048,
+                   help=f"context size in tokens, {LoadSettings.MIN_CTX}..{lo['n_ctx'][1]:,} (0 = the model's training context)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1 = all, 0 = none)")
+    p.add_argument("--threads", type=int, default=0, help=f"CPU threads, up to {lo['n_threads'][1]} (0 = automatic)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,12 +180,46 @@ def settings_from_args(a: argparse.Namespace) -> SamplerSettings:
     )
 
 
+def load_settings_from_args(a: argparse.Namespace) -> LoadSettings:
+    """``--n-ctx``, ``--n-gpu-layers`` and ``--threads``, checked (``ValueError`` says what is wrong)."""
+    ls = LoadSettings(n_ctx=a.n_ctx, n_gpu_layers=a.n_gpu_layers, n_threads=a.threads)
+    ls.validate()
+    return ls
+
+
 def load_backend(a: argparse.Namespace, *, n_ctx: int | None = None):
     from backends.llama_local import LlamaCppBackend
     from backends.models import ensure_embedded_model
 
+    ls = load_settings_from_args(a)
     path = a.model or ensure_embedded_model()
-    return LlamaCppBackend(path, n_ctx=n_ctx or a.n_ctx, n_gpu_layers=a.n_gpu_layers, n_threads=a.threads or None)
+    return LlamaCppBackend(path, n_ctx=n_ctx or ls.n_ctx, n_gpu_layers=ls.n_gpu_layers, n_threads=ls.n_threads or None)
+
+
+@contextlib.contextmanager
+def interruptible(enabled: bool = True):
+    """A cancel event that the first Ctrl+C sets: the run stops at the next token, keeps what
+    it produced and its summary is still printed (the command then exits with 130). A second
+    Ctrl+C raises ``KeyboardInterrupt`` at once. Off the main thread (tests), or not
+    ``enabled`` (a command that cannot stop early), it is a plain event and Ctrl+C stays
+    Python's ``KeyboardInterrupt``."""
+    cancel = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_sigint(signum, frame):  # noqa: ARG001
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nsamplescope: stopping after the current token (Ctrl+C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _UsageError(ValueError):
@@ -204,16 +244,16 @@ def _json_default(x):
 
 
 def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default)
+    """One JSON line; non-ASCII text is written as is when the terminal takes UTF-8, else escaped."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    return json.dumps(obj, ensure_ascii=encoding != "utf8", allow_nan=False, default=_json_default)
 
 
-def _print_items(items, as_json: bool, counter: list[int]) -> Finished | None:
-    """Print each ``Step`` (a JSON line, or its text) as it arrives; return the ``Finished``.
-    ``counter[0]`` counts the steps so a caller interrupted mid-stream still knows them."""
+def _print_items(items, as_json: bool) -> Finished | None:
+    """Print each ``Step`` (a JSON line, or its text) as it arrives; return the ``Finished``."""
     fin: Finished | None = None
     for item in items:
         if isinstance(item, Step):
-            counter[0] += 1
             if as_json:
                 print(_dumps(_clean(item.to_dict())), flush=True)
             else:
@@ -234,14 +274,17 @@ def cmd_generate(a: argparse.Namespace) -> int:
         return 2
     if getattr(a, "base_url", None):
         return _generate_remote(a, settings)
+    session = None
     try:
         backend = load_backend(a)
         session = GenerationSession(backend, a.prompt, settings)
-        fin = _print_items(session.run(), a.json, [0])
+        fin = _print_items(session.run(a.cancel), a.json)
     except BackendError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl+C: end now, with what was produced
+        if session is None:
+            return 130
         fin = session.cancel()
     summary = {
         "text": fin.text,
@@ -257,15 +300,13 @@ def cmd_generate(a: argparse.Namespace) -> int:
         print(_dumps({"summary": summary}))
     else:
         print(f"\n[{fin.n_tokens} tokens, {fin.tokens_per_s:.1f} tokens/s, {fin.reason}]", file=sys.stderr)
-    return 0
+    return 130 if fin.reason == "cancelled" else 0
 
 
 def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     """``generate --base-url``: the same per-step JSON from an OpenAI-compatible server;
     ``token_id`` is null where the server gives none and ``estimated`` marks values computed
     from the top-N alternatives only."""
-    import threading
-
     try:
         backend = remote_backend(a)
     except _UsageError as exc:
@@ -278,28 +319,34 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     if a.chat:
         messages = ([{"role": "system", "content": a.system}] if a.system else []) + [
             {"role": "user", "content": a.prompt}]
-    cancel = threading.Event()
     fin: Finished | None = None
-    steps = [0]
+    steps: list[Step] = []
+
+    def collect(items):
+        for item in items:
+            if isinstance(item, Step):
+                steps.append(item)
+            yield item
+
     try:
         try:
-            items = backend.stream(None if a.chat else a.prompt, settings, messages=messages, cancel=cancel,
+            items = backend.stream(None if a.chat else a.prompt, settings, messages=messages, cancel=a.cancel,
                                    on_wait=lambda left, why: print(f"[{why}: retrying in {left:.0f} s]",
                                                                    file=sys.stderr))
-            fin = _print_items(items, a.json, steps)
-        except KeyboardInterrupt:
-            cancel.set()
+            fin = _print_items(collect(items), a.json)
+        except KeyboardInterrupt:  # a second Ctrl+C: the stream is abandoned, its steps kept
+            a.cancel.set()
         finally:
             backend.close()
     except BackendError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 1
     summary = {
-        "text": fin.text if fin else "",
-        "n_tokens": fin.n_tokens if fin else steps[0],
+        "text": fin.text if fin else "".join(s.token for s in steps),
+        "n_tokens": fin.n_tokens if fin else len(steps),
         "tokens_per_s": round(fin.tokens_per_s, 2) if fin else 0.0,
         "finish_reason": fin.reason if fin else "cancelled",
-        "message": fin.message if fin else "",
+        "message": fin.message if fin else "Stopped by the user; the partial output is kept.",
         "model": a.model,
         "base_url": a.base_url,
         "chat": bool(a.chat),
@@ -310,7 +357,7 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
         print(_dumps({"summary": summary}))
     else:
         print(f"\n[{summary['n_tokens']} tokens, {summary['finish_reason']}]", file=sys.stderr)
-    return 0
+    return 130 if summary["finish_reason"] == "cancelled" else 0
 
 
 def _print_records(gen, as_json: bool, print_row) -> object:
@@ -332,8 +379,6 @@ def _clean(d):
 
 def cmd_vs(a: argparse.Namespace) -> int:
     """``samplescope vs``: Direct against a VS method, one record per run as it arrives."""
-    import threading
-
     from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine, compare
 
     settings = settings_from_args(a)
@@ -349,7 +394,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
         from app.core.reference_data import load_us_state_reference
 
         reference = load_us_state_reference()
-    cancel = threading.Event()
+    cancel = a.cancel
 
     def record(r: dict) -> None:
         if a.json:
@@ -445,8 +490,6 @@ def _print_align_record(r: dict, outcomes: Sequence[str]) -> None:
 
 def cmd_align(a: argparse.Namespace) -> int:
     """``samplescope align``: P_token at every decision step of R lists of N draws, then the verdict."""
-    import threading
-
     from app.core.experiments.align import iter_align
 
     try:
@@ -454,7 +497,7 @@ def cmd_align(a: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 2
-    cancel = threading.Event()
+    cancel = a.cancel
     backend = None
     try:
         if getattr(a, "base_url", None):
@@ -518,7 +561,6 @@ def _print_shift_record(rec: dict) -> None:
 
 def cmd_shift(a: argparse.Namespace) -> int:
     """``samplescope shift``: A, I and S per concept as they arrive, then the set's statistics."""
-    import threading
     from dataclasses import replace
 
     from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine, iter_shift
@@ -549,7 +591,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
     except (ValueError, ConceptFileError, OSError) as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 2
-    cancel = threading.Event()
+    cancel = a.cancel
     engine = None
     try:
         if remote:
@@ -605,8 +647,6 @@ def _print_compare_row(k: int, row: dict[int, dict], n_cols: int, width: int) ->
 
 def cmd_compare(a: argparse.Namespace) -> int:
     """``samplescope compare``: decoding strategies side by side in lockstep, then their figures."""
-    import threading
-
     from app.core.experiments.decoding import lockstep, parse_strategies
 
     remote = bool(getattr(a, "base_url", None))
@@ -621,7 +661,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 2
-    cancel = threading.Event()
+    cancel = a.cancel
     backend = None
     messages = None
     try:
@@ -720,24 +760,41 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    if a.command == "generate":
-        return cmd_generate(a)
-    if a.command == "bench":
-        return cmd_bench(a)
-    if a.command == "vs":
-        return cmd_vs(a)
-    if a.command == "align":
-        return cmd_align(a)
-    if a.command == "shift":
-        return cmd_shift(a)
-    if a.command == "compare":
-        return cmd_compare(a)
+    for name in ("prompt", "system", "template"):  # text typed by the user: valid Unicode from here on
+        if isinstance(getattr(a, name, None), str):
+            setattr(a, name, clean_text(getattr(a, name)))
+    if isinstance(getattr(a, "stop", None), list):
+        a.stop = [clean_text(x) for x in a.stop]
+    command = {"generate": cmd_generate, "bench": cmd_bench, "vs": cmd_vs, "align": cmd_align,
+               "shift": cmd_shift, "compare": cmd_compare}.get(a.command)
+    if command is not None:
+        _safe_stdout()
+        try:  # the checks every command shares, before any model is opened
+            if hasattr(a, "prompt"):
+                require_prompt(a.prompt)
+            if hasattr(a, "n_ctx"):
+                load_settings_from_args(a)
+        except (ValueError, BackendError) as exc:
+            print(f"samplescope: {exc}", file=sys.stderr)
+            return 2
+        with interruptible(enabled=command is not cmd_bench) as a.cancel:
+            rc = command(a)
+        return 130 if rc == 0 and a.cancel.is_set() else rc
     from app.main import run_gui
 
     return run_gui(
         prompt=getattr(a, "prompt", None), autorun=getattr(a, "run", False),
         step_mode=getattr(a, "step_mode", False), lab=getattr(a, "lab", None),
     )
+
+
+def _safe_stdout() -> None:
+    """A terminal that cannot show a character gets a replacement instead of a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError):  # a captured stream (tests) or not a text stream
+            pass
 
 
 if __name__ == "__main__":

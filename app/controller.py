@@ -16,12 +16,15 @@ from typing import Iterator
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.errors import describe_unexpected
 from app.core.remote import RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
+from app.core.store import RunHead
 from app.lab_runner import LabRunner, LabSource
+from app.store_writer import RunSaver, StoreWriter
 from app.workers import GeneratorWorker, Job
-from backends.base import BackendError, Finished, ModelInfo, SamplerSettings, Step
+from backends.base import BackendError, Finished, LoadSettings, ModelInfo, SamplerSettings, Step, require_prompt
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class WorkbenchController(QObject):
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
     errorOccurred = Signal(str, str)  # title, message
+    unexpectedError = Signal(str, str, str)  # title, message, details (the traceback): a bug, not a user error
     remoteTested = Signal(object, object)  # models list, server capabilities
     remoteConnected = Signal(object)  # server capabilities
     waitCountdown = Signal(float, str)  # seconds left, reason (a 429 back-off, a retry)
@@ -73,7 +77,11 @@ class WorkbenchController(QObject):
         self._state = "no model"
         self._stop_after_step = False
         self.last_tokens_per_s = 0.0
-        self.labs = LabRunner(store, parent=self)
+        self.writer = StoreWriter(store, parent=self) if store is not None else None
+        if self.writer is not None:
+            self.writer.failed.connect(lambda msg: self.errorOccurred.emit("Not saved", msg))
+        self._saver: RunSaver | None = None
+        self.labs = LabRunner(store, writer=self.writer, parent=self)
 
     # ------------------------------------------------------------------ state
     @property
@@ -108,6 +116,11 @@ class WorkbenchController(QObject):
         current model stays loaded until the new one has loaded."""
         if self._state == "generating":
             self.errorOccurred.emit("Busy", "Stop the running generation (Esc) before loading another model.")
+            return None
+        try:
+            LoadSettings(n_ctx, n_gpu_layers, n_threads).validate()
+        except ValueError as exc:
+            self.errorOccurred.emit("Model not loaded", f"Check the model settings: {exc}.")
             return None
         self._end_step_mode()
 
@@ -232,6 +245,7 @@ class WorkbenchController(QObject):
             return None
         self._end_step_mode()
         self.trace = Trace(prompt=prompt, settings=settings, model_name=self.model_info.name)
+        self._start_saving(self.trace)
         self.traceReset.emit(self.trace)
         backend = self._backend
         remote = self._remote
@@ -267,6 +281,7 @@ class WorkbenchController(QObject):
                 return None
             self._session = GenerationSession(self._backend, prompt, settings)
             self.trace = Trace(prompt=prompt, settings=settings, model_name=self.model_info.name)
+            self._start_saving(self.trace)
             self.traceReset.emit(self.trace)
             first = True
         else:
@@ -331,8 +346,10 @@ class WorkbenchController(QObject):
             return False
         if self.busy:
             return False
-        if not prompt:
-            self.errorOccurred.emit("Empty prompt", "Type a prompt to continue from.")
+        try:
+            require_prompt(prompt)
+        except BackendError as exc:
+            self.errorOccurred.emit("Empty prompt", str(exc))
             return False
         try:
             settings.validate()
@@ -351,6 +368,8 @@ class WorkbenchController(QObject):
         elif isinstance(item, Step):
             if self.trace is not None:
                 self.trace.append(item)
+                if self._saver is not None:
+                    self._saver.add(item)
                 self.stepsAdded.emit()
         elif isinstance(item, Pending):
             self.pendingChanged.emit(item[0])
@@ -367,21 +386,29 @@ class WorkbenchController(QObject):
             self.pendingChanged.emit(None)
             self._finish_trace(item)
 
+    def _start_saving(self, trace: Trace) -> None:
+        """Save ``trace`` as it is made (its row on the first step, each step as it arrives):
+        a crash or a kill keeps the run up to its last saved step."""
+        self._saver = None
+        if self.writer is None:
+            return
+        info = self.model_info
+        head = RunHead(prompt=trace.prompt, settings=trace.settings, model_name=info.name if info else "",
+                       model_path=str(info.path) if info else None, model_sha256=self.model_sha256 or None)
+
+        def started(run_id: int) -> None:
+            trace.run_id = run_id
+
+        self._saver = RunSaver(self.writer, head, on_saved=self.runSaved.emit, on_started=started)
+
     def _finish_trace(self, fin: Finished) -> None:
         if self.trace is None:
             return
         self.trace.finished = fin
         self.last_tokens_per_s = fin.tokens_per_s
-        if self.store is not None and self.trace.steps:
-            try:
-                run_id = self.store.save_run(
-                    self.trace, str(self.model_info.path) if self.model_info else None,
-                    self.model_info.name if self.model_info else "", model_sha256=self.model_sha256,
-                )
-                self.runSaved.emit(run_id)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("saving run failed")
-                self.errorOccurred.emit("Run not saved", f"The run could not be saved to the history: {exc}")
+        if self._saver is not None:
+            self._saver.finish(fin)
+            self._saver = None
         self.generationFinished.emit(fin)
 
     def _on_done(self, job_id: int, result: object) -> None:
@@ -433,6 +460,7 @@ class WorkbenchController(QObject):
         if kind == "step":
             self._session = None
             self.pendingChanged.emit(None)
+        details = ""
         if isinstance(exc, BackendError):
             title = {"load": "Model not loaded", "generate": "Generation failed", "step": "Step failed",
                      "test": "Connection failed", "connect": "Connection failed"}.get(kind or "", "Error")
@@ -441,16 +469,22 @@ class WorkbenchController(QObject):
                 msg += f"\n\nStill using {self.model_info.name}."
         else:
             title = "Unexpected error"
-            msg = f"{type(exc).__name__}: {exc}\n\n{tb}"
+            what = {"load": "Loading the model", "generate": "The generation", "step": "The step",
+                    "test": "Testing the connection", "connect": "Connecting"}.get(kind or "", "The operation")
+            msg = describe_unexpected(exc, what)
+            details = tb
             log.error("worker job failed: %s", tb)
         # keep what was produced: a failed generation still ends its trace
         if kind in ("generate", "step") and self.trace is not None and self.trace.finished is None:
             self._finish_trace(
-                Finished("error", self.trace.text, len(self.trace), 0.0, message=str(exc))
+                Finished("error", self.trace.text, len(self.trace), 0.0, message=msg)
             )
         if not self._jobs:
             self._set_state(self._idle_state())
-        self.errorOccurred.emit(title, msg)
+        if details:
+            self.unexpectedError.emit(title, msg, details)
+        else:
+            self.errorOccurred.emit(title, msg)
 
     # ------------------------------------------------------------------ history
     def open_run(self, run_id: int) -> Trace | None:
@@ -484,6 +518,12 @@ class WorkbenchController(QObject):
     def shutdown(self) -> None:
         self.labs.shutdown()
         self.worker.shutdown()
+        if self._saver is not None and self.trace is not None:  # closed mid-run: keep what was made
+            self._saver.finish(Finished("cancelled", self.trace.text, len(self.trace), 0.0,
+                                        message="Samplescope was closed during the run; the partial output is kept."))
+            self._saver = None
+        if self.writer is not None:
+            self.writer.shutdown()
         if self._remote is not None:
             self._remote.close()
             self._remote = None

@@ -7,8 +7,9 @@ bookkeeping of a lab run: the run is started in the store when it begins, every 
 written as it arrives, and the summary and status ("done", "stopped", "failed") at the end,
 so a Stop, an error or a crash keeps everything that arrived.
 
-Threads: ``LabRunner`` lives on the GUI thread and owns the store calls; the job bodies and
-the engines run on the lab worker only (``engine()`` is called from inside jobs). Values that
+Threads: ``LabRunner`` lives on the GUI thread and hands every store write to the
+``StoreWriter`` (its own thread, in order, retried while the database is locked); the job
+bodies and the engines run on the lab worker only (``engine()`` is called from inside jobs). Values that
 cross threads are plain dicts and frozen dataclasses.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.errors import describe_unexpected
 from app.core.remote import RemoteConfig
 from app.workers import GeneratorWorker, Job
 from backends.base import BackendError
@@ -89,25 +91,35 @@ def _make_engine(kind: str, source: LabSource):
     raise ValueError(f"unknown lab engine {kind!r}")
 
 
+class _Box:
+    """The lab run's id in the store once the store thread has created it (read and written there)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+
+
 class LabRunner(QObject):
     """One lab run at a time on the "lab-worker" thread (see the module docstring)."""
 
-    started = Signal(int)  # the lab run's id in the store (-1 when it could not be stored)
+    started = Signal(int)  # the lab run's id in the store, once its row is written
     record = Signal(object)  # dict, in arrival order
     finished = Signal(object, str)  # summary dict (or None), status
     failed = Signal(str, str)  # title, message
+    unexpectedError = Signal(str, str, str)  # title, message, details (the traceback of a bug)
     busyChanged = Signal(bool)
 
-    def __init__(self, store=None, parent: QObject | None = None) -> None:
+    def __init__(self, store=None, writer=None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.store = store
+        self.writer = writer  # a StoreWriter: every store write goes through it, off the GUI thread
         self.worker = GeneratorWorker("lab-worker", parent=self)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.done.connect(self._on_done)
         self.worker.failed.connect(self._on_failed)
         self._job: Job | None = None
         self._experiment_id: int | None = None
-        self._store_warned = False
         self._engines: dict[tuple, Any] = {}  # used on the lab worker only
         self.records: list[dict] = []
 
@@ -150,29 +162,27 @@ class LabRunner(QObject):
             return None
         self.records = []
         self._experiment_id = None
-        if self.store is not None:
-            try:
-                self._experiment_id = self.store.start_experiment(
-                    kind, title, params, model_name=source.name, model_path=source.location,
-                    model_sha256=source.model_sha256)
-            except Exception as exc:  # noqa: BLE001 - the run goes on without the store
-                self._warn_store(exc)
+        self._box = box = _Box()
+        if self.writer is not None:
+            def start(store) -> int:
+                box.id = store.start_experiment(kind, title, params, model_name=source.name,
+                                                model_path=source.location, model_sha256=source.model_sha256)
+                return box.id
+
+            self.writer.submit(start, on_done=self._on_started)
         self._job = Job(body, kind=kind)
         self.busyChanged.emit(True)
-        self.started.emit(self._experiment_id if self._experiment_id is not None else -1)
         self.worker.submit(self._job)
         return self._job
+
+    def _on_started(self, experiment_id: int) -> None:
+        self._experiment_id = experiment_id
+        self.started.emit(experiment_id)
 
     def stop(self) -> None:
         """Ask the running job to stop; it ends at the next token and keeps what arrived."""
         if self._job is not None:
             self._job.cancel.set()
-
-    def _warn_store(self, exc: BaseException) -> None:
-        if not self._store_warned:
-            self._store_warned = True
-            self.failed.emit("Lab results not saved",
-                             f"{exc}\nThe lab keeps running and shows its results; they are not in the history.")
 
     def _mine(self, job_id: int) -> bool:
         return self._job is not None and job_id == self._job.id
@@ -181,19 +191,25 @@ class LabRunner(QObject):
         if not self._mine(job_id) or not isinstance(item, dict):
             return
         self.records.append(item)
-        if self._experiment_id is not None:
-            try:
-                self.store.add_record(self._experiment_id, item)
-            except Exception as exc:  # noqa: BLE001
-                self._warn_store(exc)
+        if self.writer is not None:
+            box = self._box
+
+            def add(store) -> None:
+                if box.id is not None:  # None: the start failed, and the writer said so
+                    store.add_record(box.id, item)
+
+            self.writer.submit(add)
         self.record.emit(item)
 
     def _end(self, summary: dict | None, status: str) -> None:
-        if self._experiment_id is not None:
-            try:
-                self.store.finish_experiment(self._experiment_id, summary, status)
-            except Exception as exc:  # noqa: BLE001
-                self._warn_store(exc)
+        if self.writer is not None:
+            box = self._box
+
+            def finish(store) -> None:
+                if box.id is not None:
+                    store.finish_experiment(box.id, summary, status)
+
+            self.writer.submit(finish)
         self._job = None
         self.busyChanged.emit(False)
 
@@ -210,13 +226,12 @@ class LabRunner(QObject):
         if not self._mine(job_id):
             return
         self._end(None, "failed")
+        kept = f"\nThe {len(self.records)} result(s) that arrived before are kept."
         if isinstance(exc, (BackendError, ValueError, OSError)):
-            title, message = "Lab run failed", str(exc)
+            self.failed.emit("Lab run failed", str(exc) + kept)
         else:
             log.error("lab job failed:\n%s", tb)
-            title, message = "Lab run failed", f"An unexpected error stopped the lab run: {exc!r}"
-        message += f"\nThe {len(self.records)} result(s) that arrived before are kept."
-        self.failed.emit(title, message)
+            self.unexpectedError.emit("Lab run failed", describe_unexpected(exc, "The lab run") + kept, tb)
 
     def shutdown(self) -> None:
         """Stop the running job, wait for the worker, close the engines."""

@@ -22,14 +22,22 @@ def create_window(*, autoload: bool = True):
     settings = AppSettings.load()
     store = None
     store_error = ""
+    interrupted = (0, 0)
     try:
         store = RunStore()
+        interrupted = store.mark_interrupted()  # runs a crash or a kill left "running"
     except StoreError as exc:
         store_error = str(exc)
     controller = WorkbenchController(store=store)
     window = MainWindow(controller, settings, autoload=autoload)
     if store_error:
         window.show_banner(f"History disabled: {store_error}")
+    n_runs, n_labs = interrupted
+    if n_runs or n_labs:
+        what = " and ".join(x for x in (f"{n_runs} run(s)" if n_runs else "", f"{n_labs} lab run(s)" if n_labs else "")
+                            if x)
+        window.show_banner(f"Samplescope was stopped during {what} last time (a crash or a kill): they are in the "
+                           "History, marked interrupted, with every step saved before that.")
     return window
 
 

@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTabWidget,
     QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -43,7 +42,9 @@ from widgets.chat_editor import ChatEditor
 from widgets.connection_panel import ConnectionPanel
 from widgets.distribution_plot import DistributionPlot
 from widgets.entropy_plot import EntropyPlot
+from widgets.formatting import menu_text, plain_tip
 from widgets.history_panel import HistoryPanel
+from widgets.message_banner import MessageBanner
 from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
@@ -123,19 +124,8 @@ class MainWindow(QMainWindow):
         central = QWidget()
         outer = QVBoxLayout(central)
         outer.setContentsMargins(4, 4, 4, 4)
-        banner_row = QHBoxLayout()
-        self.banner = QLabel()
-        self.banner.setTextFormat(Qt.PlainText)
-        self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("background: #fde7e9; color: #5c0011; padding: 6px; border-radius: 3px;")
-        self.banner_close = QToolButton()
-        self.banner_close.setText("✕")
-        self.banner_close.setToolTip("Dismiss")
-        self.banner_close.clicked.connect(self.hide_banner)
-        banner_row.addWidget(self.banner, 1)
-        banner_row.addWidget(self.banner_close)
-        outer.addLayout(banner_row)
-        self.hide_banner()
+        self.banner = MessageBanner()
+        outer.addWidget(self.banner)
 
         split = QSplitter(Qt.Vertical)
         prompt_box = QWidget()
@@ -292,6 +282,7 @@ class MainWindow(QMainWindow):
         c.pendingChanged.connect(self._on_pending)
         c.generationFinished.connect(self._on_finished)
         c.errorOccurred.connect(self._on_error)
+        c.unexpectedError.connect(self._on_unexpected)
         c.runSaved.connect(lambda _id: self._refresh_history())
         self.model_panel.loadRequested.connect(
             lambda path, n_ctx, n_gpu, n_thr: self._load(path, n_ctx=n_ctx, n_gpu=n_gpu, n_threads=n_thr)
@@ -321,6 +312,7 @@ class MainWindow(QMainWindow):
         self.align_lab = AlignLab(self.align_panel, c)
         self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
         c.labs.failed.connect(self._on_error)
+        c.labs.unexpectedError.connect(self._on_unexpected)
         c.labs.finished.connect(lambda *_: self._refresh_history())
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
@@ -463,8 +455,8 @@ class MainWindow(QMainWindow):
         self.model_panel.set_recent(recent, getattr(self, "_loading_path", None))
         self.recent_menu.clear()
         for p in recent:
-            act = self.recent_menu.addAction(os.path.basename(p))
-            act.setToolTip(p)
+            act = self.recent_menu.addAction(menu_text(os.path.basename(p)))
+            act.setToolTip(plain_tip(p))
             act.triggered.connect(lambda _=False, path=p: self.load_path(path))
         self.recent_menu.setEnabled(bool(recent))
 
@@ -702,6 +694,10 @@ class MainWindow(QMainWindow):
         if state == "generating":
             self._gen_t0 = None
 
+    def _on_unexpected(self, title: str, message: str, details: str) -> None:
+        self.show_banner(f"{title}: {message}", details)
+        self.statusBar().showMessage(title, 8000)
+
     def _on_error(self, title: str, message: str) -> None:
         self.show_banner(f"{title}: {message}")
         if title == "Connection failed":
@@ -713,17 +709,16 @@ class MainWindow(QMainWindow):
                                              if self.app_settings.last_model_path else None)
         self.statusBar().showMessage(title, 8000)
 
-    def show_banner(self, text: str) -> None:
-        self.banner.setText(text)
-        self.banner.setVisible(True)
-        self.banner_close.setVisible(True)
+    def show_banner(self, text: str, details: str = "") -> None:
+        """Add a message to the banner (messages already shown stay); ``details`` (a technical
+        report) goes behind its Details button."""
+        self.banner.add(text, details)
 
     def hide_banner(self) -> None:
-        self.banner.setVisible(False)
-        self.banner_close.setVisible(False)
+        self.banner.clear()
 
     def banner_text(self) -> str:
-        return self.banner.text() if self.banner.isVisible() else ""
+        return self.banner.text()
 
     # ------------------------------------------------------------------ history & export
     def _refresh_history(self) -> None:

@@ -29,6 +29,9 @@ __all__ = [
     "PromptTooLongError",
     "GenerationError",
     "ConnectionFailed",
+    "ChatPrompt",
+    "LoadSettings",
+    "require_prompt",
 ]
 
 #: The default order of llama.cpp's chain (common/sampling.cpp) that we follow.
@@ -65,7 +68,7 @@ class SamplerSettings:
         "top_p": (0.0, 1.0),
         "min_p": (0.0, 1.0),
         "typical_p": (0.0, 1.0),
-        "repeat_penalty": (0.0, 5.0),
+        "repeat_penalty": (0.01, 5.0),  # llama.cpp divides positive logits by it: 0 is no penalty
         "frequency_penalty": (-2.0, 2.0),
         "presence_penalty": (-2.0, 2.0),
         "penalty_last_n": (0, 4096),
@@ -103,6 +106,75 @@ class SamplerSettings:
         if "stop" in kwargs:
             kwargs["stop"] = tuple(kwargs["stop"])
         return cls(**kwargs)
+
+
+class ChatPrompt(str):
+    """A chat formatted by a model's template (``LlamaCppBackend.format_chat``): the text, plus
+    ``parts``, ``(text, is_template)`` pairs in order. Tokenized with ``parse_special=True``,
+    only the template's parts may become control tokens; the messages' contents stay text, so
+    a user message holding ``<end_of_turn>`` cannot open a turn of its own. Anything that
+    takes a ``str`` takes it; concatenating gives a plain ``str`` (and forgets the parts)."""
+
+    parts: tuple[tuple[str, bool], ...]
+
+    def __new__(cls, parts) -> "ChatPrompt":
+        parts = tuple((str(t), bool(special)) for t, special in parts)
+        self = super().__new__(cls, "".join(t for t, _ in parts))
+        self.parts = parts
+        return self
+
+    def __reduce__(self):
+        return (ChatPrompt, (self.parts,))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """How a local model is loaded: the context size, the layers offloaded to a GPU and the CPU
+    threads. The one place their ranges live: the command line, the model panel and the engine
+    all check them here.
+
+    ``n_ctx`` 0 means the model's training context (it can be very large: 32,768 tokens for the
+    embedded model, 131,072 for many others); ``n_gpu_layers`` -1 offloads every layer;
+    ``n_threads`` 0 picks min(4, CPUs).
+    """
+
+    n_ctx: int = 2048
+    n_gpu_layers: int = 0
+    n_threads: int = 0
+
+    LIMITS = {
+        "n_ctx": (0, 16_777_216),
+        "n_gpu_layers": (-1, 100_000),
+        "n_threads": (0, 1024),
+    }
+    #: the smallest context other than 0 (llama.cpp needs room for a prompt and an answer)
+    MIN_CTX = 16
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting, its meaning and its allowed range."""
+        for name, (lo, hi) in self.LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} = {value} is outside the allowed range {lo} .. {hi} ({self.meaning(name)})")
+        if 0 < self.n_ctx < self.MIN_CTX:
+            raise ValueError(f"n_ctx = {self.n_ctx} is too small: use at least {self.MIN_CTX} "
+                             f"({self.meaning('n_ctx')})")
+
+    @staticmethod
+    def meaning(name: str) -> str:
+        return {"n_ctx": "0 = the model's training context",
+                "n_gpu_layers": "-1 = all layers, 0 = CPU only",
+                "n_threads": "0 = automatic"}[name]
+
+
+def require_prompt(prompt: str | None) -> None:
+    """``GenerationError`` for an empty prompt: a local model would continue from its BOS token
+    alone and a server would refuse it, so nobody gets a run from nothing (one rule for the
+    command line, the window, the labs and both backends)."""
+    if not prompt:
+        raise GenerationError("The prompt is empty: type something to continue from.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Capabilities, GenerationError, ModelInfo, ModelLoadError, PromptTooLongError
+from .base import (Capabilities, ChatPrompt, GenerationError, LoadSettings, ModelInfo, ModelLoadError,
+                   PromptTooLongError)
 from .models import check_gguf
+from .text import clean_text
 
-__all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version", "apply_chat_template"]
+__all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version", "apply_chat_template", "chat_prompt",
+           "load_llama_cpp", "cpu_features"]
 
 _init_lock = threading.Lock()
 _initialised = False
@@ -54,8 +57,62 @@ def _llama():
             if not os.environ.get("SAMPLESCOPE_LLAMA_VERBOSE"):
                 _log_callback = _cb
                 llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            _avoid_broken_cpu_kernels(llama_cpp)
             _initialised = True
     return llama_cpp
+
+
+def load_llama_cpp():
+    """The ``llama_cpp`` module, initialised once with Samplescope's log routing and CPU
+    workarounds. Every road to llama.cpp in this project starts here."""
+    return _llama()
+
+
+def cpu_features() -> str:
+    """llama.cpp's own line of the CPU features this build uses (``AVX2 = 1 | AMX_INT8 = 1 ...``)."""
+    raw = _llama().llama_print_system_info()
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+#: Why extra buffer types are off on this machine ("" when they are on); shown on the model card.
+EXTRA_BUFFERS_NOTE = ""
+
+
+def _avoid_broken_cpu_kernels(llama_cpp) -> None:
+    """Turn llama.cpp's "extra buffer types" (weight repacking) off on CPUs with AMX.
+
+    On Sapphire-Rapids-class processors (``AMX_INT8 = 1``) a build compiled for the native CPU
+    repacks Q4_K weights into an AMX buffer, and the first ``llama_decode`` then crashes the
+    process inside ``ggml_backend_amx_mul_mat`` (llama.cpp issue 20824, closed unfixed; seen here
+    with llama-cpp-python 0.3.36 on the embedded model). ``llama_model_params.use_extra_bufts``
+    (checked against this libllama's ``llama.h``: the six booleans after ``kv_overrides``) keeps
+    the weights in plain CPU buffers; the build is otherwise unchanged. Every model opened in this
+    process goes through ``llama_model_default_params``, llama-cpp-python's ``Llama`` class
+    included, so the default is patched there once. ``SAMPLESCOPE_EXTRA_BUFFERS=1`` keeps them.
+    """
+    global EXTRA_BUFFERS_NOTE
+    if os.environ.get("SAMPLESCOPE_EXTRA_BUFFERS") == "1":
+        return
+    raw = llama_cpp.llama_print_system_info()
+    info = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    if "AMX_INT8 = 1" not in info:
+        return
+    import llama_cpp.llama_cpp as low
+
+    original = low.llama_model_default_params
+    if getattr(original, "_samplescope_patched", False):
+        return
+
+    def default_params():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    default_params._samplescope_patched = True
+    low.llama_model_default_params = default_params
+    llama_cpp.llama_model_default_params = default_params
+    EXTRA_BUFFERS_NOTE = ("AMX weight repacking is off: llama.cpp's AMX kernels crash on this CPU "
+                          "(llama.cpp issue 20824)")
 
 
 def gpu_offload_supported() -> bool:
@@ -92,6 +149,41 @@ def apply_chat_template(template: str | bytes, messages: Sequence[dict]) -> str:
         size = n + 1
 
 
+def chat_prompt(template: str | bytes, messages: Sequence[dict]) -> ChatPrompt:
+    """``apply_chat_template`` as a ``ChatPrompt`` that knows which parts are the template's.
+
+    The template is applied twice: to the real messages (the text) and to messages whose
+    contents are unique placeholders (the template's own parts are what lies between them).
+    The text is then cut into template parts and contents by walking both in order, each
+    content matched by its known length (templates may trim it), never by searching for the
+    next marker: a content that contains ``<end_of_turn>`` cannot end its own turn early."""
+    messages = [{"role": str(m["role"]), "content": clean_text(m["content"])} for m in messages]
+    text = apply_chat_template(template, messages)
+    marks = [f"\x1fsamplescope-content-{i}\x1f" for i in range(len(messages))]
+    skeleton = apply_chat_template(template, [{"role": m["role"], "content": k} for m, k in zip(messages, marks)])
+    parts: list[tuple[str, bool]] = []
+    pos = 0
+    rest = skeleton
+    for m, k in zip(messages, marks):
+        head, sep, rest = rest.partition(k)
+        if not sep or not text.startswith(head, pos):
+            raise GenerationError("This model's chat template changes message texts in a way Samplescope "
+                                  "cannot follow; use the completion style.")
+        parts.append((head, True))
+        pos += len(head)
+        content = m["content"]
+        for variant in (content, content.strip(), content.lstrip(), content.rstrip(), ""):
+            if text.startswith(variant, pos):
+                break
+        parts.append((variant, False))
+        pos += len(variant)
+    if text[pos:] != rest:
+        raise GenerationError("This model's chat template changes message texts in a way Samplescope "
+                              "cannot follow; use the completion style.")
+    parts.append((rest, True))
+    return ChatPrompt(tuple(p for p in parts if p[0]))
+
+
 def _last_log_error() -> str:
     for line in reversed(_log_tail):
         low = line.lower()
@@ -117,6 +209,10 @@ class LlamaCppBackend:
         n_batch: int = 512,
     ) -> None:
         path = Path(path)
+        try:
+            LoadSettings(int(n_ctx), int(n_gpu_layers), int(n_threads or 0)).validate()
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{path.name} was not loaded: {exc}.") from None
         check_gguf(path)
         ll = _llama()
         self._ll = ll
@@ -226,24 +322,36 @@ class LlamaCppBackend:
             eos_token=eos if eos >= 0 else None,
         )
 
-    def format_chat(self, messages: Sequence[dict]) -> str:
+    def format_chat(self, messages: Sequence[dict]) -> ChatPrompt:
         """``messages`` in the model's own chat template, ending where the assistant's answer
-        begins; tokenize it with ``parse_special=True``. GenerationError for a model without a chat template (a base model
-        such as the embedded Gemma 3 270M: use completion-style prompts)."""
+        begins, as a ``ChatPrompt``: tokenize it with ``parse_special=True`` and only the
+        template's own markers become control tokens (a message that contains
+        ``<end_of_turn>`` stays text). GenerationError for a model without a chat template (a
+        base model such as the embedded Gemma 3 270M: use completion-style prompts)."""
         tmpl = getattr(self, "_chat_template", None)
         if not tmpl:
             raise GenerationError(
                 f"{self.info.name} has no chat template (it is a base model): use the completion style, "
                 "or load an instruct model."
             )
-        return apply_chat_template(tmpl, messages)
+        return chat_prompt(tmpl, messages)
 
     # ----------------------------------------------------------------- tokens
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of ``text``; ``add_special`` adds the model's BOS; ``parse_special`` reads
-        control-token names in the text (``<start_of_turn>``) as those tokens (chat prompts made
-        by ``format_chat``), otherwise they are plain text."""
-        data = text.encode("utf-8")
+        control-token names as those tokens: for a ``ChatPrompt`` only in the template's own
+        parts (message contents stay text), for a plain string everywhere. Without it they are
+        plain text. Text that is not valid Unicode (lone surrogates) is cleaned first."""
+        if parse_special and isinstance(text, ChatPrompt):
+            out: list[int] = []
+            for i, (part, is_template) in enumerate(text.parts):
+                if part:
+                    out += self._tokenize(part, add_special and not out, is_template)
+            return out if out or not add_special else self._tokenize("", True, False)
+        return self._tokenize(text, add_special, parse_special)
+
+    def _tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = clean_text(text).encode("utf-8")
         n_max = len(data) + 8
         buf = (self._ll.llama_token * n_max)()
         n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)

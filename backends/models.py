@@ -201,24 +201,44 @@ def _read_string(f, size: int, name: str) -> None:
     f.seek(n, 1)
 
 
+#: GGUF allows arrays of arrays; llama.cpp's own reader takes no nesting at all. Deeper than
+#: this is a damaged (or hostile) header, refused before it costs memory or stack.
+MAX_ARRAY_NESTING = 8
+
+
 def _skip_value(f, vtype: int, size: int, name: str) -> None:
-    if vtype == 8:
-        _read_string(f, size, name)
-    elif vtype == 9:
-        (etype, count) = _unpack(f, "<IQ", name)
-        if count > size:
-            raise ModelLoadError(f"{name} has a corrupt GGUF header (array length).")
-        if etype in _GGUF_TYPE_SIZES:
-            f.seek(_GGUF_TYPE_SIZES[etype] * count, 1)
+    """Skip one value of type ``vtype``. Nested arrays are walked with an explicit stack of
+    (element type, elements left), never by recursion, so no header can exhaust the stack."""
+    stack: list[list[int]] = []
+    while True:
+        if vtype == 8:
+            _read_string(f, size, name)
+        elif vtype == 9:
+            (etype, count) = _unpack(f, "<IQ", name)
+            if count > size:
+                raise ModelLoadError(f"{name} has a corrupt GGUF header (array length).")
+            if etype in _GGUF_TYPE_SIZES:
+                f.seek(_GGUF_TYPE_SIZES[etype] * count, 1)
+            elif etype in (8, 9):
+                if etype == 9 and len(stack) + 1 >= MAX_ARRAY_NESTING:
+                    raise ModelLoadError(
+                        f"{name} has a corrupt GGUF header (arrays nested more than {MAX_ARRAY_NESTING} deep)."
+                    )
+                stack.append([etype, count])
+            else:
+                raise ModelLoadError(f"{name} has a corrupt GGUF header (unknown array type {etype}).")
+        elif vtype in _GGUF_TYPE_SIZES:
+            f.seek(_GGUF_TYPE_SIZES[vtype], 1)
         else:
-            for _ in range(count):
-                _skip_value(f, etype, size, name)
-    elif vtype in _GGUF_TYPE_SIZES:
-        f.seek(_GGUF_TYPE_SIZES[vtype], 1)
-    else:
-        raise ModelLoadError(f"{name} has a corrupt GGUF header (unknown value type {vtype}).")
-    if f.tell() > size:
-        raise ModelLoadError(f"{name} is truncated: the GGUF header ends early.")
+            raise ModelLoadError(f"{name} has a corrupt GGUF header (unknown value type {vtype}).")
+        if f.tell() > size:
+            raise ModelLoadError(f"{name} is truncated: the GGUF header ends early.")
+        while stack and stack[-1][1] == 0:
+            stack.pop()
+        if not stack:
+            return
+        stack[-1][1] -= 1
+        vtype = stack[-1][0]
 
 
 def _skip_kv(f, n_kv: int, size: int, name: str) -> None:

@@ -75,7 +75,6 @@ the headers) chained to them.
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import math
@@ -118,8 +117,10 @@ from .base import (
     Step,
     TLSFailed,
     TokenAlt,
+    require_prompt,
 )
-from .sse import iter_sse
+from .sse import LineSplitter, LineTooLong, iter_sse
+from .text import Utf8Stream, clean_json, clean_text, loads_json
 
 __all__ = [
     "OpenAICompatBackend",
@@ -144,6 +145,8 @@ TEXT_ONLY_NOTE = (
 PROBE_PROMPT = "The capital of France is"
 _OPEN_PROMPT = "Once upon a time"  # for sampling probes: many likely continuations
 _POLL = 0.02  # seconds between cancel checks while waiting for the server
+_QUEUE_ITEMS = 4096  # stream lines the helper thread may read ahead of the consumer
+_PROBE_MAX_LINES = 2000  # a probe's stream asks for one token; more lines than this are not read
 _NOT_RETRIED_5XX = {501, 505}
 _MASK = "\u2022\u2022\u2022\u2022"
 _BYTES_TOKEN = re.compile(r"^bytes:((?:\\x[0-9a-fA-F]{2})+)$")
@@ -296,7 +299,7 @@ def _legacy(obj: dict) -> list[TokenLogprob]:
         if not isinstance(tok, str):
             raise _Malformed("a token is not a string")
         text, raw = _token_text(tok)
-        lp = _num(lps[i]) if i < len(lps) else None
+        lp = _lp(_num(lps[i])) if i < len(lps) else None
         top = _alts(tops[i]) if i < len(tops) else ()
         if lp is None:
             lp = _find(top, None, raw, text)
@@ -337,7 +340,7 @@ def _alts(x: Any) -> tuple[AltLogprob, ...]:
     out = []
     if isinstance(x, dict):  # legacy: {text: logprob}
         for k, v in x.items():
-            lp = _num(v)
+            lp = _lp(_num(v))
             if lp is None:
                 continue
             text, raw = _token_text(str(k))
@@ -364,12 +367,12 @@ def _alts(x: Any) -> tuple[AltLogprob, ...]:
 
 def _logprob_of(d: dict) -> float | None:
     if d.get("logprob") is not None:
-        return _num(d["logprob"])
+        return _lp(_num(d["logprob"]))
     if d.get("prob") is not None:
         p = _num(d["prob"])
         if p is None:
             return None
-        return math.log(p) if p > 0 else float("-inf")
+        return _lp(math.log(p)) if p > 0 else float("-inf")
     return None
 
 
@@ -386,6 +389,13 @@ def _same(id_a, bytes_a, text_a, id_b, bytes_b, text_b) -> bool:
     if bytes_a is not None and bytes_b is not None:
         return bytes_a == bytes_b
     return text_a == text_b
+
+
+def _lp(x: float | None) -> float | None:
+    """A log-probability as a probability can have it: at most 0. Servers send tiny positive
+    values from float noise (1e-7), and a faulty or hostile one anything (1e308, whose exp
+    overflows); both mean "probability 1", never more."""
+    return None if x is None else min(x, 0.0)
 
 
 def _num(x: Any) -> float | None:
@@ -422,7 +432,7 @@ def _token_text(text: str) -> tuple[str, bytes | None]:
 
 def _piece(text: str, raw: bytes | None) -> str:
     if raw is None:
-        return text
+        return clean_text(text)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -432,7 +442,7 @@ def _piece(text: str, raw: bytes | None) -> str:
 def _p(logprob: float | None) -> float:
     if logprob is None or logprob < -745.0:
         return 0.0
-    return min(1.0, math.exp(logprob))
+    return math.exp(min(logprob, 0.0))
 
 
 def entropy_lower_bound(ps: Iterable[float], n_requested: int | None = None) -> float:
@@ -459,25 +469,16 @@ def is_text_only(step: Step) -> bool:
 
 
 # ====================================================================== run assembly
-class _Utf8:
-    def __init__(self) -> None:
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, data: bytes) -> str:
-        return self._dec.decode(data)
-
-    def flush(self) -> str:
-        out = self._dec.decode(b"", final=True)
-        self._dec.reset()
-        return out
-
-
 class _Fallback(Exception):
     """The stream carries text without logprobs although they were asked for."""
 
 
 class _Cancelled(Exception):
     pass
+
+
+class _Stalled(Exception):
+    """No progress (no new token) within ``progress_timeout``."""
 
 
 class _Run:
@@ -488,7 +489,7 @@ class _Run:
         self.n_top = n_top
         self.chat = chat
         self.index = 0
-        self.utf8 = _Utf8()
+        self.utf8 = Utf8Stream()
         self.server_text: list[str] = []
         self.step_text: list[str] = []
         self.saw_logprobs = False
@@ -500,6 +501,9 @@ class _Run:
         self.cached_tokens = 0
         self.notes: list[str] = []
         self.may_fall_back = n_top > 0
+        # our own limit: a server that ignores max_tokens is not read past it
+        self.limit = max(1, int(settings.max_tokens))
+        self.over_limit = False
 
     # ---------------------------------------------------------------- chunks
     def chunk(self, obj: Any) -> list[Step]:
@@ -554,16 +558,29 @@ class _Run:
     def _emit(self, text: str, tls: list[TokenLogprob] | None) -> list[Step]:
         if text:
             self.server_text.append(text)
+        room = self.limit - self.index
         if tls:
             self.saw_logprobs = True
             self.may_fall_back = False
+            if len(tls) > room:
+                self._past_limit()
+                tls = tls[:max(room, 0)]
             return [self._token_step(t) for t in tls]
         if text:
             if self.may_fall_back and self.index == 0 and not self.saw_logprobs:
                 raise _Fallback()
             self.may_fall_back = False
+            if room <= 0:
+                self._past_limit()
+                return []
             return [self._text_step(text)]
         return []
+
+    def _past_limit(self) -> None:
+        if not self.over_limit:
+            self.over_limit = True
+            self.notes.append(f"the server sent more than the {self.limit} token(s) asked for (it ignores "
+                              "max_tokens); Samplescope stopped reading there")
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -595,7 +612,7 @@ class _Run:
         if t.bytes is not None:
             visible = self.utf8.push(t.bytes)
         else:
-            visible = self.utf8.flush() + t.text
+            visible = self.utf8.push_text(t.text)
         h = entropy_lower_bound(ps, self.n_top or None)
         step = Step(
             index=self.index,
@@ -618,7 +635,7 @@ class _Run:
         return step
 
     def _text_step(self, text: str) -> Step:
-        visible = self.utf8.flush() + text
+        visible = self.utf8.push_text(text)
         step = Step(
             index=self.index,
             position=self.index,
@@ -645,7 +662,8 @@ class _Run:
         tail = self.utf8.flush()
         if tail:
             self.step_text.append(tail)
-        text = "".join(self.server_text) if self.server_text else "".join(self.step_text)
+        use_server = self.server_text and not self.over_limit  # past the limit: only what we kept
+        text = clean_text("".join(self.server_text) if use_server else "".join(self.step_text))
         notes = list(self.notes)
         if self.text_only:
             what = TEXT_ONLY_NOTE if self.text_only == self.index else (
@@ -670,7 +688,7 @@ class _Run:
 
     def end_reason(self) -> str:
         fr = (self.finish_reason or "").lower()
-        if fr == "length":
+        if fr == "length" or self.over_limit:
             return "length"
         if fr and fr not in ("stop", "eos", "tool_calls", "function_call"):
             self.notes.append(f"the server ended with finish_reason '{self.finish_reason}'")
@@ -683,13 +701,25 @@ def _empty_chat_logprobs(x: Any) -> bool:
 
 
 # ====================================================================== HTTP plumbing
+class _TooLarge(Exception):
+    """The server's answer (or one line of its stream) is larger than we read."""
+
+
 class _Exchange:
     """One HTTP request carried out on a daemon helper thread. The helper puts ("head",
     response), then ("line", str)... ("end", None) for an event stream or ("body", bytes)
-    otherwise, or ("error", exception), into ``queue``. ``abort`` makes it stop at once."""
+    otherwise, or ("error", exception), into ``queue``. ``abort`` makes it stop at once.
 
-    def __init__(self, client: httpx.Client, method: str, path: str, body: Any) -> None:
-        self.queue: queue.Queue = queue.Queue()
+    Sizes are bounded: a body longer than ``max_body`` bytes or a stream line longer than
+    ``max_line`` bytes ends the exchange with ("error", _TooLarge) as soon as that many bytes
+    arrived, and the queue holds at most ``_QUEUE_ITEMS`` lines (the helper waits while the
+    consumer catches up), so a server cannot make us hold more than that in memory."""
+
+    def __init__(self, client: httpx.Client, method: str, path: str, body: Any, *,
+                 max_body: int = 32 << 20, max_line: int = 4 << 20) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=_QUEUE_ITEMS)
+        self.max_body = int(max_body)
+        self.max_line = int(max_line)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._resp: httpx.Response | None = None
@@ -699,26 +729,56 @@ class _Exchange:
         )
         self._thread.start()
 
+    def _put(self, item: tuple[str, Any]) -> bool:
+        """Queue ``item``, waiting while the queue is full; False once the exchange is aborted."""
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, client: httpx.Client, method: str, path: str, body: Any) -> None:
         resp = None
         try:
-            request = client.build_request(method, path, json=body)
+            # every string sent is valid Unicode (a lone surrogate would not encode as UTF-8)
+            request = client.build_request(method, path, json=clean_json(body) if body is not None else None)
             resp = client.send(request, stream=True)
             with self._lock:
                 self._resp = resp
-            self.queue.put(("head", resp))
+            if not self._put(("head", resp)):
+                return
             ctype = resp.headers.get("content-type", "").lower()
             if resp.status_code < 300 and "text/event-stream" in ctype:
-                for line in resp.iter_lines():
+                splitter = LineSplitter(self.max_line)
+                for chunk in resp.iter_bytes():
                     if self._stop.is_set():
                         return
-                    self.queue.put(("line", line))
-                self.queue.put(("end", None))
+                    try:
+                        lines = splitter.feed(chunk)
+                    except LineTooLong as exc:
+                        self._put(("error", _TooLarge(str(exc))))
+                        return
+                    for line in lines:
+                        if not self._put(("line", line)):
+                            return
+                for line in splitter.flush():
+                    self._put(("line", line))
+                self._put(("end", None))
             else:
-                self.queue.put(("body", resp.read()))
+                data = bytearray()
+                for chunk in resp.iter_bytes():
+                    if self._stop.is_set():
+                        return
+                    data += chunk
+                    if len(data) > self.max_body:
+                        self._put(("error", _TooLarge(f"the answer is larger than {self.max_body:,} bytes")))
+                        return
+                self._put(("body", bytes(data)))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             if not self._stop.is_set():
-                self.queue.put(("error", exc))
+                self._put(("error", exc))
         finally:
             with self._lock:
                 self._over = True
@@ -810,6 +870,9 @@ class OpenAICompatBackend:
         api_key: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        progress_timeout: float | None = None,
+        max_body_bytes: int = 32 << 20,
+        max_line_bytes: int = 4 << 20,
         max_retries: int = 3,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], Any] = time.sleep,
@@ -833,6 +896,10 @@ class OpenAICompatBackend:
         self.model = model or None
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
+        # a stream that sends only keep-alive pings ends after this long without a new token
+        self.progress_timeout = float(progress_timeout) if progress_timeout else self.read_timeout
+        self.max_body_bytes = int(max_body_bytes)
+        self.max_line_bytes = int(max_line_bytes)
         self.max_retries = max(0, int(max_retries))
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
@@ -889,6 +956,8 @@ class OpenAICompatBackend:
         return self._caps.get(model if model is not None else self.model)
 
     def _scrub(self, text: str) -> str:
+        """Server or transport text as we may show it: valid Unicode, the API key masked."""
+        text = clean_text(text)
         key = self._secret.value
         if key and text:
             text = text.replace(key, _MASK)
@@ -911,14 +980,16 @@ class OpenAICompatBackend:
             if isinstance(m, dict):
                 name = m.get("id") or m.get("name") or m.get("model")
                 if isinstance(name, str) and name:
-                    out.append(name)
+                    out.append(clean_text(name))
             elif isinstance(m, str):
-                out.append(m)
+                out.append(clean_text(m))
         return out
 
     # ---------------------------------------------------------------- errors
     def _transport_error(self, exc: BaseException) -> BackendError:
         """An httpx transport exception as one of our errors (never chained to it)."""
+        if isinstance(exc, _TooLarge):
+            return self._too_large(str(exc))
         chain = _chain(exc)
         text = self._scrub(" / ".join(str(e) for e in chain if str(e)))[:300]
         low = text.lower()
@@ -969,7 +1040,7 @@ class OpenAICompatBackend:
     def _detail(self, body: bytes) -> tuple[str, Any]:
         """(the server's error message, scrubbed and short; the parsed body or None)."""
         try:
-            obj = json.loads(body.decode("utf-8", errors="replace")) if body else None
+            obj = loads_json(body.decode("utf-8", errors="replace")) if body else None
         except ValueError:
             obj = None
         msg = ""
@@ -1047,16 +1118,23 @@ class OpenAICompatBackend:
         )
 
     # ---------------------------------------------------------------- sending
-    def _next(self, ex: _Exchange, cancel: threading.Event | None) -> tuple[str, Any]:
-        if cancel is None:
+    def _next(self, ex: _Exchange, cancel: threading.Event | None,
+              deadline: float | None = None) -> tuple[str, Any]:
+        """The helper's next item. With ``cancel`` or ``deadline`` (a ``time.monotonic()``
+        value) it waits in ``_POLL`` slices and raises ``_Cancelled`` / ``_Stalled`` (the
+        exchange aborted) when one of them comes first."""
+        if cancel is None and deadline is None:
             return ex.queue.get()
         while True:
             try:
                 return ex.queue.get(timeout=_POLL)
             except queue.Empty:
-                if cancel.is_set():
+                if cancel is not None and cancel.is_set():
                     ex.abort()
                     raise _Cancelled() from None
+                if deadline is not None and time.monotonic() > deadline:
+                    ex.abort()
+                    raise _Stalled() from None
 
     def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
         if cancel is not None and self._sleep is time.sleep:
@@ -1082,6 +1160,19 @@ class OpenAICompatBackend:
         if cancel is not None and cancel.is_set():
             raise _Cancelled()
 
+    def _body_cap(self, body: Any) -> int:
+        """The largest answer read for ``body``: ``max_body_bytes``, or more for a request whose
+        own size asks for it (many tokens with many alternatives each, about 256 bytes per
+        alternative), so that a server cannot make us hold more than the request could need."""
+        cap = self.max_body_bytes
+        if isinstance(body, dict):
+            tokens = body.get("max_tokens")
+            top = body.get("top_logprobs", body.get("logprobs"))
+            top = top if isinstance(top, int) and not isinstance(top, bool) else 0
+            if isinstance(tokens, int) and tokens > 0:
+                cap = max(cap, tokens * (top + 1) * 256)
+        return cap
+
     def _backoff(self, attempt: int) -> float:
         d = min(self.backoff_max, self.backoff_base * (2 ** attempt))
         return d * (0.5 + 0.5 * self._rng())
@@ -1101,7 +1192,8 @@ class OpenAICompatBackend:
         (its head read) or raise."""
         attempt = 0
         while True:
-            ex = _Exchange(self._client, method, path, body)
+            ex = _Exchange(self._client, method, path, body, max_body=self._body_cap(body),
+                           max_line=self.max_line_bytes)
             kind, val = self._next(ex, cancel)
             if kind == "error":
                 raise self._transport_error(val)
@@ -1173,12 +1265,18 @@ class OpenAICompatBackend:
         except RemoteError as exc:
             return exc.status or 0, [], str(exc)
         objs: list = []
+        deadline = time.monotonic() + self.progress_timeout  # a probe asks for 1 token: bounded time
         try:
             lines: list[str] = []
             while True:
-                kind, val = self._next(ex, None)
+                try:
+                    kind, val = self._next(ex, None, deadline)
+                except _Stalled:
+                    return 0, [], str(self._stalled_error())
                 if kind == "line":
                     lines.append(val)
+                    if len(lines) > _PROBE_MAX_LINES:  # a 1-token probe answered by an endless stream
+                        break
                 elif kind == "body":
                     obj, ok = _loads(val)
                     if ok:
@@ -1457,8 +1555,8 @@ class OpenAICompatBackend:
                 for m in messages
             ):
                 raise GenerationError("Chat mode needs at least one message with a role and a text.")
-        elif not prompt:
-            raise GenerationError("The prompt is empty: type something to continue from.")
+        else:
+            require_prompt(prompt)
         t0 = time.perf_counter()
         model = self._resolve_model()
         caps = self._caps.get(model)
@@ -1502,9 +1600,21 @@ class OpenAICompatBackend:
         reason = run.end_reason()
         yield run.finished(reason, time.perf_counter() - t0)
 
-    def _lines(self, ex: _Exchange, cancel) -> Iterator[str]:
+    def _lines(self, ex: _Exchange, cancel, run: _Run) -> Iterator[str]:
+        """The stream's lines as they arrive. Progress is a new token: keep-alive comments
+        (``: ping``) and events without a token do not count, so a stream that sends nothing
+        else for ``progress_timeout`` seconds raises ``_Stalled`` (httpx's read timeout alone
+        would wait forever, since every ping resets it)."""
+        last_index, last_t = run.index, time.monotonic()
         while True:
-            kind, val = self._next(ex, cancel)
+            now = time.monotonic()
+            if run.index != last_index:
+                last_index, last_t = run.index, now
+            deadline = last_t + self.progress_timeout
+            if now > deadline:
+                ex.abort()
+                raise _Stalled()
+            kind, val = self._next(ex, cancel, deadline)
             if kind == "line":
                 yield val
             elif kind == "end":
@@ -1512,7 +1622,7 @@ class OpenAICompatBackend:
             elif kind == "body":
                 yield from val.decode("utf-8", errors="replace").splitlines()
                 return
-            elif isinstance(val, httpx.HTTPError):
+            elif isinstance(val, (httpx.HTTPError, _TooLarge)):
                 raise val
             else:
                 raise _StreamCut(f"{type(val).__name__}: {self._scrub(str(val))}")
@@ -1524,7 +1634,7 @@ class OpenAICompatBackend:
         ctype = resp.headers.get("content-type", "").lower()
         try:
             if "text/event-stream" in ctype:
-                return (yield from self._sse(self._lines(ex, cancel), run, path))
+                return (yield from self._sse(self._lines(ex, cancel, run), run, path))
             kind, payload = self._next(ex, cancel)
             if kind == "error":
                 if _is_cut(payload):
@@ -1555,8 +1665,18 @@ class OpenAICompatBackend:
                 for obj in self._decode(ev, path):
                     for st in self._chunk(run, obj):
                         yield st
+                if run.over_limit:  # the server ignores max_tokens: read no further
+                    done = True
+                    break
         except _StreamCut as exc:
             cut = str(exc)
+        except _Stalled:
+            if run.index:
+                cut = f"no new token for {self.progress_timeout:g} s"
+            else:
+                failure = self._stalled_error()
+        except _TooLarge as exc:
+            failure = self._mid_stream(self._too_large(str(exc)), run)
         except httpx.HTTPError as exc:
             if _is_cut(exc):
                 cut = self._scrub(str(exc)) or type(exc).__name__
@@ -1571,6 +1691,19 @@ class OpenAICompatBackend:
         if not done and not run.finish_reason:
             return self._cut_message(run, "the stream ended before the server said it was done")
         return None
+
+    def _stalled_error(self) -> ReadTimeout:
+        return ReadTimeout(
+            f"The server at {self._where} kept the connection open but sent no token for "
+            f"{self.progress_timeout:g} s (only keep-alive messages). It may be stuck or overloaded; "
+            "try again, or raise the read timeout in the connection settings."
+        )
+
+    def _too_large(self, detail: str) -> BadResponse:
+        return BadResponse(
+            f"The server at {self._where} sent more than Samplescope reads ({detail}). It may not be "
+            "an OpenAI-compatible server, or it ignored the request's limits."
+        )
 
     def _mid_stream(self, err: BackendError, run: _Run) -> BackendError:
         if run.index:
@@ -1623,10 +1756,8 @@ class OpenAICompatBackend:
 
 def _loads(data: str | bytes) -> tuple[Any, bool]:
     try:
-        if isinstance(data, bytes):
-            data = data.decode("utf-8")
-        return json.loads(data), True
-    except (ValueError, UnicodeDecodeError):
+        return loads_json(data), True
+    except ValueError:
         return None, False
 
 

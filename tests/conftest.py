@@ -37,3 +37,5 @@ def local_backend(embedded_model):
 
 # a real OpenAI-compatible server on 127.0.0.1 (llama-cpp-python's), shared by the backend and GUI tests
 from tests.server_fixture import llama_server, remote  # noqa: E402,F401
+# a hostile OpenAI-compatible server on 127.0.0.1, one fault mode per path (the fault suite)
+from tests.fault_server import fault_server  # noqa: E402,F401

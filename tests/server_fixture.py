@@ -1,7 +1,7 @@
 """Fixtures for the backend tests.
 
-``llama_server``: a real OpenAI-compatible server (llama-cpp-python's, ``python -m
-llama_cpp.server``) on the embedded model, started once per session on a free port of
+``llama_server``: a real OpenAI-compatible server (llama-cpp-python's ``llama_cpp.server``,
+started through ``tests/llama_server_main.py`` so llama.cpp's CPU workarounds apply) on the embedded model, started once per session on a free port of
 127.0.0.1 and terminated at the end. It runs with ``--logits_all true`` (needed for logprobs)
 and ``--flash_attn true``: the local backend's context uses llama.cpp's default flash-attention
 setting ("auto", which is on for this CPU build), and the two only agree to float precision
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ def llama_server(embedded_model, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, str(Path(__file__).with_name("llama_server_main.py")),
         "--model", str(embedded_model), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", "1024", "--n_threads", "2", "--n_threads_batch", "2",

@@ -261,7 +261,11 @@ def test_remote_run_is_estimated_and_agrees_with_the_local_model(remote, backend
     # greedy on both sides: the same list, and step 0 within the server's float noise
     local = local_run(backend, EXTREME, 4, GREEDY, seed=1, max_tokens=16)
     assert run["text"] == local.text and run["draws"] == list(local.draws)
-    np.testing.assert_allclose(steps[0]["p_outcomes"], local.steps[0].p_outcomes, atol=5e-3)
+    # the server evaluates the prompt after whatever prefix it still holds, in other batch shapes:
+    # llama.cpp's batching noise, which differs by processor (measured largest difference 0.004 on
+    # an AVX-512 build, 0.011 on an AVX2-only build; the bound leaves room for others)
+    np.testing.assert_allclose(steps[0]["p_outcomes"], local.steps[0].p_outcomes, atol=0.05)
+    assert int(np.argmax(steps[0]["p_outcomes"])) == int(np.argmax(local.steps[0].p_outcomes))
     direct = remote_run(remote, EXTREME, 2, GREEDY, seed=1, max_tokens=8)
     assert direct.estimated and direct.steps and direct.finish_reason in ("draws", "length")
 

@@ -24,8 +24,10 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QTool
 import pyqtgraph as pg
 from pyqtgraph import exporters
 
+from app.core.paths import atomic_path
 from backends.base import Step
 from widgets.formatting import pct as _pct
+from widgets.plain_plot import plain_plot_widget
 
 __all__ = ["DistributionPlot", "token_label", "export_plot_item", "RAW_COLOR", "FINAL_COLOR"]
 
@@ -79,13 +81,18 @@ def export_plot_item(plot_item: pg.PlotItem, path: str | os.PathLike[str]) -> No
     BMP) chosen by the extension. The background is white so exports read well in documents."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".svg", ".png", ".jpg", ".jpeg", ".bmp"):
+        raise ValueError(f"cannot export to {ext or 'a file without extension'}: use .png or .svg")
+    with atomic_path(path) as tmp:  # a failed export leaves an existing file as it was
+        _export_to(plot_item, tmp, ext)
+
+
+def _export_to(plot_item: pg.PlotItem, path: str, ext: str) -> None:
     if ext == ".svg":
         # Not pyqtgraph's SVGExporter: in pyqtgraph 0.14 with Qt >= 6.10 it fails on the closed
         # paths ("... Z") Qt writes (pyqtgraph issues #3485, #3495) and leaves the plot half-changed.
         _export_svg_with_qt(plot_item, path)
         return
-    if ext not in (".png", ".jpg", ".jpeg", ".bmp"):
-        raise ValueError(f"cannot export to {ext or 'a file without extension'}: use .png or .svg")
     exporter = exporters.ImageExporter(plot_item)
     params = exporter.parameters()
     width = int(max(640, plot_item.sceneBoundingRect().width()))
@@ -190,7 +197,7 @@ class DistributionPlot(QWidget):
 
         self._token_axis = _TokenAxis()
         self._pct_axis = _PercentAxis("bottom")
-        self._plot = pg.PlotWidget(
+        self._plot = plain_plot_widget(
             self, background=None, axisItems={"left": self._token_axis, "bottom": self._pct_axis}
         )
         pi = self._plot.getPlotItem()

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 import pyqtgraph as pg
 
 from widgets.distribution_plot import FINAL_COLOR, RAW_COLOR, export_plot_item
+from widgets.plain_plot import plain_plot_widget
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.trace import Trace
@@ -58,7 +59,7 @@ class EntropyPlot(QWidget):
         self._symbols_on = True
         self._title: str | None = None
 
-        self._plot = pg.PlotWidget(self, background=None)
+        self._plot = plain_plot_widget(self, background=None)
         pi = self._plot.getPlotItem()
         pi.setLabel("left", "nats")
         pi.setLabel("bottom", "step")

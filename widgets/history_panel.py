@@ -11,6 +11,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QTabWidget, QVBoxLayout,
                                QWidget)
 
+from widgets.formatting import plain_tip
+
 __all__ = ["HistoryPanel"]
 
 
@@ -48,10 +50,11 @@ class HistoryPanel(QWidget):
         self.list.clear()
         for r in runs:
             when = r.created_at.replace("T", " ")[:19]
-            label = f"#{r.id}  {when}  {r.n_tokens} tok  {r.finish_reason}\n{r.prompt_preview}"
+            label = f"#{r.id}  {when}  {r.n_tokens} tok  {r.finish_reason or 'running'}\n{r.prompt_preview}"
             item = QListWidgetItem(label)  # QListWidgetItem text is plain text
             item.setData(Qt.UserRole, r.id)
-            item.setToolTip(f"{r.model_name}, {r.tokens_per_s:.1f} tokens/s")
+            speed = f", {r.tokens_per_s:.1f} tokens/s" if r.tokens_per_s is not None else ""
+            item.setToolTip(plain_tip(f"{r.model_name}{speed}"))
             self.list.addItem(item)
 
     def set_lab_runs(self, runs) -> None:
@@ -61,7 +64,7 @@ class HistoryPanel(QWidget):
             when = r.created_at.replace("T", " ")[:19]
             item = QListWidgetItem(f"#{r.id}  {when}  {r.kind}  {r.status}  {r.n_records} records\n{r.title}")
             item.setData(Qt.UserRole, r.id)
-            item.setToolTip(r.model_name)
+            item.setToolTip(plain_tip(r.model_name))
             self.lab_list.addItem(item)
 
     def run_ids(self) -> list[int]:

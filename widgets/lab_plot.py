@@ -1,7 +1,7 @@
 """The base of the labs' pyqtgraph plots.
 
 Owns: ``LabPlot`` — a white ``PlotWidget`` with a title, optional axis labels and grid, no SI
-prefixes on the axes, ``data()`` (what is drawn, kept by the subclass in ``_data``, for tests)
+prefixes on the axes, titles, labels and legend names always plain text (``widgets.plain_plot``), ``data()`` (what is drawn, kept by the subclass in ``_data``, for tests)
 and ``export(path)`` (PNG or SVG by the extension). GUI thread only.
 """
 
@@ -11,9 +11,8 @@ import os
 
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-import pyqtgraph as pg
-
 from widgets.distribution_plot import export_plot_item
+from widgets.plain_plot import plain_plot_widget
 
 __all__ = ["LabPlot"]
 
@@ -22,7 +21,7 @@ class LabPlot(QWidget):
     def __init__(self, title: str, x_label: str = "", y_label: str = "", *, grid: bool = False,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._w = pg.PlotWidget()
+        self._w = plain_plot_widget()
         self._w.setBackground("w")
         self.item = self._w.getPlotItem()
         self.item.setTitle(title)

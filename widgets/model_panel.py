@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from backends.base import ModelInfo
+from backends.base import LoadSettings, ModelInfo
+from widgets.formatting import plain_tip
 
 __all__ = ["ModelPanel", "EMBEDDED_LABEL", "show_progress"]
 
@@ -68,21 +69,25 @@ class ModelPanel(QWidget):
         lay.addLayout(row)
 
         form = QFormLayout()
+        limits = LoadSettings.LIMITS  # the ranges the command line and the engine check too
         self.n_ctx = QSpinBox()
-        self.n_ctx.setRange(256, 131072)
+        self.n_ctx.setRange(*limits["n_ctx"])
+        self.n_ctx.setSpecialValueText("training context (0)")
         self.n_ctx.setSingleStep(256)
         self.n_ctx.setValue(2048)
-        self.n_ctx.setToolTip("Context window in tokens: prompt plus generated text must fit in it.")
+        self.n_ctx.setToolTip("Context window in tokens: prompt plus generated text must fit in it. "
+                              "0 uses the model's training context (can be very large).")
         form.addRow("Context (n_ctx)", self.n_ctx)
         self.n_gpu = QSpinBox()
-        self.n_gpu.setRange(-1, 999)
+        self.n_gpu.setRange(*limits["n_gpu_layers"])
         self.n_gpu.setSpecialValueText("all (-1)")
         self.n_gpu.setValue(0)
         form.addRow("GPU layers", self.n_gpu)
         self.n_threads = QSpinBox()
-        self.n_threads.setRange(1, max(1, os.cpu_count() or 1) * 2)
+        self.n_threads.setRange(*limits["n_threads"])
+        self.n_threads.setSpecialValueText("automatic (0)")
         self.n_threads.setValue(min(4, os.cpu_count() or 1))
-        self.n_threads.setToolTip("CPU threads llama.cpp uses for evaluation.")
+        self.n_threads.setToolTip("CPU threads llama.cpp uses for evaluation (0 = automatic: min(4, CPUs)).")
         form.addRow("Threads", self.n_threads)
         lay.addLayout(form)
         self.gpu_label = _plain()
@@ -131,7 +136,7 @@ class ModelPanel(QWidget):
         self.model_combo.addItem(EMBEDDED_LABEL, None)
         for p in paths:
             self.model_combo.addItem(os.path.basename(p), p)
-            self.model_combo.setItemData(self.model_combo.count() - 1, p, Qt.ToolTipRole)
+            self.model_combo.setItemData(self.model_combo.count() - 1, plain_tip(p), Qt.ToolTipRole)
         idx = self.model_combo.findData(current) if current else 0
         self.model_combo.setCurrentIndex(max(0, idx))
         self.model_combo.blockSignals(False)

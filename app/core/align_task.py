@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import json
 import math
-import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from app.core.templates import render_template
+from backends.text import loads_json
 
 __all__ = [
     "TaskError",
@@ -208,9 +210,11 @@ def task_from_json(text_or_path: str | Path) -> TaskDistribution:
     else:
         text = str(text_or_path)
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except json.JSONDecodeError as exc:
         raise TaskError(f"the task is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except ValueError as exc:
+        raise TaskError(f"the task is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise TaskError('the task must be a JSON object with "outcomes"')
     unknown = sorted(set(data) - _JSON_KEYS)
@@ -255,21 +259,15 @@ def format_distribution(task: TaskDistribution) -> str:
     return ", ".join(f"{o} with probability {_fmt_p(p)}" for o, p in zip(task.outcomes, task.probabilities))
 
 
-def _template_fields(template: str) -> list[str]:
-    try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:  # e.g. a single "{" or "}"
-        raise TaskError(f"the template is malformed: {exc} (write {{{{ and }}}} for literal braces)") from exc
-
-
 def render_prompt(task: TaskDistribution, n_draws: int, style: str = "completion",
                   template: str | None = None) -> str:
     """The prompt asking for ``n_draws`` draws from ``task``: the text (completion) or the user message (chat).
 
     ``template`` (default ``TEMPLATES[style]``) may use the fields ``{n}`` (the number of draws),
     ``{distribution}`` (``format_distribution``) and ``{outcomes}`` (the outcomes joined by
-    ", "), with str.format specs (``{n:>3}``); ``{{``/``}}`` are literal braces. Any other
-    field, positional ``{}`` or attribute/index access is a TaskError naming it. A completion
+    ", "), with format specs (``{n:>3}``); ``{{``/``}}`` are literal braces. Any other
+    field, positional ``{}``, attribute/index access, conversion or field nested in a spec is a
+    TaskError naming it (``app.core.templates``: the template is never run through str.format). A completion
     template should end exactly at step 0, with no trailing space (see the module docstring); the
     text is not altered. ``n_draws`` is a whole number from 1 to 1000.
     """
@@ -278,13 +276,11 @@ def render_prompt(task: TaskDistribution, n_draws: int, style: str = "completion
     if isinstance(n_draws, bool) or not isinstance(n_draws, int) or not 1 <= n_draws <= MAX_DRAWS:
         raise TaskError(f"the number of draws ({n_draws!r}) must be a whole number from 1 to {MAX_DRAWS}")
     text = TEMPLATES[style] if template is None else str(template)
-    for field_name in _template_fields(text):
-        if field_name not in TEMPLATE_FIELDS:
-            shown = "{" + field_name + "}"
-            raise TaskError(f"unknown field {shown} in the template; the fields are "
-                            + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
-    return text.format(n=n_draws, distribution=format_distribution(task),
-                       outcomes=LIST_JOINER.join(task.outcomes))
+    values = {"n": n_draws, "distribution": format_distribution(task), "outcomes": LIST_JOINER.join(task.outcomes)}
+    try:
+        return render_template(text, {f: values[f] for f in TEMPLATE_FIELDS})
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- parsing

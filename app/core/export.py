@@ -26,6 +26,7 @@ from app.core.paths import atomic_write_text
 from app.core.trace import Trace
 from app.core.jsonsafe import json_safe
 from backends.base import Finished, SamplerSettings, Step
+from backends.text import clean_json, clean_text, loads_json
 
 __all__ = [
     "FORMAT_NAME",
@@ -120,7 +121,7 @@ def trace_to_json(trace: Trace) -> str:
     ``settings`` (``SamplerSettings.to_dict()``), ``finished`` (reason, text, n_tokens,
     seconds, tokens_per_s, ... or null while running), ``summary`` and ``steps`` (a list of
     ``Step.to_dict()``)."""
-    return json.dumps(trace_to_dict(trace), ensure_ascii=False, indent=1)
+    return json.dumps(clean_json(trace_to_dict(trace)), ensure_ascii=False, indent=1)
 
 
 def trace_from_dict(d: Any, source: str = "the file") -> Trace:
@@ -155,11 +156,12 @@ def read_json(path: str | os.PathLike[str]) -> Trace:
     """Read a file written by ``write_json``. Raises ``OSError`` if it cannot be read and
     ``TraceFormatError`` if it is not a (readable) trace export."""
     name = os.fspath(path)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = json.load(fh)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise TraceFormatError(f"{name} is not valid JSON: {exc}") from exc
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        data = loads_json(raw)
+    except ValueError as exc:
+        raise TraceFormatError(f"{name} is not valid JSON: {exc}") from exc
     return trace_from_dict(data, source=name)
 
 
@@ -208,15 +210,20 @@ def write_csv(trace: Trace, path: str | os.PathLike[str], *, excel_safe: bool = 
 
 
 def write_lab_json(data: dict, path: str | os.PathLike[str]) -> None:
-    """A lab's export (knobs, records, summary) as UTF-8 JSON; NaN becomes null."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(json_safe(data), fh, ensure_ascii=False, indent=1, allow_nan=False)
+    """A lab's export (knobs, records, summary) as UTF-8 JSON; NaN becomes null. The whole
+    document is made first and then written atomically: a failure (a value JSON cannot hold, a
+    full disk) leaves an existing file as it was."""
+    text = json.dumps(clean_json(json_safe(data)), ensure_ascii=False, indent=1, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def write_lab_csv(header: Sequence[str], rows: Iterable[Sequence[Any]], path: str | os.PathLike[str]) -> None:
-    """A lab's table as CSV (UTF-8 with a header row); None and NaN become empty cells."""
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(list(header))
-        for row in rows:
-            w.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in row])
+    """A lab's table as CSV (UTF-8 with a header row); None and NaN become empty cells. Written
+    atomically, like ``write_lab_json``."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([clean_text(h) for h in header])
+    for row in rows:
+        w.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                    else clean_text(v) if isinstance(v, str) else v for v in row])
+    atomic_write_text(path, buf.getvalue(), newline="")

@@ -1,7 +1,8 @@
 """Where Samplescope keeps its files, and how it writes them safely.
 
-Owns: the per-user directories (``config_dir``, ``data_dir``, ``cache_dir``) and
-``atomic_write_text``. Any thread may call these (they only touch the file system).
+Owns: the per-user directories (``config_dir``, ``data_dir``, ``cache_dir``) and the safe
+writes ``atomic_write_text`` and ``atomic_path`` (every file Samplescope writes for the user:
+exports, settings, task and concept files, plots). Any thread may call these (they only touch the file system).
 Qt-free.
 
 Each directory comes from platformdirs (appname ``samplescope``) unless an environment
@@ -20,9 +21,11 @@ A directory is created (with its parents) the first time it is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 __all__ = [
     "APP_NAME",
@@ -33,6 +36,7 @@ __all__ = [
     "data_dir",
     "cache_dir",
     "atomic_write_text",
+    "atomic_path",
 ]
 
 APP_NAME = "samplescope"
@@ -77,13 +81,26 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, newline: str |
     """Write ``text`` (UTF-8) to ``path`` so that readers see either the old file or the new
     one, never half of it: write a temporary file in the same directory, flush it to disk,
     then ``os.replace`` it over ``path``. Raises ``OSError`` (the old file is left intact)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary path beside ``path`` (same extension, so writers that pick a format by it
+    still do) to write the whole file to; when the block ends without an exception it replaces
+    ``path``, otherwise it is removed and ``path`` is left as it was. For writers that want a
+    file name rather than text (image exporters, SVG generators)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        if os.path.getsize(tmp) == 0 and target.suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".bmp"):
+            raise OSError(f"nothing was written to {target.name}")
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -71,5 +71,30 @@ class RemoteConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RemoteConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The known fields of ``d`` with the right types; a field of the wrong type keeps its
+        default (``parse`` also says which)."""
+        return cls.parse(d)[0]
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> tuple["RemoteConfig", list[str]]:
+        """(the config, the names of the fields of ``d`` that were unusable and reset to their
+        defaults). Unknown keys are dropped silently (older or newer versions)."""
+        kwargs: dict[str, Any] = {}
+        bad: list[str] = []
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name in ("connect_timeout", "read_timeout"):
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6
+                v = float(v) if ok else v
+            elif f.name == "chat":
+                ok = isinstance(v, bool)
+            else:
+                ok = isinstance(v, str)
+            if ok:
+                kwargs[f.name] = v
+            else:
+                bad.append(f.name)
+        kwargs.setdefault("base_url", "")
+        return cls(**kwargs), bad

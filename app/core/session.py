@@ -1,9 +1,10 @@
 """One generation on a local model: read logits, run our sampler chain, record the step.
 
 Owns: ``GenerationSession`` (the loop shared by the window, ``samplescope generate`` and the
-benchmark) and ``Utf8Stream`` (turns token bytes into text without ever splitting a
-character). Qt-free. A session runs on the thread that owns its backend (the model worker);
-it yields frozen ``Step`` and ``Finished`` values that may cross to the GUI thread.
+benchmark). ``Utf8Stream`` (token bytes to text, never splitting a character) lives in
+``backends.text`` and is re-exported here. Qt-free. A session runs on the thread that owns its
+backend (the model worker); it yields frozen ``Step`` and ``Finished`` values that may cross to
+the GUI thread.
 
 A session works against any object with the small "logits engine" surface of
 ``backends.llama_local.LlamaCppBackend``: ``tokenize, prepare, feed, logits, piece,
@@ -12,14 +13,14 @@ token_bytes, is_eog, n_ctx``.
 
 from __future__ import annotations
 
-import codecs
 import threading
 import time
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step
+from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, require_prompt
+from backends.text import Utf8Stream
 
 from .sampling import ChainResult, apply_chain
 
@@ -38,23 +39,6 @@ class LogitsEngine(Protocol):
     def piece(self, token: int) -> str: ...
     def token_bytes(self, token: int, *, special: bool = False) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
-
-
-class Utf8Stream:
-    """Incremental UTF-8 decoding: bytes of a partial character wait for the rest."""
-
-    def __init__(self) -> None:
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, data: bytes) -> str:
-        return self._dec.decode(data)
-
-    def flush(self) -> str:
-        return self._dec.decode(b"", final=True)
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._dec.getstate()[0])
 
 
 class GenerationSession:
@@ -95,6 +79,7 @@ class GenerationSession:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        require_prompt(self.prompt)
         if self.parse_special:
             self.prompt_tokens = self.engine.tokenize(self.prompt, add_special=True, parse_special=True)
         else:

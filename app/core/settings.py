@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from app.core.paths import atomic_write_text, config_dir
-from backends.base import SamplerSettings
+from backends.base import LoadSettings, SamplerSettings
+from backends.text import loads_json
 
 __all__ = ["AppSettings", "settings_path", "MAX_RECENT", "SETTINGS_FILE", "default_threads"]
 
@@ -124,6 +125,13 @@ class AppSettings:
         for f in dataclasses.fields(cls):
             if not f.metadata.get("persist", True) or f.name not in d:
                 continue
+            if f.name == "remote" and isinstance(d[f.name], dict):  # name the bad fields inside it
+                from app.core.remote import RemoteConfig
+
+                config, bad_fields = RemoteConfig.parse(d[f.name])
+                s.remote = config.to_dict() if d[f.name] else {}
+                bad += [f"remote.{name}" for name in bad_fields]
+                continue
             value = _checked(f.name, d[f.name])
             if value is _BAD:
                 bad.append(f.name)
@@ -149,7 +157,7 @@ class AppSettings:
             s.warning = f"Could not read the settings file {p} ({exc}); default settings are used."
             return s
         try:
-            data = json.loads(raw)
+            data = loads_json(raw)
             if not isinstance(data, dict):
                 raise ValueError("the file does not hold a JSON object")
         except ValueError as exc:
@@ -193,12 +201,14 @@ def _checked(name: str, v: Any) -> Any:
             if x and x not in out:
                 out.append(x)
         return out[:MAX_RECENT]
-    if name == "n_ctx":
-        return v if is_int(v) and 1 <= v <= 10_000_000 else _BAD
-    if name == "n_gpu_layers":
-        return v if is_int(v) and v >= -1 else _BAD
-    if name == "n_threads":
-        return v if is_int(v) and 1 <= v <= 1024 else _BAD
+    if name in ("n_ctx", "n_gpu_layers", "n_threads"):  # the ranges of LoadSettings, shared with the CLI
+        if not is_int(v):
+            return _BAD
+        try:
+            LoadSettings(**{name: v}).validate()
+        except ValueError:
+            return _BAD
+        return v
     if name == "top_n":
         lo, hi = SamplerSettings.LIMITS["top_n"]
         return v if is_int(v) and lo <= v <= hi else _BAD

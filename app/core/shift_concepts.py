@@ -22,12 +22,15 @@ import csv
 import io
 import os
 import re
-import string
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Union
+
+from app.core.paths import atomic_write_text
+from app.core.templates import render_template
+from app.core.templates import template_fields as _template_fields
 
 __all__ = ["Concept", "BUILTIN_CONCEPTS", "DOMAINS", "KINDS", "STYLES", "TEMPLATES", "FIELDS", "CSV_COLUMNS",
            "ConceptFileError", "render", "template_fields", "slugify", "question_from_name",
@@ -233,22 +236,9 @@ TEMPLATES: dict[tuple[str, str], str] = {
 
 
 def template_fields(template: str) -> list[str]:
-    """The ``{fields}`` used in ``template``, in order; ValueError for an unknown field or a stray brace."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"template has an unmatched '{{' or '}}' ({exc}); "
-                         "write {{ or }} for a literal brace") from None
-    used = []
-    for _literal, field_name, _spec, _conv in parsed:
-        if field_name is None:
-            continue
-        if field_name not in FIELDS:
-            shown = "{" + field_name + "}"
-            allowed = ", ".join("{" + f + "}" for f in FIELDS)
-            raise ValueError(f"unknown field {shown} in the template; the fields are {allowed}")
-        used.append(field_name)
-    return used
+    """The ``{fields}`` used in ``template``, in order; ValueError for an unknown field, a stray
+    brace, attribute/index access or a field nested in a format spec (``app.core.templates``)."""
+    return _template_fields(template, FIELDS)
 
 
 def render(concept: Concept, kind: str, style: str,
@@ -263,9 +253,8 @@ def render(concept: Concept, kind: str, style: str,
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLES)}")
     template = (templates or {}).get((kind, style), TEMPLATES[(kind, style)])
-    template_fields(template)
     values = {"name": concept.name, "question": concept.question, "unit": concept.unit, "domain": concept.domain}
-    return template.format(**values)
+    return render_template(template, {f: values[f] for f in FIELDS})
 
 
 # --------------------------------------------------------------------------- CSV
@@ -286,10 +275,11 @@ def concepts_to_csv(concepts: Iterable[Concept], path_or_file: PathOrFile) -> No
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
         return
-    with open(path_or_file, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+    atomic_write_text(path_or_file, buf.getvalue(), newline="")
 
 
 def _read_text(path_or_file: PathOrFile) -> str:

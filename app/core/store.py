@@ -10,14 +10,22 @@ Schema (version ``SCHEMA_VERSION``, recorded in ``schema_version``)::
 
     runs(id, created_at ISO-8601 UTC, model_name, model_path, model_size, model_sha256,
          prompt, text, settings_json, seed, n_tokens, tokens_per_s, finish_reason,
-         estimated, finished_json)
+         estimated, finished_json, status, owner)
     steps(run_id, idx, json)                 -- one row per Step, json = Step.to_dict()
     model_hashes(path, size, mtime_ns, sha256)
     experiments(id, created_at, kind, title, model_name, model_path, model_sha256,
-                params_json, summary_json, status)         -- a lab run (VS comparison, ...)
+                params_json, summary_json, status, owner)  -- a lab run (VS comparison, ...)
     experiment_records(experiment_id, idx, json)             -- one row per record, as it arrives
 
-Version 1 databases (no experiment tables) are upgraded in place when opened.
+A workbench run is saved as it is made: ``start_run`` (status "running"), ``append_steps`` as
+steps arrive, ``finish_run`` (status "done"); a lab run likewise (``start_experiment``,
+``add_record``, ``finish_experiment``). ``owner`` names the process writing a running row
+(host, pid, process start time): ``mark_interrupted`` (called when the app starts) turns the
+rows of processes that no longer exist into "interrupted", so a crash or a kill -9 keeps every
+step saved before it and nothing is listed as running forever.
+
+Older databases are upgraded in place when opened (version 1 gains the experiment tables,
+version 2 the status and owner columns).
 The journal is WAL, so reading the history never waits for a save. Nothing secret is
 stored: a remote ``model_path`` that is a URL loses its user name, password and query string.
 """
@@ -27,19 +35,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import socket
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core.export import finished_from_dict, finished_to_dict
 from app.core.paths import data_dir
 from app.core.trace import Trace
-from backends.base import SamplerSettings, Step
+from backends.base import Finished, SamplerSettings, Step
+from backends.text import clean_json, clean_text, loads_json
+
+T = TypeVar("T")
 
 __all__ = [
     "RunStore",
@@ -50,12 +64,18 @@ __all__ = [
     "StoreCorruptError",
     "StoreLockedError",
     "RunNotFoundError",
+    "RecordUnreadableError",
     "SCHEMA_VERSION",
     "DB_FILE",
     "PREVIEW_CHARS",
+    "RunHead",
+    "retry_locked",
+    "process_owner",
+    "owner_alive",
+    "INTERRUPTED_MESSAGE",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILE = "runs.sqlite3"
 #: Length of ``RunSummary.prompt_preview`` (longer prompts end with an ellipsis).
 PREVIEW_CHARS = 80
@@ -80,7 +100,9 @@ CREATE TABLE IF NOT EXISTS runs (
     tokens_per_s  REAL,
     finish_reason TEXT,
     estimated     INTEGER NOT NULL DEFAULT 0,
-    finished_json TEXT
+    finished_json TEXT,
+    status        TEXT    NOT NULL DEFAULT 'done',
+    owner         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 CREATE TABLE IF NOT EXISTS steps (
@@ -105,7 +127,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     model_sha256  TEXT,
     params_json   TEXT    NOT NULL,
     summary_json  TEXT,
-    status        TEXT    NOT NULL DEFAULT 'running'
+    status        TEXT    NOT NULL DEFAULT 'running',
+    owner         TEXT
 );
 CREATE INDEX IF NOT EXISTS experiments_by_created ON experiments (created_at);
 CREATE TABLE IF NOT EXISTS experiment_records (
@@ -129,6 +152,10 @@ class StoreLockedError(StoreError):
     """Another program holds the database locked for longer than the store's timeout."""
 
 
+class RecordUnreadableError(StoreError):
+    """One stored run or lab run cannot be read back; the database itself is fine."""
+
+
 class RunNotFoundError(StoreError, KeyError):
     """No run has the given id (it was deleted, or the id is wrong)."""
 
@@ -147,6 +174,18 @@ class RunSummary:
     n_tokens: int
     finish_reason: str | None
     tokens_per_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunHead:
+    """What a run is before its first step (``start_run``): frozen, so the store thread may
+    hold it while the GUI thread goes on."""
+
+    prompt: str
+    settings: SamplerSettings
+    model_name: str
+    model_path: str | None = None
+    model_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +219,75 @@ class Experiment:
     summary: dict | None
 
 
+#: Why an interrupted run ended, as its ``Finished.message`` says.
+INTERRUPTED_MESSAGE = ("Samplescope stopped during this run (a crash, a kill or a power cut); "
+                       "the steps saved before that are kept.")
+
+
+def _js(obj) -> str:
+    """Compact JSON of a value to store; every string valid Unicode (SQLite encodes UTF-8)."""
+    return json.dumps(clean_json(obj), ensure_ascii=False, separators=(",", ":"))
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), else ""; with the
+    pid it tells a live writer from a new process that reuses a dead one's pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def process_owner() -> str:
+    """This process as the owner of the rows it is writing: host, pid and start time."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named by ``owner`` (``process_owner``) may still be writing. A row
+    of another host is never declared dead (it may share a network folder)."""
+    if not owner:
+        return False
+    try:
+        host, pid_s, started = owner.split("|", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return started == _start_time(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        pass
+    return not started or _start_time(pid) in ("", started)
+
+
+def retry_locked(fn: Callable[[], T], *, timeout: float = 600.0, sleep: Callable[[float], object] | None = None,
+                 stop: threading.Event | None = None) -> T:
+    """``fn()``, tried again with exponential back-off (50 ms doubling to 2 s, with jitter)
+    while the database is locked by another writer, for up to ``timeout`` seconds (or until
+    ``stop`` is set); then the last ``StoreLockedError`` is raised. Other errors raise at once."""
+    wait = sleep or (stop.wait if stop is not None else time.sleep)
+    clock = time.monotonic
+    deadline = clock() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except StoreLockedError:
+            if clock() + delay > deadline or (stop is not None and stop.is_set()):
+                raise
+            wait(delay * (0.75 + 0.5 * random.random()))
+            delay = min(2.0, delay * 2)
+
+
 def _preview(prompt: str) -> str:
     flat = " ".join(prompt.split())
     return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "\u2026"
@@ -210,7 +318,7 @@ class RunStore:
     from ``sha256_of`` when the model file cannot be read).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = 2.0) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = 5.0) -> None:
         self._timeout = timeout
         self._local = threading.local()
         try:
@@ -269,8 +377,8 @@ class RunStore:
             raise StoreError(f"{where} could not {action} ({exc}).") from exc
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
             raise StoreCorruptError(self._corrupt_message(exc)) from exc
-        except ValueError as exc:  # a stored JSON value that does not parse
-            raise StoreCorruptError(self._corrupt_message(exc)) from exc
+        except UnicodeError as exc:  # never a damaged file: text that is not valid Unicode
+            raise StoreError(f"{where} could not {action}: some text is not valid Unicode ({exc.reason}).") from exc
 
     def _corrupt_message(self, exc: BaseException) -> str:
         return (
@@ -303,11 +411,16 @@ class RunStore:
                 )
             if version == SCHEMA_VERSION:
                 return
-            # Future migrations go here (version < SCHEMA_VERSION).
         with self._tx() as c:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     c.execute(statement)
+            # version 2 -> 3: the status and owner columns (CREATE TABLE IF NOT EXISTS kept the old tables)
+            for table, column, decl in (("runs", "status", "TEXT NOT NULL DEFAULT 'done'"), ("runs", "owner", "TEXT"),
+                                        ("experiments", "owner", "TEXT")):
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             c.execute("DELETE FROM schema_version")
             c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
@@ -349,7 +462,7 @@ class RunStore:
             fd = finished_to_dict(finished) or {}
             fd.pop("text", None)  # kept in the text column
             fd.pop("tokens_per_s", None)  # derived
-            finished_json = json.dumps(fd, ensure_ascii=False)
+            finished_json = _js(fd)
         size: int | None = None
         sha = model_sha256
         if model_path and os.path.isfile(model_path):
@@ -359,18 +472,15 @@ class RunStore:
                 size = None
             if sha is None:
                 sha = self.cached_sha256(model_path)
-        steps = [
-            (i, json.dumps(s.to_dict(), ensure_ascii=False, separators=(",", ":")))
-            for i, s in enumerate(trace.steps)
-        ]
+        steps = [(i, _js(s.to_dict())) for i, s in enumerate(trace.steps)]
         values = (
-            model_name or trace.model_name,
+            clean_text(model_name or trace.model_name),
             _scrub_location(model_path),
             size,
             sha,
-            trace.prompt,
-            text,
-            json.dumps(trace.settings.to_dict(), ensure_ascii=False),
+            clean_text(trace.prompt),
+            clean_text(text),
+            _js(trace.settings.to_dict()),
             trace.settings.seed,
             len(trace.steps),
             finished.tokens_per_s if finished is not None else None,
@@ -438,17 +548,19 @@ class RunStore:
             step_rows = conn.execute(
                 "SELECT json FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
             ).fetchall()
-            try:
-                settings = SamplerSettings.from_dict(json.loads(settings_json))
-                finished = None
-                if finished_json is not None:
-                    fd = json.loads(finished_json)
-                    fd["text"] = text
-                    finished = finished_from_dict(fd)
-                trace = Trace(prompt=prompt, settings=settings, model_name=model_name, finished=finished)
-                trace.extend(Step.from_dict(json.loads(js)) for (js,) in step_rows)
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"run {run_id} has an unreadable record: {exc!r}") from exc
+        try:
+            settings = SamplerSettings.from_dict(loads_json(settings_json))
+            finished = None
+            if finished_json is not None:
+                fd = loads_json(finished_json)
+                fd["text"] = text
+                finished = finished_from_dict(fd)
+            trace = Trace(prompt=prompt, settings=settings, model_name=model_name, finished=finished)
+            trace.extend(Step.from_dict(loads_json(js)) for (js,) in step_rows)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RecordUnreadableError(
+                f"Run #{run_id} could not be opened: a stored value of it is unreadable ({type(exc).__name__}: "
+                f"{exc}). The rest of the history is not affected; you may delete this run.") from None
         trace.run_id = run_id
         return trace
 
@@ -458,6 +570,88 @@ class RunStore:
             c.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
             cur = c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return cur.rowcount > 0
+
+    # -- runs saved as they are made ---------------------------------------------------------
+
+    def start_run(self, head: RunHead) -> int:
+        """Add a run with no steps yet, status "running", owned by this process; returns its
+        id. Steps follow with ``append_steps``, the end with ``finish_run``."""
+        size = sha = None
+        path = head.model_path
+        if path and os.path.isfile(path):
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = None
+            sha = head.model_sha256 or self.cached_sha256(path)
+        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        with self._errors("save the run"), self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO runs (created_at, model_name, model_path, model_size, model_sha256, prompt, text,"
+                " settings_json, seed, n_tokens, tokens_per_s, finish_reason, estimated, finished_json, status,"
+                " owner) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, 0, NULL, NULL, 0, NULL, 'running', ?)",
+                (created, clean_text(head.model_name), _scrub_location(path), size, sha or head.model_sha256,
+                 clean_text(head.prompt), _js(head.settings.to_dict()), head.settings.seed, process_owner()),
+            )
+            return int(cur.lastrowid)
+
+    def append_steps(self, run_id: int, first_index: int, steps: Sequence[Step]) -> None:
+        """Save ``steps`` as steps ``first_index``, ``first_index + 1``, ... of a running run,
+        with the text they add; one transaction, so a crash keeps every batch written."""
+        if not steps:
+            return
+        rows = [(run_id, first_index + i, _js(st.to_dict())) for i, st in enumerate(steps)]
+        added = clean_text("".join(st.token for st in steps))
+        estimated = int(any(st.estimated for st in steps))
+        with self._errors("save the run's steps"), self._tx() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(f"There is no saved run with id {run_id}; it may have been deleted.")
+            c.executemany("INSERT OR REPLACE INTO steps (run_id, idx, json) VALUES (?, ?, ?)", rows)
+            c.execute("UPDATE runs SET text = text || ?, n_tokens = MAX(n_tokens, ?), estimated = MAX(estimated, ?)"
+                      " WHERE id = ?", (added, first_index + len(steps), estimated, run_id))
+
+    def finish_run(self, run_id: int, finished: Finished | None, *, n_steps: int) -> None:
+        """End a running run: how it finished (its text, reason, speed), status "done". Steps
+        past ``n_steps`` (left by a rewrite) are removed."""
+        fd = finished_to_dict(finished) or {}
+        text = fd.pop("text", None)
+        fd.pop("tokens_per_s", None)
+        with self._errors("save the run"), self._tx() as c:
+            cur = c.execute(
+                "UPDATE runs SET text = COALESCE(?, text), n_tokens = ?, tokens_per_s = ?, finish_reason = ?,"
+                " finished_json = ?, status = 'done', owner = NULL WHERE id = ?",
+                (None if text is None else clean_text(text), n_steps,
+                 finished.tokens_per_s if finished is not None else None,
+                 finished.reason if finished is not None else None, _js(fd) if finished is not None else None, run_id),
+            )
+            if cur.rowcount == 0:
+                raise RunNotFoundError(f"There is no saved run with id {run_id}; it may have been deleted.")
+            c.execute("DELETE FROM steps WHERE run_id = ? AND idx >= ?", (run_id, n_steps))
+
+    def mark_interrupted(self) -> tuple[int, int]:
+        """Runs and lab runs still "running" whose writing process no longer exists (a crash,
+        a kill) become "interrupted", keeping every step and record saved. Returns how many of
+        each; rows of live processes (another Samplescope window) are left alone."""
+        with self._errors("check for interrupted runs"):
+            conn = self._conn()
+            runs = [(i, o) for i, o in conn.execute("SELECT id, owner FROM runs WHERE status = 'running'")]
+            exps = [(i, o) for i, o in conn.execute("SELECT id, owner FROM experiments WHERE status = 'running'")]
+        dead_runs = [i for i, o in runs if not owner_alive(o)]
+        dead_exps = [i for i, o in exps if not owner_alive(o)]
+        if not dead_runs and not dead_exps:
+            return 0, 0
+        with self._errors("mark interrupted runs"), self._tx() as c:
+            for run_id in dead_runs:
+                n = c.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+                fd = {"reason": "interrupted", "n_tokens": n, "seconds": 0.0, "prompt_tokens": 0,
+                      "reused_tokens": 0, "message": INTERRUPTED_MESSAGE}
+                c.execute("UPDATE runs SET status = 'interrupted', finish_reason = 'interrupted', n_tokens = ?,"
+                          " finished_json = ?, owner = NULL WHERE id = ? AND status = 'running'",
+                          (n, _js(fd), run_id))
+            for exp_id in dead_exps:
+                c.execute("UPDATE experiments SET status = 'interrupted', owner = NULL"
+                          " WHERE id = ? AND status = 'running'", (exp_id,))
+        return len(dead_runs), len(dead_exps)
 
     # -- experiments (lab runs) -------------------------------------------------------------
 
@@ -469,16 +663,16 @@ class RunStore:
         with self._errors("save the lab run"), self._tx() as c:
             cur = c.execute(
                 "INSERT INTO experiments (created_at, kind, title, model_name, model_path, model_sha256,"
-                " params_json, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
-                (created, kind, title, model_name, _scrub_location(model_path), model_sha256,
-                 json.dumps(params, ensure_ascii=False)),
+                " params_json, status, owner) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (created, kind, clean_text(title), clean_text(model_name), _scrub_location(model_path), model_sha256,
+                 _js(params), process_owner()),
             )
             return int(cur.lastrowid)
 
     def add_record(self, experiment_id: int, record: dict) -> int:
         """Append one record (a JSON-serialisable dict) to a lab run; returns its index. Each
         record is committed at once, so a crash or a Stop keeps everything that arrived."""
-        js = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        js = _js(record)
         with self._errors("save the lab record"), self._tx() as c:
             if c.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
                 raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
@@ -491,9 +685,8 @@ class RunStore:
     def finish_experiment(self, experiment_id: int, summary: dict | None, status: str = "done") -> None:
         """Store the summary and the final status ("done", "stopped", "failed")."""
         with self._errors("save the lab summary"), self._tx() as c:
-            cur = c.execute("UPDATE experiments SET summary_json = ?, status = ? WHERE id = ?",
-                            (None if summary is None else json.dumps(summary, ensure_ascii=False), status,
-                             experiment_id))
+            cur = c.execute("UPDATE experiments SET summary_json = ?, status = ?, owner = NULL WHERE id = ?",
+                            (None if summary is None else _js(summary), status, experiment_id))
             if cur.rowcount == 0:
                 raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
 
@@ -520,9 +713,14 @@ class RunStore:
                 raise RunNotFoundError(f"There is no lab run with id {experiment_id}; it may have been deleted.")
             recs = conn.execute("SELECT json FROM experiment_records WHERE experiment_id = ? ORDER BY idx",
                                 (experiment_id,)).fetchall()
-            return Experiment(*row[:8], params=json.loads(row[8]),
-                              records=tuple(json.loads(js) for (js,) in recs),
-                              summary=None if row[9] is None else json.loads(row[9]))
+        try:
+            return Experiment(*row[:8], params=loads_json(row[8]),
+                              records=tuple(loads_json(js) for (js,) in recs),
+                              summary=None if row[9] is None else loads_json(row[9]))
+        except ValueError as exc:
+            raise RecordUnreadableError(
+                f"Lab run #{experiment_id} could not be opened: a stored record of it is unreadable ({exc}). "
+                "The rest of the history is not affected; you may delete this lab run.") from None
 
     def delete_experiment(self, experiment_id: int) -> bool:
         """Delete a lab run and its records; ``False`` if there was none."""

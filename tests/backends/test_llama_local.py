@@ -81,35 +81,52 @@ def _softmax(x):
     return e / e.sum()
 
 
+#: KL (nats) between the next-token distributions of one prompt evaluated in different batch
+#: schedules. llama.cpp's CPU kernels round differently for different batch shapes, and
+#: differently again on other processors: measured 0.0009 to 0.004 here (AVX-512 build and an
+#: AVX2-only build, 1 and 2 threads); the bound leaves room for processors we have not seen.
+BATCH_NOISE_KL = 0.02
+
+
+def _kl(a, b) -> float:
+    p, q = _softmax(a), _softmax(b)
+    return float((p * np.log(p / q)).sum())
+
+
 def test_prefix_reuse_gives_the_same_logits_as_a_fresh_evaluation(local_backend):
     b = local_backend
     prefix = b.tokenize(PROMPT)
     branch_x = b.tokenize(PROMPT + " the town where")[len(prefix):]
     branch_y = b.tokenize(PROMPT + " a city that")[len(prefix):]
-    assert len(branch_x) == len(branch_y) == 3
+    branch_z = b.tokenize(PROMPT + " the place in")[len(prefix):]
+    assert len(branch_x) == len(branch_y) == len(branch_z) == 3
     target = prefix + branch_y
-    # fresh context, the whole prompt in one batch
-    b.reset()
-    assert b.prepare(target) == 0
-    fresh = b.logits().copy()
     # through the cache: evaluate prefix + X, then switch to prefix + Y (X dropped, prefix kept)
     b.reset()
     b.prepare(prefix + branch_x)
     assert b.prepare(target) == len(prefix)
     assert b.cached_tokens == tuple(target)
-    via_cache = b.logits().copy()
-    # the prefix was computed in a batch of the same shape as in the fresh run, and llama.cpp's
-    # kernels are deterministic for equal shapes: any stale or misplaced cache entry shows here
-    np.testing.assert_array_equal(via_cache, fresh)
-    # a different batch schedule (prefix alone, then Y): llama.cpp's float results depend
-    # slightly on how tokens are batched (measured KL ~0.004 nats), so compare distributions
+    via_x = b.logits().copy()
+    # the same schedule with another dropped branch: every batch has the same shape as above,
+    # and llama.cpp's kernels are deterministic for equal shapes, so a stale or misplaced cache
+    # entry of X or Z is the only thing that could make the two differ
+    b.reset()
+    b.prepare(prefix + branch_z)
+    assert b.prepare(target) == len(prefix)
+    via_z = b.logits().copy()
+    np.testing.assert_array_equal(via_x, via_z)
+    # against fresh evaluations in other batch schedules (the whole prompt in one batch; the
+    # prefix alone, then Y): the same distribution up to llama.cpp's batching noise
+    b.reset()
+    assert b.prepare(target) == 0
+    fresh = b.logits().copy()
     b.reset()
     b.prepare(prefix)
     assert b.prepare(target) == len(prefix)
     other = b.logits().copy()
-    p, q = _softmax(fresh), _softmax(other)
-    assert float((p * np.log(p / q)).sum()) < 0.02
-    assert list(np.argsort(-fresh)[:5]) == list(np.argsort(-other)[:5])
+    for logits in (fresh, other):
+        assert _kl(via_x, logits) < BATCH_NOISE_KL
+        assert int(np.argmax(logits)) == int(np.argmax(via_x))
     # the same prompt again reuses all but the last token (whose logits must be recomputed)
     assert b.prepare(target) == len(target) - 1
 
@@ -124,11 +141,18 @@ def test_same_seed_same_tokens_and_different_seed_differs(local_backend):
 
 
 def test_greedy_matches_llama_cpp_greedy(local_backend, embedded_model):
-    from llama_cpp import Llama
+    from backends.llama_local import load_llama_cpp
+
+    Llama = load_llama_cpp().Llama
 
     steps, fin = run(local_backend, temperature=0.0, max_tokens=24)
     ours = [s.token_id for s in steps]
-    llm = Llama(str(embedded_model), n_ctx=512, n_threads=2, verbose=False, logits_all=False)
+    # like with like: the same context size, batch size, attention kernel (flash attention, as
+    # llama.cpp's "auto" picks on the CPU) and full-size sliding-window cache as the backend, so
+    # both evaluate every token through the same kernels and shapes on any processor
+    llm = Llama(str(embedded_model), n_ctx=local_backend.n_ctx, n_batch=local_backend.n_batch,
+                n_ubatch=local_backend.n_batch, n_threads=2, flash_attn=True, swa_full=True, verbose=False,
+                logits_all=False)
     try:
         theirs = []
         for tok in llm.generate(llm.tokenize(PROMPT.encode()), temp=0.0, top_k=1):

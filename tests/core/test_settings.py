@@ -105,7 +105,8 @@ def test_undecodable_file_gives_warning():
 
 def test_bad_values_reset_individually():
     settings_path().write_text(json.dumps({
-        "n_ctx": "big", "n_threads": 0, "top_n": 8, "show_whitespace": 1, "palette": "dark",
+        # -3 threads: outside LoadSettings' range, shared with the command line (0 would mean automatic)
+        "n_ctx": "big", "n_threads": -3, "top_n": 8, "show_whitespace": 1, "palette": "dark",
         "sampler": {"temperature": 99.0}, "recent_models": ["a", 3],
         "api_key": "sk-should-be-ignored", "unknown": True,
     }), encoding="utf-8")

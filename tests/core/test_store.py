@@ -344,5 +344,5 @@ def test_version_1_database_gains_experiment_tables(tmp_path):
     eid = store.start_experiment("vs", "t", {}, model_name="m")
     assert store.load_experiment(eid).records == ()
     con = sqlite3.connect(path)
-    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     con.close()

@@ -79,3 +79,11 @@ def make_trace(tokens: list[str], prompt: str = "", p: list[float] | None = None
     for i, tok in enumerate(tokens):
         trace.append(make_step(i, tok, p_raw=(p[i] if p else 0.3 + 0.6 * ((i * 37) % 10) / 10)))
     return trace
+
+
+def wait_saved(window, qtbot, timeout: int = 60_000) -> None:
+    """Wait until every run-store write handed to the store-writer thread is done (runs and lab
+    records are saved off the GUI thread, as they arrive)."""
+    writer = window.controller.writer
+    if writer is not None:
+        qtbot.waitUntil(lambda: writer.idle, timeout=timeout)

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from app.core.align_task import PRESETS
+from tests.widgets.factory import wait_saved
 
 
 def _run(qtbot, window, timeout=300_000):
     with qtbot.waitSignal(window.controller.labs.finished, timeout=timeout) as blocker:
         window.align_panel.run_button.click()
+    wait_saved(window, qtbot)
     return blocker.args
 
 
@@ -91,6 +93,7 @@ def test_stop_keeps_the_steps(window, qtbot):
     summary, status = blocker.args
     assert status == "stopped" and summary["cancelled"] is True
     assert p.results()["steps"] and summary["runs_done"] < 5
+    wait_saved(window, qtbot)
     assert window.controller.store.load_experiment(labs.experiment_id).status == "stopped"
 
 

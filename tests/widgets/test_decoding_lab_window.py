@@ -9,11 +9,13 @@ import math
 import pytest
 
 from backends.base import SamplerSettings
+from tests.widgets.factory import wait_saved
 
 
 def _run(qtbot, window, trigger, timeout=300_000):
     with qtbot.waitSignal(window.controller.labs.finished, timeout=timeout) as blocker:
         trigger()
+    wait_saved(window, qtbot)
     return blocker.args
 
 

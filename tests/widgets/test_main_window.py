@@ -13,6 +13,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QKeySequence
 
 from backends.base import SamplerSettings
+from tests.widgets.factory import wait_saved
 
 
 def _set(window, **kw):
@@ -28,6 +29,7 @@ def _generate(window, qtbot, prompt="The capital of France is", **kw):
         window.generate_action.trigger()  # the menu item; the shortcut has its own test
     # let the redraw timer draw what arrived
     qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+    wait_saved(window, qtbot)
     return blocker.args[0]
 
 
@@ -175,6 +177,7 @@ def test_stop_keeps_the_partial_output(window, qtbot):
     trace = window.controller.trace
     assert 3 <= fin.n_tokens < 400 and len(trace) == fin.n_tokens
     assert fin.text == trace.text
+    wait_saved(window, qtbot)
     assert window.controller.store.list_runs()[0].finish_reason == "cancelled"
 
 
@@ -327,6 +330,7 @@ def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatc
     assert not window.distribution_plot._stage_box.isEnabled()
     assert window.token_view.rendered_count() == len(trace)
     # the run is stored without the key
+    wait_saved(window, qtbot)
     run = window.controller.store.list_runs()[0]
     assert run.n_tokens == len(trace)
     import pathlib

@@ -9,11 +9,13 @@ import math
 import pytest
 
 from app.core.shift_concepts import BUILTIN_CONCEPTS
+from tests.widgets.factory import wait_saved
 
 
 def _run(qtbot, window, button, timeout=300_000):
     with qtbot.waitSignal(window.controller.labs.finished, timeout=timeout) as blocker:
         button.click()
+    wait_saved(window, qtbot)
     return blocker.args
 
 
@@ -130,6 +132,7 @@ def test_stop_keeps_finished_concepts(window, qtbot):
     summary, status = blocker.args
     assert status == "stopped" and summary["cancelled"] is True
     assert 1 <= len(p.results()["records"]) < 5
+    wait_saved(window, qtbot)
     assert window.controller.store.load_experiment(labs.experiment_id).status == "stopped"
 
 

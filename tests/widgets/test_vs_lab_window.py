@@ -11,6 +11,7 @@ import math
 import pytest
 
 from backends.base import SamplerSettings
+from tests.widgets.factory import wait_saved
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,6 +27,7 @@ def vs_knobs(window):
 def _run(qtbot, window, action):
     with qtbot.waitSignal(window.controller.labs.finished, timeout=300_000) as blocker:
         action.trigger()
+    wait_saved(window, qtbot)
     return blocker.args  # summary, status
 
 
@@ -36,9 +38,15 @@ def test_run_once_shows_what_the_model_says_and_does(window, qtbot):
     assert status == "done" and window.lab_tabs.currentWidget() is p
     res = p.results()
     (rec,) = res["records"]
-    assert rec["error"] is None, rec["raw"]
+    # a grammar-held answer parses unless the token limit cut it (the 270M model can loop inside
+    # a string; on some processors it does here)
+    assert rec["error"] is None or rec["cut"], rec["raw"]
+    if rec["error"] is not None:
+        assert "ran out of tokens" in rec["error"] and rec["raw"] in p.raw_view.toPlainText()
+        return
     chart = res["answer_chart"]
-    assert chart["categories"] == [c["text"] for c in rec["candidates"]] and len(chart["categories"]) == 3
+    assert chart["categories"] == [c["text"] for c in rec["candidates"]]
+    assert len(chart["categories"]) == 3 or rec["cut"]
     stated, model = chart["series"]["stated"], chart["series"]["model"]
     assert abs(stated.sum() - 1) < 1e-9 and abs(model.sum() - 1) < 1e-9
     kl = rec["model"]["kl_stated_to_model"]
@@ -65,7 +73,13 @@ def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
     (values,) = ratio["series"].values()
     i = ratio["categories"].index("distinct-1")
     assert math.isclose(values[i], summary["ratios"]["distinct_1"])
-    assert summary["vs"]["n_samples"] == 9 - 3 * summary["vs"]["parse_failure_rate"]
+    # every readable VS run gives its candidates as samples: k = 3 each, fewer only for an answer
+    # the token limit cut (the 270M model can run a grammar-held answer into it) or one not read
+    vs_records = [r for r in res["records"] if r["arm"] == "vs"]
+    assert summary["vs"]["n_samples"] == sum(len(r["samples"]) for r in vs_records)
+    for r in vs_records:
+        assert len(r["samples"]) == 3 or r["cut"] or r["error"], r
+    assert summary["vs"]["parse_failure_rate"] == sum(bool(r["error"]) for r in vs_records) / 3
     assert p.metrics_table.rowCount() >= 8
     # the histogram: reference shares and each arm's answer distribution over the states
     hist = res["histogram"]
@@ -106,6 +120,7 @@ def test_stop_mid_comparison_keeps_finished_runs(window, qtbot):
     assert status == "stopped" and summary["cancelled"] is True
     kept = [r for r in labs.records if not r.get("interrupted")]
     assert 1 <= len(kept) < 60
+    wait_saved(window, qtbot)
     exp = window.controller.store.load_experiment(labs.experiment_id)
     assert exp.status == "stopped" and len(exp.records) == len(labs.records)
     assert "Stopped" in p.status.text()

@@ -792,7 +792,10 @@ def column_totals(logprobs: Sequence[float | None], entropies: Sequence[float]) 
     known = [x for x in logprobs if x is not None and math.isfinite(x)]
     total = math.fsum(known) if len(known) == n else None
     ents = [e for e in entropies if e is not None and math.isfinite(e)]
-    return {"total_logprob": total, "perplexity": math.exp(-total / n) if total is not None else None,
+    perplexity = None
+    if total is not None and -total / n < 709.0:  # past that exp overflows: no meaningful figure
+        perplexity = math.exp(-total / n)
+    return {"total_logprob": total, "perplexity": perplexity,
             "mean_entropy": math.fsum(ents) / len(ents) if ents else None, "length": n}
 
 

@@ -33,6 +33,7 @@ from app.core.streams import drain
 from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, ModelLoadError, SamplerSettings
+from backends.text import clean_text
 
 __all__ = ["LocalVSEngine", "RemoteVSEngine", "VSOutcome", "Comparison", "run_vs_once", "draw",
            "compare", "iter_compare", "single_run_record", "arm_metrics", "model_distribution", "DEFAULT_SETTINGS"]
@@ -46,6 +47,19 @@ DEFAULT_SETTINGS = SamplerSettings(temperature=0.7, top_p=1.0, top_k=0, min_p=0.
 #: GBNF for a probability: 0, 1, 0.x .. 0.xxxx, 1.0
 _PROB_RULE = 'number ::= ("0" ("." [0-9] ([0-9] ([0-9] ([0-9])?)?)?)? | "1" ("." "0")?) space'
 
+class Answer(str):
+    """An engine's answer: its text, and ``cut`` (True when the token limit ended it before the
+    model did: a grammar-held JSON answer is then incomplete, and that is the reason it cannot
+    be read, not the parser)."""
+
+    cut: bool
+
+    def __new__(cls, text: str, cut: bool = False) -> "Answer":
+        self = super().__new__(cls, text)
+        self.cut = bool(cut)
+        return self
+
+
 def _texts_for_embedding(texts: Sequence[str]) -> list[str]:
     return [t if str(t).strip() else " " for t in texts]
 
@@ -56,7 +70,9 @@ class LocalVSEngine:
     local = True
 
     def __init__(self, model_path, n_ctx: int = 2048, n_threads: int | None = None) -> None:
-        import llama_cpp
+        from backends.llama_local import load_llama_cpp
+
+        llama_cpp = load_llama_cpp()
 
         self._llama_cpp = llama_cpp
         self.model_path = str(model_path)
@@ -111,20 +127,35 @@ class LocalVSEngine:
             # streamed, so that ``cancel`` is checked between tokens (closing the window or Stop
             # never waits for a long answer); what was produced before the Stop is returned
             if messages is not None:
-                chunks = self._llm.create_chat_completion(messages=list(messages), stream=True, **kw)
-                piece = lambda c: c["choices"][0]["delta"].get("content") or ""  # noqa: E731
+                # the chat as tokens in which only the template's own markers are control tokens
+                # (llama-cpp-python's chat formatter would read "<end_of_turn>" in a message as one)
+                chunks = self._llm.create_completion(self._chat_tokens(messages), stream=True, **kw)
             else:
-                chunks = self._llm.create_completion(text, stream=True, **kw)
-                piece = lambda c: c["choices"][0].get("text") or ""  # noqa: E731
+                chunks = self._llm.create_completion(clean_text(text), stream=True, **kw)
+            piece = lambda c: c["choices"][0].get("text") or ""  # noqa: E731
             parts: list[str] = []
+            reason = None
             for chunk in chunks:
                 parts.append(piece(chunk))
+                reason = chunk["choices"][0].get("finish_reason") or reason
                 if cancel is not None and cancel.is_set():
                     chunks.close()
                     break
-            return "".join(parts)
+            return Answer("".join(parts), cut=reason == "length")
         except ValueError as exc:  # e.g. the prompt does not fit
             raise GenerationError(f"llama.cpp could not run the request: {exc}") from exc
+
+    def _chat_tokens(self, messages: Sequence[dict]) -> list[int]:
+        from backends.llama_local import chat_prompt
+
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GenerationError("This model has no chat template (it is a base model): use the completion style.")
+        prompt = chat_prompt(template, messages)
+        tokens: list[int] = []
+        for part, is_template in prompt.parts:
+            tokens += self._llm.tokenize(part.encode("utf-8"), add_bos=not tokens, special=is_template)
+        return tokens
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One mean-pooled embedding row per text, from the same GGUF in embedding mode."""
@@ -226,14 +257,16 @@ class RemoteVSEngine:
             body["messages"] = list(messages)
             obj = b._request_json("POST", "/chat/completions", body, model=b.model, cancel=cancel)
             try:
-                return obj["choices"][0]["message"].get("content") or ""
+                choice = obj["choices"][0]
+                return Answer(choice["message"].get("content") or "", cut=choice.get("finish_reason") == "length")
             except (KeyError, IndexError, TypeError, AttributeError) as exc:
                 raise BackendError(f"The server's chat answer has no text: {str(obj)[:200]}") from exc
         body["prompt"] = text
         obj = b._request_json("POST", "/completions", body, model=b.model, cancel=cancel)
         try:
-            return obj["choices"][0]["text"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
+            choice = obj["choices"][0]
+            return Answer(choice["text"] or "", cut=choice.get("finish_reason") == "length")
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(f"The server's completion has no text: {str(obj)[:200]}") from exc
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -284,6 +317,8 @@ class VSOutcome:
     notes: tuple[str, ...]
     seconds: float
     seed: int
+    #: some turn ended at the token limit, before the model finished it
+    cut: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         p = self.parsed
@@ -294,7 +329,7 @@ class VSOutcome:
             "repairs": list(p.repairs) if p else [], "problems": list(p.problems) if p else [],
             "source_format": p.source_format if p else None,
             "drawn": self.drawn, "drawn_index": self.drawn_index, "kept": list(self.kept),
-            "notes": list(self.notes), "seconds": round(self.seconds, 3), "seed": self.seed,
+            "notes": list(self.notes), "seconds": round(self.seconds, 3), "seed": self.seed, "cut": self.cut,
         }
 
 
@@ -353,6 +388,7 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
             else:
                 text = text + (raw if request.json_schema else " " + raw.strip()) + request.follow_up
     raw_all = raws[0] if len(raws) == 1 else "\n\n".join(raws)
+    cut = any(getattr(r, "cut", False) for r in raws)
     parsed: ParsedAnswer | None = None
     error: str | None = None
     if method == "Direct":
@@ -364,7 +400,7 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
             samples = (answer,)
         seconds = time.perf_counter() - t0
         return VSOutcome(method, raw_all, None, error, samples, samples[0] if samples else None,
-                         0 if samples else None, (0,) if samples else (), (), seconds, seed)
+                         0 if samples else None, (0,) if samples else (), (), seconds, seed, cut)
     try:
         if method == "Multi-turn":
             answers = [_free_text(r) for r in raws]
@@ -385,11 +421,17 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
             parsed = parse_vs_answer(raw_all, k=request.k)
     except VSParseError as exc:
         error = str(exc)
+        if cut:
+            error += (f" (the answer ran out of tokens at the limit of {settings.max_tokens} before it was "
+                      "complete: raise the token limit)")
     if parsed is None:
-        return VSOutcome(method, raw_all, None, error, (), None, None, (), (), time.perf_counter() - t0, seed)
+        return VSOutcome(method, raw_all, None, error, (), None, None, (), (), time.perf_counter() - t0, seed, cut)
     index, kept, notes = draw(parsed.probabilities, seed, tau)
+    if cut:
+        notes = notes + (f"the answer ran out of tokens at the limit of {settings.max_tokens}; what was complete "
+                         "was read",)
     return VSOutcome(method, raw_all, parsed, None, parsed.texts, parsed.texts[index] if index is not None else None,
-                     index, kept, notes, time.perf_counter() - t0, seed)
+                     index, kept, notes, time.perf_counter() - t0, seed, cut)
 
 
 def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
