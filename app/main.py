@@ -31,13 +31,13 @@ def create_window(*, autoload: bool = True):
     controller = WorkbenchController(store=store)
     window = MainWindow(controller, settings, autoload=autoload)
     if store_error:
-        window.show_banner(f"History disabled: {store_error}")
+        window.show_banner(f"History disabled: {store_error}", sticky=True)
     n_runs, n_labs = interrupted
     if n_runs or n_labs:
         what = " and ".join(x for x in (f"{n_runs} run(s)" if n_runs else "", f"{n_labs} lab run(s)" if n_labs else "")
                             if x)
         window.show_banner(f"Samplescope was stopped during {what} last time (a crash or a kill): they are in the "
-                           "History, marked interrupted, with every step saved before that.")
+                           "History, marked interrupted, with every step saved before that.", sticky=True)
     return window
 
 

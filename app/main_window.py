@@ -96,7 +96,7 @@ class MainWindow(QMainWindow):
         self._refresh_history()
         self._on_state(controller.state)
         if settings.warning:
-            self.show_banner(settings.warning)
+            self.show_banner(settings.warning, sticky=True)
         if autoload:
             QTimer.singleShot(0, lambda: self._load(self.model_panel.selected_path()))
 
@@ -709,13 +709,15 @@ class MainWindow(QMainWindow):
                                              if self.app_settings.last_model_path else None)
         self.statusBar().showMessage(title, 8000)
 
-    def show_banner(self, text: str, details: str = "") -> None:
+    def show_banner(self, text: str, details: str = "", *, sticky: bool = False) -> None:
         """Add a message to the banner (messages already shown stay); ``details`` (a technical
-        report) goes behind its Details button."""
-        self.banner.add(text, details)
+        report) goes behind its Details button; a ``sticky`` message (found at start-up) stays
+        until dismissed."""
+        self.banner.add(text, details, sticky=sticky)
 
     def hide_banner(self) -> None:
-        self.banner.clear()
+        """A new action starts: the messages of earlier ones go (start-up findings stay)."""
+        self.banner.clear_transient()
 
     def banner_text(self) -> str:
         return self.banner.text()

@@ -1,7 +1,9 @@
 """The message banner above the window's tabs: what went wrong, in words, and nothing lost.
 
 Owns: ``MessageBanner``. Messages pile up instead of replacing each other (a settings warning
-and a history warning at start-up are both shown), a repeated message is shown once, and an
+and a history warning at start-up are both shown), a repeated message is shown once, a
+"sticky" message (what the app found at start-up) stays until the user dismisses it while the
+others go when the next action starts, and an
 unexpected error carries its technical report behind a "Details" button (plain text, to copy
 into a bug report) so that a traceback is never the message. Everything is plain text. GUI
 thread only.
@@ -23,8 +25,10 @@ class MessageBanner(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._messages: list[str] = []
+        self._sticky: set[str] = set()
         self._details: list[str] = []
         self.setObjectName("messageBanner")
+        self.setAttribute(Qt.WA_StyledBackground, True)  # paint the style sheet's background
         self.setStyleSheet("#messageBanner { background: #fde7e9; border-radius: 3px; }"
                            "#messageBanner QLabel { color: #5c0011; }")
         outer = QVBoxLayout(self)
@@ -60,20 +64,31 @@ class MessageBanner(QWidget):
         self.setVisible(False)
 
     # ------------------------------------------------------------------ content
-    def add(self, text: str, details: str = "") -> None:
+    def add(self, text: str, details: str = "", *, sticky: bool = False) -> None:
         """Show ``text`` (below the messages already shown, unless it is one of them) and keep
-        ``details`` behind the Details button."""
+        ``details`` behind the Details button. A ``sticky`` message survives ``clear_transient``."""
         text = str(text).strip()
         if text and text not in self._messages:
             self._messages.append(text)
             del self._messages[:-MAX_MESSAGES]
+        if text and sticky:
+            self._sticky.add(text)
         if details:
             self._details.append(str(details).rstrip())
             del self._details[:-MAX_MESSAGES]
         self._refresh()
 
     def clear(self) -> None:
+        """Every message goes (the dismiss button)."""
         self._messages.clear()
+        self._sticky.clear()
+        self._details.clear()
+        self.details_button.setChecked(False)
+        self._refresh()
+
+    def clear_transient(self) -> None:
+        """The messages of earlier actions go; the sticky ones (start-up findings) stay."""
+        self._messages = [m for m in self._messages if m in self._sticky]
         self._details.clear()
         self.details_button.setChecked(False)
         self._refresh()

@@ -114,5 +114,10 @@ def test_warnings_at_start_are_all_shown(qapp, tmp_path, monkeypatch):
         messages = window.banner.messages()
         assert any("remote.base_url" in m and "n_ctx" in m for m in messages), messages
         assert any("History disabled" in m and "damaged" in m for m in messages), messages
+        window.show_banner("Generation failed: something")
+        window.hide_banner()  # the next action: its own messages go, the start-up findings stay
+        assert window.banner.messages() == messages
+        window.banner.close_button.click()  # dismissed by the user
+        assert window.banner.messages() == [] and window.banner_text() == ""
     finally:
         window.close()
