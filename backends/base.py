@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "SamplerSettings",
     "SAMPLER_ORDER",
+    "GRAMMAR_FORCED",
     "TokenAlt",
     "StageInfo",
     "Step",
@@ -33,6 +34,9 @@ __all__ = [
     "LoadSettings",
     "require_prompt",
 ]
+
+#: A grammar-held token the model gave less than this before the constraint is flagged.
+GRAMMAR_FORCED = 0.01
 
 #: The default order of llama.cpp's chain (common/sampling.cpp) that we follow.
 SAMPLER_ORDER: tuple[str, ...] = ("penalties", "top_k", "typical", "top_p", "min_p", "temperature")
@@ -237,6 +241,15 @@ class Step:
     forced: bool = False
     estimated: bool = False
     unseen_mass: float = 0.0
+    #: with a grammar stage: the chosen token's probability entering it and leaving it
+    grammar_p_before: float | None = None
+    grammar_p_after: float | None = None
+
+    @property
+    def grammar_forced(self) -> bool:
+        """The grammar held the model to a token it gave less than ``GRAMMAR_FORCED`` before the
+        constraint (flagged in the views)."""
+        return self.grammar_p_before is not None and self.grammar_p_before < GRAMMAR_FORCED
 
     @property
     def surprisal(self) -> float:
@@ -261,6 +274,8 @@ class Step:
             "forced": self.forced,
             "estimated": self.estimated,
             "unseen_mass": self.unseen_mass,
+            **({"grammar_p_before": self.grammar_p_before, "grammar_p_after": self.grammar_p_after}
+               if self.grammar_p_before is not None else {}),
             "top": [
                 {"id": a.id, "token": a.token, "p_raw": a.p_raw, "p_final": a.p_final}
                 for a in self.top
@@ -300,6 +315,8 @@ class Step:
             forced=d.get("forced", False),
             estimated=d.get("estimated", False),
             unseen_mass=d.get("unseen_mass", 0.0),
+            grammar_p_before=d.get("grammar_p_before"),
+            grammar_p_after=d.get("grammar_p_after"),
         )
 
 

@@ -46,7 +46,9 @@ class GenerationSession:
 
     ``start()`` evaluates the prompt (reusing the cached prefix); then either iterate
     ``run(cancel)`` or, in step mode, call ``analyze()`` to see the pending distribution and
-    ``commit(token_id)`` to take a token (``None`` samples it with the chain).
+    ``commit(token_id)`` to take a token (``None`` samples it with the chain). ``grammar`` (a
+    ``backends.grammar.Grammar`` in its start state) constrains every token; it is a recorded
+    stage of the chain and advances with each token taken.
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class GenerationSession:
         *,
         banned_tokens: Sequence[int] = (),
         parse_special: bool = False,
+        grammar=None,
     ) -> None:
         settings.validate()
+        self.grammar = grammar  # a backends.grammar.Grammar: the "grammar" stage of the chain
         self.parse_special = parse_special  # a chat prompt from ``format_chat``
         self.banned_tokens = tuple(int(t) for t in banned_tokens)
         self.engine = engine
@@ -108,7 +112,7 @@ class GenerationSession:
             if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
                 logits = logits.copy()
                 logits[list(self.banned_tokens)] = _BANNED
-            self._pending = apply_chain(logits, s, window, top_n=s.top_n)
+            self._pending = apply_chain(logits, s, window, top_n=s.top_n, grammar=self.grammar)
         return self._pending
 
     def commit(self, token_id: int | None = None) -> Step:
@@ -118,6 +122,8 @@ class GenerationSession:
         result = self.analyze()
         forced = token_id is not None
         tok = int(token_id) if forced else int(result.draw(self.rng))
+        if forced and self.grammar is not None and not bool(self.grammar.allowed([tok])[0]):
+            raise GenerationError(f"The grammar does not allow {self.engine.piece(tok)!r} here; pick another token.")
         eog = self.engine.is_eog(tok)
         text = "" if eog else self._utf8.push(self.engine.token_bytes(tok))
         step = result.to_step(
@@ -132,6 +138,8 @@ class GenerationSession:
         self.steps.append(step)
         self.generated.append(tok)
         self._pending = None
+        if self.grammar is not None and not eog:
+            self.grammar.accept(tok)
         self.text += text
         if eog:
             self._finish("eos")

@@ -100,7 +100,8 @@ import numpy as np
 from app.core.sampling import apply_chain, softmax_stats
 from app.core.jsonsafe import json_safe
 from app.core.streams import drain
-from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, TokenAlt
+from backends.base import (BackendError, Finished, GenerationError, PromptTooLongError, SamplerSettings, Step,
+                           TokenAlt)
 
 __all__ = [
     "NEUTRAL", "STRATEGY_FORMS", "Strategy", "parse_strategy", "parse_strategies",
@@ -444,84 +445,47 @@ class _Hyp:
 
 
 class _SeqContext:
-    """A second llama.cpp context on a ``LlamaCppBackend``'s loaded model (the weights are shared,
-    not loaded again), with ``n_seq`` sequences in ONE unified KV cache (``kv_unified``: cells
-    carry a set of sequence ids, so ``seq_cp`` shares cells instead of copying them) and every
-    position kept (``swa_full``). Default attention settings, like the backend's own context, so
-    its logits equal the backend's. Uses the backend's private handles (``_ll``, ``_model``):
-    ``LlamaCppBackend`` creates its context with one sequence, which cannot hold beams."""
+    """Sequences for beams and lockstep columns: a second context on the backend's loaded model
+    (``backend.model.context``: the weights are shared, not loaded again) with ``n_seq``
+    sequences in ONE unified KV cache (and one more reserved for retired cells with
+    ``keep_cells``: beams), every position kept. Default attention settings, like the backend's own context, so its
+    logits equal the backend's. Positions are tracked here by the callers (raw ``decode``)."""
 
-    def __init__(self, backend, n_seq: int, n_cells: int) -> None:
-        ll = backend._ll
-        self._ll = ll
-        cp = ll.llama_context_default_params()
+    def __init__(self, backend, n_seq: int, n_cells: int, *, keep_cells: bool = False) -> None:
         n_cells = int(-(-n_cells // 256) * 256)
         nb = int(min(n_cells, max(512, n_seq)))
-        cp.n_ctx = n_cells
-        cp.n_batch = nb
-        cp.n_ubatch = nb
-        cp.n_seq_max = int(n_seq)
         threads = int(getattr(getattr(backend, "info", None), "n_threads", 0) or 1)
-        cp.n_threads = threads
-        cp.n_threads_batch = threads
-        if hasattr(cp, "kv_unified"):
-            cp.kv_unified = True
-        if hasattr(cp, "swa_full"):
-            cp.swa_full = True
-        ctx = ll.llama_init_from_model(backend._model, cp)
-        if not ctx:
+        try:
+            self._c = backend.model.context(n_ctx=n_cells, n_seq=int(n_seq), n_batch=nb, n_threads=threads,
+                                            keep_cells=keep_cells)
+        except BackendError as exc:
             raise GenerationError(f"llama.cpp could not create a beam-search context ({n_seq} sequences, "
-                                  f"{n_cells} cells); try a smaller width or fewer tokens.")
-        self.ctx = ctx
-        self.n_batch = nb
-        self.n_vocab = int(backend.n_vocab)
-        self.mem = ll.llama_get_memory(ctx)
-        self.batch = ll.llama_batch_init(nb, 0, int(n_seq))
-        self.grave = int(n_seq) - 1
-        self.keep_cells = True
+                                  f"{n_cells} cells); try a smaller width or fewer tokens. ({exc})") from None
+        self.n_batch = self._c.n_batch
 
     def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """Decode ``(token, position, seq_id, want_logits)`` entries (one llama_batch per
         ``n_batch`` entries; the rows with logits are numbered within the last batch)."""
-        ll, b = self._ll, self.batch
-        for start in range(0, len(entries), self.n_batch):
-            chunk = entries[start:start + self.n_batch]
-            b.n_tokens = len(chunk)
-            for i, (tok, pos, seq, want) in enumerate(chunk):
-                b.token[i] = int(tok)
-                b.pos[i] = int(pos)
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = int(seq)
-                b.logits[i] = bool(want)
-            rc = ll.llama_decode(self.ctx, b)
-            if rc != 0:
-                raise GenerationError(f"llama.cpp failed to evaluate the beams (llama_decode returned {rc})"
-                                      + ("; no room left in the beam context" if rc == 1 else "") + ".")
+        self._c.decode(entries)
 
     def row(self, i: int) -> np.ndarray:
-        ptr = self._ll.llama_get_logits_ith(self.ctx, int(i))
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return self._c.row(i)
 
     def seq_cp(self, src: int, dst: int) -> None:
-        self._ll.llama_memory_seq_cp(self.mem, int(src), int(dst), -1, -1)
-
-    def seq_rm(self, seq: int) -> None:
-        self._ll.llama_memory_seq_rm(self.mem, int(seq), -1, -1)
+        self._c.fork(src, dst)
 
     def retire(self, seq: int) -> None:
-        """Free the sequence id ``seq`` but keep its cells occupied (they move to the extra
-        sequence ``n_seq - 1``), so later tokens never land in earlier cells."""
-        if self.keep_cells:
-            self._ll.llama_memory_seq_cp(self.mem, int(seq), self.grave, -1, -1)
-        self.seq_rm(seq)
+        """Free the sequence id ``seq`` but keep its cells occupied (they move to the reserved
+        sequence), so later tokens never land in earlier cells."""
+        self._c.retire(seq)
 
     def close(self) -> None:
-        if self.batch is not None:
-            self._ll.llama_batch_free(self.batch)
-            self.batch = None
-        if self.ctx:
-            self._ll.llama_free(self.ctx)
-            self.ctx = None
+        self._c.close()
+
+
+def _has_sequences(backend) -> bool:
+    """Whether ``backend`` is a local engine whose model can make multi-sequence contexts."""
+    return hasattr(getattr(backend, "model", None), "context")
 
 
 def _tokenize(backend, prompt: str, parse_special: bool) -> list[int]:
@@ -586,10 +550,10 @@ def beam_search(backend, prompt: str, width: int, max_tokens: int, length_penalt
     if is_remote(backend):
         raise RemoteUnsupported(REMOTE_LIMITS["beam"])
     if method == "auto":
-        method = "sequences" if hasattr(backend, "_model") and hasattr(backend, "_ll") else "prefix"
+        method = "sequences" if _has_sequences(backend) else "prefix"
     if method not in ("sequences", "prefix"):
         raise ValueError(f"unknown beam-search method {method!r}: 'sequences', 'prefix' or 'auto'")
-    if method == "sequences" and not hasattr(backend, "_model"):
+    if method == "sequences" and not _has_sequences(backend):
         raise ValueError("the 'sequences' method needs a LlamaCppBackend")
     max_tokens = int(max_tokens)
     alpha = float(length_penalty)
@@ -609,7 +573,7 @@ def beam_search(backend, prompt: str, width: int, max_tokens: int, length_penalt
     root = _Hyp()
     try:
         if method == "sequences":
-            seqctx = _SeqContext(backend, width + 1, n_prompt + width * max_tokens + width + 64)
+            seqctx = _SeqContext(backend, width, n_prompt + width * max_tokens + width + 64, keep_cells=True)
             seqctx.decode([(t, i, 0, i == n_prompt - 1) for i, t in enumerate(prompt_tokens)])
             root.seq = 0
             root.analysis = _Analysis(seqctx.row(-1), k_an)  # the prompt's last token
@@ -1000,10 +964,10 @@ def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int =
     max_tokens = int(max_tokens)
     remote = is_remote(backend)
     if column_method == "auto":
-        column_method = "sequences" if hasattr(backend, "_model") and hasattr(backend, "_ll") else "prefix"
+        column_method = "sequences" if _has_sequences(backend) else "prefix"
     if column_method not in ("sequences", "prefix"):
         raise ValueError(f"unknown column method {column_method!r}: 'sequences', 'prefix' or 'auto'")
-    if column_method == "sequences" and not remote and not hasattr(backend, "_model"):
+    if column_method == "sequences" and not remote and not _has_sequences(backend):
         raise ValueError("the 'sequences' column method needs a LlamaCppBackend")
     columns = []
     for i, s in enumerate(strats):
