@@ -20,10 +20,20 @@ import numpy as np
 from .base import GenerationError
 from .llama_runtime import last_log_error, load_llama_cpp
 
-__all__ = ["Grammar", "TOKEN_DATA"]
+__all__ = ["Grammar", "TOKEN_DATA", "schema_to_gbnf"]
 
 #: llama.cpp's ``llama_token_data`` as a numpy record (id, logit, p), for candidate arrays.
 TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+def schema_to_gbnf(schema: dict) -> str:
+    """GBNF of the JSON documents that follow ``schema`` (llama-cpp-python's converter)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors
+        raise GenerationError(f"The JSON schema cannot be turned into a grammar: {exc}") from None
 
 
 class Grammar:
@@ -45,14 +55,8 @@ class Grammar:
 
     @classmethod
     def from_json_schema(cls, model, schema: dict) -> "Grammar":
-        """The grammar of JSON documents that follow ``schema`` (llama-cpp-python's converter)."""
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-        try:
-            gbnf = json_schema_to_gbnf(json.dumps(schema))
-        except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors
-            raise GenerationError(f"The JSON schema cannot be turned into a grammar: {exc}") from None
-        return cls(model, gbnf)
+        """The grammar of JSON documents that follow ``schema``."""
+        return cls(model, schema_to_gbnf(schema))
 
     def allowed(self, ids: np.ndarray) -> np.ndarray:
         """A boolean mask over ``ids``: True where the grammar accepts that token next."""

@@ -314,8 +314,19 @@ class LlamaModel:
             pass
 
 
+def _common(a: Seq[int], b: Seq[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaContext:
-    """One llama.cpp context on a ``LlamaModel`` (see the module docstring)."""
+    """One llama.cpp context on a ``LlamaModel`` (see the module docstring). ``share_prefixes``
+    (off by default): ``prefill`` first takes another sequence's cells when it holds more of the
+    prompt (N samples of one prompt evaluate it once)."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_seq: int, n_batch: int, n_threads: int,
                  keep_cells: bool = False) -> None:
@@ -366,6 +377,7 @@ class LlamaContext:
         self._saved: dict[int, np.ndarray] = {}  # logits kept across a later decode
         self._epoch = 0
         self.batched = False
+        self.share_prefixes = False
         self.evaluations = 0  # tokens evaluated so far (prompt tokens included)
 
     # ----------------------------------------------------------------- low level
@@ -444,12 +456,21 @@ class LlamaContext:
                 f"The prompt is {len(tokens):,} tokens but the context holds {self.n_ctx:,}. "
                 "Shorten the prompt or load the model with a larger context.")
         self._pending.pop(seq, None)
+        n_common = _common(self.tokens[seq], tokens)
+        if self.share_prefixes:  # another sequence holds more of it: take its cells instead
+            best, best_n = None, n_common
+            for other in range(self.n_seq):
+                if other != seq:
+                    n = _common(self.tokens[other], tokens)
+                    if n > best_n:
+                        best, best_n = other, n
+            if best is not None:
+                same = best_n == len(tokens) == len(self.tokens[best]) and best not in self._pending
+                self.fork(best, seq)
+                if same and self.has_logits(seq):
+                    return len(tokens)  # the sibling's next-token logits are this prompt's
+                n_common = best_n
         held = self.tokens[seq]
-        n_common = 0
-        for a, b in zip(held, tokens):
-            if a != b:
-                break
-            n_common += 1
         if n_common == len(tokens):
             n_common -= 1  # the last token is evaluated again for its logits
         if n_common < len(held):
@@ -518,8 +539,17 @@ class LlamaContext:
         queued = self._pending.get(seq)
         return tuple(self.tokens[seq]) + (() if queued is None else (queued,))
 
+    def _peek(self, seq: int) -> np.ndarray:
+        """``seq``'s current logits without marking them read (nothing is decoded)."""
+        if seq in self._rows:
+            return self.row(self._rows[seq])
+        if seq in self._read:
+            return self.row(self._read[seq])
+        return self._saved[seq]
+
     def has_logits(self, seq: int) -> bool:
-        return seq in self._pending or seq in self._rows or seq in self._read or seq in self._saved
+        """Whether ``seq`` has next-token logits now (a queued token does not count)."""
+        return seq in self._rows or seq in self._read or seq in self._saved
 
     def _invalidate(self, seq: int) -> None:
         self._rows.pop(seq, None)
@@ -538,7 +568,7 @@ class LlamaContext:
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         self.tokens[dst] = list(self.tokens[src])
         if self.has_logits(src):
-            self._saved[dst] = np.array(self.logits(src), copy=True)
+            self._saved[dst] = np.array(self._peek(src), copy=True)  # src's own logits stay unread
 
     def truncate(self, seq: int, n: int) -> None:
         """Cut ``seq`` back to its first ``n`` tokens (its logits are gone until it is fed)."""

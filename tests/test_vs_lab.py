@@ -58,9 +58,20 @@ def test_vs_comparison_on_the_embedded_model_every_answer_parses(engine):
     assert result.vs_metrics["n_samples"] == 6
     assert 0.0 <= result.vs_metrics["semantic_diversity"] <= 100.0
     assert set(result.ratios) >= {"semantic_diversity", "lexical_similarity", "distinct_1"}
-    # the same seed gives the same VS answer and the same draw
-    again = run_vs_once(engine, build_request("VS-Standard", "Name a US state.", 3), SETTINGS, 5, tau=0.2)
-    assert again.raw == result.vs[0].raw and again.drawn_index == result.vs[0].drawn_index
+    # the same seeds give the same answers and draws: the runs went as parallel sequences, in the
+    # same batches every time (a lone run of the same seed may differ by llama.cpp's batch noise)
+    again = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS, seed=5,
+                    direct_max_tokens=12, tau=0.2)
+    assert [(o.raw, o.drawn_index) for o in again.vs] == [(o.raw, o.drawn_index) for o in result.vs]
+    assert [o.raw for o in again.direct] == [o.raw for o in result.direct]
+    one = build_request("VS-Standard", "Name a US state.", 3)
+    first, second = (run_vs_once(engine, one, SETTINGS, 5, tau=0.2) for _ in range(2))
+    assert first.raw == second.raw and first.drawn_index == second.drawn_index
+    # every answer is an inspectable trace: its steps, with the grammar stage
+    (trace,) = result.vs[0].traces
+    assert trace["finished"]["text"] == result.vs[0].raw and len(trace["steps"]) == trace["finished"]["n_tokens"]
+    assert any(st["name"] == "grammar" for st in trace["steps"][0]["stages"])
+    assert "grammar_p_before" in trace["steps"][0]
 
 
 def test_continuation_logprob_and_embeddings(engine):
@@ -118,7 +129,11 @@ def test_stop_inside_a_comparison_reports_the_cut_run_but_does_not_count_it(engi
     result = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS,
                      cancel=cancel, on_record=records.append, direct_max_tokens=12)
     assert result.cancelled and not result.direct and not result.vs
-    assert len(records) == 1 and records[0]["interrupted"] is True and records[0]["arm"] == "direct"
+    # the runs in flight (they run as parallel sequences) were cut: each is reported, in run
+    # order, marked interrupted, and none is counted
+    assert records and all(r["interrupted"] is True for r in records)
+    assert (records[0]["arm"], records[0]["run"]) == ("direct", 0)
+    assert all(t["finished"]["reason"] == "cancelled" for r in records for t in r["traces"])
     assert any("stopped" in n for n in result.notes)
 
 
@@ -158,7 +173,10 @@ def test_cli_vs_json_on_the_embedded_model(embedded_model):
     for arm in ("direct", "vs"):
         assert {"semantic_diversity", "lexical_similarity", "distinct_1", "distinct_2", "distinct_3",
                 "parse_failure_rate", "precision", "coverage_n", "kl_to_reference"} <= set(summary[arm])
-    assert summary["vs"]["parse_failure_rate"] == 0.0
+    # a grammar-held answer fails to parse only when the token limit cut it
+    vs_records = [r for r in records if r["arm"] == "vs"]
+    assert all(r["error"] is None or r["cut"] for r in vs_records), vs_records
+    assert summary["vs"]["parse_failure_rate"] == sum(r["error"] is not None for r in vs_records) / 2
     assert "semantic_diversity" in summary["ratios"]
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "write_csv",
     "finished_to_dict",
     "finished_from_dict",
+    "generation_record",
+    "trace_from_generation",
 ]
 
 FORMAT_NAME = "samplescope-trace"
@@ -94,6 +96,39 @@ def finished_from_dict(d: dict[str, Any] | None) -> Finished | None:
         reused_tokens=int(d.get("reused_tokens", 0)),
         message=d.get("message", ""),
     )
+
+
+# -- one generation inside a lab record --------------------------------------------------------
+
+def generation_record(prompt: str, settings: SamplerSettings, steps, finished: Finished | None,
+                      model_name: str = "") -> dict[str, Any]:
+    """A generation made inside a lab (a VS answer, a shift-lab sample, an align run, a decoding
+    column, a branch) as a JSON-ready record that reopens in the Workbench (``trace_from_generation``):
+    ``prompt``, ``settings``, ``model``, ``finished`` and ``steps`` (``Step.to_dict()`` each, as in
+    ``samplescope generate --json``)."""
+    return {
+        "prompt": str(prompt),
+        "settings": settings.to_dict(),
+        "model": model_name,
+        "finished": finished_to_dict(finished),
+        "steps": [s.to_dict() for s in steps],
+    }
+
+
+def trace_from_generation(d: Any) -> Trace:
+    """The ``Trace`` of a ``generation_record`` (or of a full export); ``TraceFormatError`` if it
+    is not one."""
+    if isinstance(d, dict) and d.get("format") == FORMAT_NAME:
+        return trace_from_dict(d)
+    if not isinstance(d, dict) or not isinstance(d.get("steps"), list):
+        raise TraceFormatError("this record holds no generation to open")
+    try:
+        trace = Trace(prompt=str(d.get("prompt", "")), settings=SamplerSettings.from_dict(d.get("settings") or {}),
+                      model_name=str(d.get("model", "")), finished=finished_from_dict(d.get("finished")))
+        trace.extend(Step.from_dict(x) for x in d["steps"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TraceFormatError(f"the generation record is damaged: {type(exc).__name__}: {exc}") from exc
+    return trace
 
 
 # -- JSON -----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Sampled-vs-ideal shift lab, headless: ask for A, I and S per concept, sampled or exact.
 
 Owns:
-- ``LocalShiftEngine``: a ``LlamaCppBackend`` (low-level, our sampler chain). ``answer`` runs
-  one fresh-context generation with ``GenerationSession``; ``exact`` enumerates the numeric
+- ``LocalShiftEngine``: a ``LlamaCppBackend`` (our sampler chain). ``answers`` runs the N
+  sampled answers of a question at once as parallel sequences of one context (each with its own
+  seed, each from an empty cache, each with its trace); ``exact`` enumerates the numeric
   answers token by token from the token tree (see below).
-- ``RemoteShiftEngine``: a model on an OpenAI-compatible server (sampled answers only).
+- ``RemoteShiftEngine``: a model on an OpenAI-compatible server (sampled answers only, as
+  concurrent requests).
 - ``exact_distribution`` -> ``ExactDistribution``; ``concept_record`` (one concept: A, I and S
   each measured the same way, alpha_hat, kept or dropped and why); ``iter_shift`` (a concept set, one record per concept
   as it arrives; returns the summary of ``app.core.shift_stats.summarise``); ``glub_record`` /
@@ -68,15 +70,46 @@ def bare_number(text: str) -> float | None:
 
 # ============================================================================ engines
 
+def _answers(vs, prompt: str, settings: SamplerSettings, seeds: Sequence[int], style: str,
+             cancel: threading.Event | None) -> list:
+    """One answer per seed (``Answer``s: text, cut, trace), run at once as parallel sequences
+    or concurrent requests (``vs.run``), in seed order; answers a Stop kept from starting are
+    left out."""
+    from app.core.parallel import JobResult
+
+    kw = {"messages": [{"role": "user", "content": prompt}]} if style == "chat" else {"text": prompt}
+    jobs = [(lambda where, seed=int(seed) & 0xFFFFFFFF: vs.answer(where, settings=settings, seed=seed,
+                                                                  cancel=cancel, **kw)) for seed in seeds]
+    out: list = [None] * len(jobs)
+    for i, item in vs.run(jobs, cancel):
+        if isinstance(item, JobResult):
+            if item.error is not None:
+                raise item.error
+            out[i] = item.value
+    return [a for a in out if a is not None]
+
+
 class LocalShiftEngine:
-    """A local GGUF model for the shift lab (see the module docstring)."""
+    """A local GGUF model for the shift lab (see the module docstring): ``backend`` (a
+    ``LlamaCppBackend``) walks the exact token tree; sampled answers run as parallel sequences
+    of a second context on the same loaded model (``LocalVSEngine``)."""
 
-    local = True
-
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, *, max_parallel: int | None = None) -> None:
         self.backend = backend
         self.name = backend.info.name
         self._vocab: tuple[np.ndarray, list[str]] | None = None
+        self._max_parallel = max_parallel
+        self._vs_engine = None
+
+    @property
+    def _vs(self):
+        """The parallel answer engine, made on first use (a second context on the same model)."""
+        if self._vs_engine is None:
+            from app.core.experiments.vs import LocalVSEngine
+
+            self._vs_engine = LocalVSEngine(self.backend.model, n_ctx=min(self.backend.n_ctx, 512),
+                                            max_parallel=self._max_parallel)
+        return self._vs_engine
 
     @classmethod
     def open(cls, model_path, n_ctx: int = 1024, n_threads: int | None = None) -> "LocalShiftEngine":
@@ -85,6 +118,8 @@ class LocalShiftEngine:
         return cls(LlamaCppBackend(model_path, n_ctx=n_ctx, n_threads=n_threads))
 
     def close(self) -> None:
+        if self._vs_engine is not None:
+            self._vs_engine.close()
         self.backend.close()
 
     def _prompt(self, prompt: str, style: str) -> tuple[str, bool]:
@@ -94,13 +129,12 @@ class LocalShiftEngine:
 
     def answer(self, prompt: str, settings: SamplerSettings, seed: int, *, style: str = "completion",
                cancel: threading.Event | None = None) -> str:
-        """One fresh-context answer (the KV cache keeps the prompt, which is the same text)."""
-        text, special = self._prompt(prompt, style)
-        session = GenerationSession(self.backend, text, replace(settings, seed=int(seed) & 0xFFFFFFFF),
-                                    parse_special=special)
-        for item in session.run(cancel):
-            pass
-        return session.finished.text if session.finished is not None else session.text
+        """One answer from an empty cache (so a seed repeats it)."""
+        return self.answers(prompt, settings, [seed], style=style, cancel=cancel)[0]
+
+    def answers(self, prompt: str, settings: SamplerSettings, seeds: Sequence[int], *, style: str = "completion",
+                cancel: threading.Event | None = None) -> list:
+        return _answers(self._vs, prompt, settings, seeds, style, cancel)
 
     def numeric_vocab(self) -> tuple[np.ndarray, list[str]]:
         """(ids of tokens whose piece starts with a digit or ".", optionally after one space;
@@ -125,14 +159,12 @@ class LocalShiftEngine:
 
 class RemoteShiftEngine:
     """A model on an OpenAI-compatible server: sampled answers only (no logits for the exact
-    method). Chat style sends the prompt as the user message."""
+    method), as concurrent requests. Chat style sends the prompt as the user message."""
 
-    local = False
-
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, *, max_parallel: int = 4) -> None:
         from app.core.experiments.vs import RemoteVSEngine
 
-        self._vs = RemoteVSEngine(backend, None)
+        self._vs = RemoteVSEngine(backend, None, max_parallel=max_parallel)
         self.backend = backend
         self.name = self._vs.name
 
@@ -141,10 +173,11 @@ class RemoteShiftEngine:
 
     def answer(self, prompt: str, settings: SamplerSettings, seed: int, *, style: str = "completion",
                cancel: threading.Event | None = None) -> str:
-        if style == "chat":
-            return self._vs.generate(messages=[{"role": "user", "content": prompt}], settings=settings, seed=seed,
-                                     cancel=cancel)
-        return self._vs.generate(text=prompt, settings=settings, seed=seed, cancel=cancel)
+        return self.answers(prompt, settings, [seed], style=style, cancel=cancel)[0]
+
+    def answers(self, prompt: str, settings: SamplerSettings, seeds: Sequence[int], *, style: str = "completion",
+                cancel: threading.Event | None = None) -> list:
+        return _answers(self._vs, prompt, settings, seeds, style, cancel)
 
     def exact(self, *args, **kwargs):
         raise GenerationError("The exact method needs the model's next-token probabilities at every digit: "
@@ -306,10 +339,18 @@ def _step(node: _Node, piece: str) -> tuple[str, Any]:
 
 # ============================================================================ one concept
 
-def _ask(engine, prompt: str, settings: SamplerSettings, seed: int, style: str, cancel) -> dict[str, Any]:
-    raw = engine.answer(prompt, settings, seed, style=style, cancel=cancel)
+def _answer_record(answer) -> dict[str, Any]:
+    raw = str(answer)
     parsed = extract_number(raw)
-    return {"raw": raw, "value": parsed.value, "error": parsed.error, "bare": bare_number(raw)}
+    rec = {"raw": raw, "value": parsed.value, "error": parsed.error, "bare": bare_number(raw)}
+    if getattr(answer, "trace", None) is not None:
+        rec["trace"] = answer.trace
+    return rec
+
+
+def _ask_many(engine, prompt: str, settings: SamplerSettings, seeds: Sequence[int], style: str,
+              cancel) -> list[dict[str, Any]]:
+    return [_answer_record(a) for a in engine.answers(prompt, settings, list(seeds), style=style, cancel=cancel)]
 
 
 def _measure(engine, prompt: str, mode: str, samples: int, settings: SamplerSettings, seed: int, style: str,
@@ -320,11 +361,8 @@ def _measure(engine, prompt: str, mode: str, samples: int, settings: SamplerSett
         value = _finite(dist.mean)
         return {"exact": dist.to_dict()}, value, None if value is not None else \
             "no numeric answer in the exact distribution"
-    answers = []
-    for i in range(samples):
-        if cancel is not None and cancel.is_set():
-            break
-        answers.append(_ask(engine, prompt, settings, seed + i, style, cancel))
+    answers = [] if cancel is not None and cancel.is_set() else _ask_many(
+        engine, prompt, settings, [seed + i for i in range(samples)], style, cancel)
     nums = [a["value"] for a in answers if a["value"] is not None]
     value = float(np.mean(nums)) if nums else None
     return {"answers": answers, "parsed": len(nums)}, value, None if nums else \
@@ -415,8 +453,8 @@ def glub_record(engine, spec: GlubSpec, *, mode: str = "exact", samples: int = 1
         rec["S_exact"] = dist.to_dict()
         rec["S"] = _finite(dist.mean)
     else:
-        answers = [_ask(engine, prompt, settings, seed + i, style, cancel) for i in range(samples)
-                   if cancel is None or not cancel.is_set()]
+        answers = [] if cancel is not None and cancel.is_set() else _ask_many(
+            engine, prompt, settings, [seed + i for i in range(samples)], style, cancel)
         rec["S_answers"] = answers
         nums = [a["value"] for a in answers if a["value"] is not None]
         rec["S"] = float(np.mean(nums)) if nums else None

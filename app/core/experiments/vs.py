@@ -48,15 +48,18 @@ DEFAULT_SETTINGS = SamplerSettings(temperature=0.7, top_p=1.0, top_k=0, min_p=0.
 _PROB_RULE = 'number ::= ("0" ("." [0-9] ([0-9] ([0-9] ([0-9])?)?)?)? | "1" ("." "0")?) space'
 
 class Answer(str):
-    """An engine's answer: its text, and ``cut`` (True when the token limit ended it before the
-    model did: a grammar-held JSON answer is then incomplete, and that is the reason it cannot
-    be read, not the parser)."""
+    """An engine's answer: its text, ``cut`` (True when the token limit ended it before the
+    model did: a grammar-held JSON answer is then incomplete, and that is why it cannot be read,
+    not the parser) and ``trace`` (the generation's record, ``app.core.export.generation_record``:
+    every step, openable in the Workbench; None from a server)."""
 
     cut: bool
+    trace: dict | None
 
-    def __new__(cls, text: str, cut: bool = False) -> "Answer":
+    def __new__(cls, text: str, cut: bool = False, trace: dict | None = None) -> "Answer":
         self = super().__new__(cls, text)
         self.cut = bool(cut)
+        self.trace = trace
         return self
 
 
@@ -64,136 +67,134 @@ def _texts_for_embedding(texts: Sequence[str]) -> list[str]:
     return [t if str(t).strip() else " " for t in texts]
 
 
+def _prob_gbnf(schema: dict) -> str:
+    """GBNF of ``schema`` (llama-cpp-python's converter, through ``backends.grammar``) with the
+    number rule narrowed to 0..1 with at most 4 decimals: the converter ignores minimum/maximum,
+    and unbounded digits cost the small model many grammar steps."""
+    from backends.grammar import schema_to_gbnf
+
+    return re.sub(r"(?m)^number ::= .*$", _PROB_RULE, schema_to_gbnf(schema))
+
+
 class LocalVSEngine:
-    """A local GGUF model for the VS lab (see the module docstring)."""
+    """A local GGUF model for the VS lab, on the one engine (``backends.llama_engine``).
 
-    local = True
+    ``model``: a loaded ``LlamaModel`` (shared with the Workbench: the weights are loaded once)
+    or a path (loaded here). Answers run through ``GenerationSession`` with the Sampling panel's
+    chain, a JSON-schema answer held by the grammar stage; each answer carries its trace.
+    ``max_parallel`` answers run at once as sequences of one context (``run``); one alone is the
+    exact single-sequence path."""
 
-    def __init__(self, model_path, n_ctx: int = 2048, n_threads: int | None = None) -> None:
-        from backends.llama_local import load_llama_cpp
+    def __init__(self, model, n_ctx: int = 2048, n_threads: int | None = None, *,
+                 max_parallel: int | None = None) -> None:
+        from app.core.parallel import default_parallel
+        from backends.base import LoadSettings
+        from backends.llama_engine import LlamaModel
 
-        llama_cpp = load_llama_cpp()
-
-        self._llama_cpp = llama_cpp
-        self.model_path = str(model_path)
-        self.n_ctx = int(n_ctx)
-        self.n_threads = n_threads
+        self._owns = not isinstance(model, LlamaModel)
+        if self._owns:
+            model = LlamaModel(model, LoadSettings(n_ctx=int(n_ctx), n_threads=int(n_threads or 0)))
+        self.model = model
+        self.model_path = str(model.path)
+        self.n_ctx = int(n_ctx) or model.n_ctx_train
+        self.max_parallel = max(1, int(max_parallel or default_parallel(self.n_ctx * 4, 512)))
         try:
-            self._llm = llama_cpp.Llama(self.model_path, n_ctx=self.n_ctx, n_threads=n_threads,
-                                        logits_all=False, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(f"Could not load {self.model_path}: {exc}") from exc
+            # room for every parallel answer: n_ctx per sequence, up to 16,384 cells in all
+            cells = min(self.n_ctx * self.max_parallel, max(self.n_ctx, 16384))
+            self.context = model.context(n_ctx=cells, n_seq=self.max_parallel, n_threads=n_threads)
+        except BaseException:
+            if self._owns:
+                model.close()
+            raise
         self._embedder = None
-        self._grammars: dict[str, Any] = {}
-        self.name = str(self._llm.metadata.get("general.name", "") or self.model_path)
+        self._gbnf: dict[str, str] = {}
+        self.name = model.info.name
 
     def close(self) -> None:
-        for llm in (self._embedder, self._llm):
-            if llm is not None:
+        for part in (self._embedder, self.context):
+            if part is not None:
                 try:
-                    llm.close()
+                    part.close()
                 except Exception:  # noqa: BLE001 - closing is best effort
                     pass
         self._embedder = None
+        if self._owns:
+            self.model.close()
 
-    def _grammar(self, schema: dict):
-        """llama.cpp grammar of ``schema`` (as ``LlamaGrammar.from_json_schema`` builds it), with the
-        number rule narrowed to 0..1 with at most 4 decimals: the JSON-schema converter ignores
-        minimum/maximum, and unbounded digits cost the small model many slow grammar steps."""
+    # ------------------------------------------------------------------ answers
+    def grammar(self, schema: dict):
+        from backends.grammar import Grammar
+
         key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
+        if key not in self._gbnf:
+            self._gbnf[key] = _prob_gbnf(schema)
+        return Grammar(self.model, self._gbnf[key])
 
-            gbnf = json_schema_to_gbnf(json.dumps(schema))
-            gbnf = re.sub(r"(?m)^number ::= .*$", _PROB_RULE, gbnf)
-            self._grammars[key] = self._llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-        return self._grammars[key]
+    def answer(self, seq, *, text: str | None = None, messages: Sequence[dict] | None = None,
+               schema: dict | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+               stop: Sequence[str] = (), cancel: threading.Event | None = None):
+        """One completion (``text``) or chat answer (``messages``) on the sequence ``seq``, held
+        to ``schema`` by the grammar stage: a generator of the answer's steps that returns the
+        ``Answer`` (what was produced before a Stop included)."""
+        from app.core.export import generation_record
+        from app.core.session import GenerationSession
 
-    def _kwargs(self, settings: SamplerSettings, seed: int, stop: Sequence[str]) -> dict:
-        return dict(max_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
-                    top_k=settings.top_k, min_p=settings.min_p, typical_p=settings.typical_p,
-                    repeat_penalty=settings.repeat_penalty, frequency_penalty=settings.frequency_penalty,
-                    presence_penalty=settings.presence_penalty, seed=int(seed) & 0xFFFFFFFF,
-                    stop=list(settings.stop) + list(stop) or None)
+        special = messages is not None
+        prompt = self.model.format_chat(list(messages)) if special else text
+        st = replace(settings, seed=int(seed) & 0xFFFFFFFF, stop=tuple(settings.stop) + tuple(stop))
+        session = GenerationSession(seq, prompt, st, parse_special=special,
+                                    grammar=self.grammar(schema) if schema is not None else None)
+        for item in session.run(cancel):
+            yield item
+        fin = session.finished
+        return Answer(fin.text, cut=fin.reason == "length",
+                      trace=generation_record(prompt, st, session.steps, fin, self.name))
+
+    def run(self, jobs, cancel: threading.Event | None = None):
+        """Run ``jobs`` (functions of a sequence, see ``app.core.parallel``) as parallel
+        sequences: ``(job index, item)`` as they come."""
+        from app.core.parallel import run_jobs
+
+        return run_jobs(jobs, context=self.context, max_parallel=self.max_parallel, cancel=cancel)
+
+    def one(self):
+        """The sequence a single answer runs on, emptied first (so a seed repeats a run)."""
+        self.context.reset()
+        return self.context.sequence(0)
 
     def generate(self, *, text: str | None = None, messages: Sequence[dict] | None = None,
                  schema: dict | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
-                 stop: Sequence[str] = (), cancel: threading.Event | None = None) -> str:
-        """One completion (``text``) or chat answer (``messages``); held to ``schema`` by a grammar."""
-        kw = self._kwargs(settings, seed, stop)
-        if schema is not None:
-            kw["grammar"] = self._grammar(schema)
-        try:
-            # streamed, so that ``cancel`` is checked between tokens (closing the window or Stop
-            # never waits for a long answer); what was produced before the Stop is returned
-            if messages is not None:
-                # the chat as tokens in which only the template's own markers are control tokens
-                # (llama-cpp-python's chat formatter would read "<end_of_turn>" in a message as one)
-                chunks = self._llm.create_completion(self._chat_tokens(messages), stream=True, **kw)
-            else:
-                chunks = self._llm.create_completion(clean_text(text), stream=True, **kw)
-            piece = lambda c: c["choices"][0].get("text") or ""  # noqa: E731
-            parts: list[str] = []
-            reason = None
-            for chunk in chunks:
-                parts.append(piece(chunk))
-                reason = chunk["choices"][0].get("finish_reason") or reason
-                if cancel is not None and cancel.is_set():
-                    chunks.close()
-                    break
-            return Answer("".join(parts), cut=reason == "length")
-        except ValueError as exc:  # e.g. the prompt does not fit
-            raise GenerationError(f"llama.cpp could not run the request: {exc}") from exc
+                 stop: Sequence[str] = (), cancel: threading.Event | None = None) -> Answer:
+        """``answer`` on the first sequence, to its end."""
+        return drain(self.answer(self.one(), text=text, messages=messages, schema=schema, settings=settings,
+                                 seed=seed, stop=stop, cancel=cancel))
 
-    def _chat_tokens(self, messages: Sequence[dict]) -> list[int]:
-        from backends.llama_local import chat_prompt
-
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise GenerationError("This model has no chat template (it is a base model): use the completion style.")
-        prompt = chat_prompt(template, messages)
-        tokens: list[int] = []
-        for part, is_template in prompt.parts:
-            tokens += self._llm.tokenize(part.encode("utf-8"), add_bos=not tokens, special=is_template)
-        return tokens
-
+    # ------------------------------------------------------------------ measures
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One mean-pooled embedding row per text, from the same GGUF in embedding mode."""
+        """One mean-pooled embedding row per text, from the same model in embedding mode."""
         if not texts:
             return np.zeros((0, 0))
         if self._embedder is None:
-            try:
-                self._embedder = self._llama_cpp.Llama(
-                    self.model_path, n_ctx=min(self.n_ctx, 1024), n_threads=self.n_threads, embedding=True,
-                    pooling_type=self._llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise ModelLoadError(f"Could not load {self.model_path} in embedding mode: {exc}") from exc
-        rows = [np.asarray(self._embedder.embed(t), dtype=np.float64).reshape(-1)
-                for t in _texts_for_embedding(texts)]
-        return np.vstack(rows)
+            self._embedder = self.model.embedding_context(min(self.n_ctx, 1024))
+        return self._embedder.embed(_texts_for_embedding(texts))
 
     def continuation_logprob(self, prefix: str, text: str) -> float:
         """log P(text | prefix) in nats under the model (no sampler): the sum of the log-softmax of
         each of ``text``'s tokens, evaluated one token at a time after ``prefix``."""
-        llm = self._llm
-        pre = llm.tokenize(prefix.encode("utf-8"), add_bos=True, special=False)
-        cont = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        seq = self.context.sequence(0)  # its prefix is reused from one candidate to the next
+        pre = self.model.tokenize(prefix, add_special=True)
+        cont = self.model.tokenize(text, add_special=False)
         if not cont:
             return 0.0
-        if len(pre) + len(cont) > self.n_ctx:
+        if len(pre) + len(cont) >= seq.n_ctx:
             raise GenerationError("the prefix and the candidate do not fit in the context window")
-        llm.reset()
-        llm.eval(pre)
-        n_vocab = llm.n_vocab()
+        seq.prepare(pre)
         total = 0.0
         for tok in cont:
-            # logits_all=False: Llama.scores is not filled, so read the last logits from the context
-            ptr = self._llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+            logits = seq.logits().astype(np.float64)
             m = logits.max()
             total += float(logits[tok] - m - math.log(np.exp(logits - m).sum()))
-            llm.eval([tok])
-        llm.reset()
+            seq.feed(tok)
         return total
 
 
@@ -206,12 +207,25 @@ class RemoteVSEngine:
     verified format a completion-style text is sent to ``/chat/completions`` as the user message.
     Uses the backend's non-streamed ``_request_json`` (retries, error mapping, cancel)."""
 
-    local = False
-
-    def __init__(self, backend, caps=None) -> None:
+    def __init__(self, backend, caps=None, *, max_parallel: int = 4) -> None:
         self.backend = backend
         self.caps = caps
         self.name = backend.model or backend.base_url
+        self.max_parallel = max(1, int(max_parallel))
+
+    def one(self):
+        return self.backend
+
+    def answer(self, backend, **kw):
+        """``generate`` as a job's generator (a request has no tokens to tick on)."""
+        return self.generate(**kw)
+        yield  # noqa: unreachable - makes this a generator
+
+    def run(self, jobs, cancel: threading.Event | None = None):
+        """Run ``jobs`` as concurrent requests, at most ``max_parallel`` in flight."""
+        from app.core.parallel import run_jobs
+
+        return run_jobs(jobs, backend=self.backend, max_parallel=self.max_parallel, cancel=cancel)
 
     @property
     def structured(self) -> bool:
@@ -319,6 +333,10 @@ class VSOutcome:
     seed: int
     #: some turn ended at the token limit, before the model finished it
     cut: bool = False
+    #: a Stop cut some turn short (the run is reported, not counted)
+    cancelled: bool = False
+    #: each turn's generation record (local engines; ``app.core.export.generation_record``)
+    traces: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         p = self.parsed
@@ -330,6 +348,7 @@ class VSOutcome:
             "source_format": p.source_format if p else None,
             "drawn": self.drawn, "drawn_index": self.drawn_index, "kept": list(self.kept),
             "notes": list(self.notes), "seconds": round(self.seconds, 3), "seed": self.seed, "cut": self.cut,
+            "traces": list(self.traces),
         }
 
 
@@ -369,8 +388,28 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
     Direct: the answer text is the one sample. Multi-turn: each turn's free answer is one
     candidate (no stated probabilities: uniform). Sequence / VS: the JSON answer is parsed
     (parse failures are reported in ``error``); VS-Multi merges its turns, each turn weighted
-    equally. Backend errors propagate (``BackendError``).
-    """
+    equally. Backend errors propagate (``BackendError``). ``iter_vs_once`` is the same on a
+    given sequence (or backend), as a job for ``engine.run``."""
+    return drain(iter_vs_once(engine, engine.one(), request, settings, seed, tau=tau, cancel=cancel))
+
+
+def _ticks(gen):
+    """``gen``'s return value, every item it yields passed on as the round-robin's ``TICK``."""
+    from app.core.parallel import TICK
+
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield TICK
+
+
+def iter_vs_once(engine, where, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+                 *, tau: float | None = None, cancel: threading.Event | None = None):
+    """``run_vs_once`` on ``where`` (a local sequence, or the remote backend: what
+    ``engine.run`` hands a job) as a generator that ticks after every token and returns the
+    ``VSOutcome``."""
     t0 = time.perf_counter()
     method = request.method
     raws: list[str] = []
@@ -378,19 +417,31 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
     for turn in range(request.turns):
         if turn and cancel is not None and cancel.is_set():
             break
-        raw = engine.generate(text=text, messages=messages, schema=request.json_schema, settings=settings,
-                              seed=seed + 7919 * turn, stop=request.stop, cancel=cancel)
+        raw = yield from _ticks(engine.answer(where, text=text, messages=messages, schema=request.json_schema,
+                                              settings=settings, seed=seed + 7919 * turn, stop=request.stop,
+                                              cancel=cancel))
         raws.append(raw)
         if turn + 1 < request.turns:
             if messages is not None:
-                messages = messages + [{"role": "assistant", "content": raw},
+                messages = messages + [{"role": "assistant", "content": str(raw)},
                                        {"role": "user", "content": request.follow_up}]
             else:
                 text = text + (raw if request.json_schema else " " + raw.strip()) + request.follow_up
+    return _outcome(request, raws, settings, seed, tau, cancel, time.perf_counter() - t0)
+
+
+def _outcome(request: VSRequest, raws: list, settings: SamplerSettings, seed: int, tau: float | None, cancel,
+             seconds: float) -> VSOutcome:
+    method = request.method
     raw_all = raws[0] if len(raws) == 1 else "\n\n".join(raws)
     cut = any(getattr(r, "cut", False) for r in raws)
+    traces = tuple(r.trace for r in raws if getattr(r, "trace", None) is not None)
+    cancelled = bool(cancel is not None and cancel.is_set() and (
+        len(raws) < request.turns or any((t.get("finished") or {}).get("reason") == "cancelled" for t in traces)
+        or not traces))
     parsed: ParsedAnswer | None = None
     error: str | None = None
+    extra = dict(cut=cut, cancelled=cancelled, traces=traces)
     if method == "Direct":
         answer = _free_text(raw_all)
         if not answer:
@@ -398,9 +449,8 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
             samples: tuple[str, ...] = ()
         else:
             samples = (answer,)
-        seconds = time.perf_counter() - t0
-        return VSOutcome(method, raw_all, None, error, samples, samples[0] if samples else None,
-                         0 if samples else None, (0,) if samples else (), (), seconds, seed, cut)
+        return VSOutcome(method, str(raw_all), None, error, samples, samples[0] if samples else None,
+                         0 if samples else None, (0,) if samples else (), (), seconds, seed, **extra)
     try:
         if method == "Multi-turn":
             answers = [_free_text(r) for r in raws]
@@ -425,13 +475,13 @@ def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_
             error += (f" (the answer ran out of tokens at the limit of {settings.max_tokens} before it was "
                       "complete: raise the token limit)")
     if parsed is None:
-        return VSOutcome(method, raw_all, None, error, (), None, None, (), (), time.perf_counter() - t0, seed, cut)
+        return VSOutcome(method, str(raw_all), None, error, (), None, None, (), (), seconds, seed, **extra)
     index, kept, notes = draw(parsed.probabilities, seed, tau)
     if cut:
         notes = notes + (f"the answer ran out of tokens at the limit of {settings.max_tokens}; what was complete "
                          "was read",)
-    return VSOutcome(method, raw_all, parsed, None, parsed.texts, parsed.texts[index] if index is not None else None,
-                     index, kept, notes, time.perf_counter() - t0, seed, cut)
+    return VSOutcome(method, str(raw_all), parsed, None, parsed.texts,
+                     parsed.texts[index] if index is not None else None, index, kept, notes, seconds, seed, **extra)
 
 
 def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
@@ -460,7 +510,7 @@ def single_run_record(engine, request: VSRequest, settings: SamplerSettings = DE
     record: dict[str, Any] = {"arm": "vs" if request.method != "Direct" else "direct", "run": 0, **out.to_dict()}
     if cancel is not None and cancel.is_set():
         record["interrupted"] = True
-    elif getattr(engine, "local", False) and out.parsed is not None:
+    elif hasattr(engine, "continuation_logprob") and out.parsed is not None:
         record["model"] = model_distribution(engine, request.prompt, out.parsed.texts, out.parsed.probabilities)
     return record
 
@@ -567,23 +617,42 @@ def iter_compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n
     arms: dict[str, list[VSOutcome]] = {"direct": [], "vs": []}
     stats = {"direct": ParseStats(), "vs": ParseStats()}
     cancelled = False
-    for i in range(n):
-        for arm, req, st in (("direct", direct_req, direct_settings), ("vs", vs_req, settings)):
-            if cancel is not None and cancel.is_set():
+    # every run is a job; they run as parallel sequences (or concurrent requests) and their
+    # records are given in run order, Direct before VS, as a one-at-a-time run would give them
+    keys = [(arm, i, req, st) for i in range(n) for arm, req, st in
+            (("direct", direct_req, direct_settings), ("vs", vs_req, settings))]
+    jobs = [(lambda where, arm=arm, i=i, req=req, st=st:
+             iter_vs_once(engine, where, req, st, seed + i, tau=tau if arm == "vs" else None, cancel=cancel))
+            for arm, i, req, st in keys]
+    from app.core.parallel import JobResult
+
+    ended: dict[int, JobResult] = {}
+    nxt = 0
+    for idx, item in engine.run(jobs, cancel):
+        if not isinstance(item, JobResult):
+            continue
+        ended[idx] = item
+        while nxt in ended:
+            res = ended.pop(nxt)
+            arm, i = keys[nxt][0], keys[nxt][1]
+            nxt += 1
+            if res.error is not None:
+                raise res.error
+            out = res.value
+            if out is None:  # never started: a Stop came first
                 cancelled = True
-                break
-            out = run_vs_once(engine, req, st, seed + i, tau=tau if arm == "vs" else None, cancel=cancel)
-            if cancel is not None and cancel.is_set():
-                # stopped inside this run: its answer is cut short, so it is reported (and kept
-                # in the run store) but not counted in the metrics
+                continue
+            if out.cancelled:
+                # stopped inside this run: its answer is cut short, so it is reported (and kept in
+                # the run store) but not counted in the metrics
                 cancelled = True
                 yield {"arm": arm, "run": i, "interrupted": True, **out.to_dict()}
-                break
+                continue
             arms[arm].append(out)
             _count(stats[arm], out)
             yield {"arm": arm, "run": i, **out.to_dict()}
-        if cancelled:
-            break
+    if cancel is not None and cancel.is_set():
+        cancelled = True
     notes: list[str] = []
     samples = {a: [s for o in arms[a] for s in o.samples] for a in arms}
     emb: dict[str, np.ndarray | None] = {"direct": None, "vs": None}
