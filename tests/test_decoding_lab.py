@@ -471,3 +471,22 @@ def test_cli_compare_table_and_exit_codes(capsys, tmp_path, llama_server):
     assert main(["compare", "--base-url", llama_server.base_url, "--model", llama_server.model, "--prompt", "x",
                  "--strategies", "greedy,beam:2", "--max-tokens", "2"]) == 2
     assert "only for local models" in capsys.readouterr().err
+
+
+def test_n_children_as_parallel_sequences(backend):
+    """Four children from one node at once, as parallel sequences: every child's path starts at the
+    node, seeds seed..seed+3, the same call again (one at a time or in parallel) adds no new leaf
+    where the batch noise did not move a draw, and the backend's own cache is untouched."""
+    tree = BranchTree.for_backend(backend, PROMPT)
+    at = branch(backend, tree, 0, None, parse_strategy("greedy").settings(top_n=3), max_tokens=2)
+    backend.reset()
+    leaves = children(backend, tree, at, 4, parse_strategy("temp:1.3").settings(top_n=3), max_tokens=3, seed=9,
+                      max_parallel=4)
+    assert len(leaves) == 4 and backend.cached_tokens == ()
+    path = tree.path(at)
+    assert all(tree.path(x)[:len(path)] == path for x in leaves)
+    assert [r["seed"] for r in tree.runs if r["kind"] == "child"] == [9, 10, 11, 12]
+    n_nodes = len(tree.nodes)
+    again = children(backend, tree, at, 4, parse_strategy("temp:1.3").settings(top_n=3), max_tokens=3, seed=9,
+                     max_parallel=4)
+    assert again == leaves and len(tree.nodes) == n_nodes  # the same batches: the same children

@@ -80,6 +80,7 @@ from app.core.align_task import (STYLES, CandidateSequence, TaskDistribution, Ta
                                  ends_item, in_context_tokenizer, opens_decision, outcome_spellings, parse_draws,
                                  render_prompt)
 from app.core.jsonsafe import json_safe
+from app.core.parallel import TICK
 from app.core.streams import drain
 from backends.base import Finished, GenerationError, SamplerSettings, Step
 
@@ -294,7 +295,7 @@ def _chat_text(backend, prompt: str, system: str | None) -> str:
 
 def _iter_local(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
                 template: str | None, cancel: threading.Event | None, max_tokens: int | None, run: int,
-                system: str | None) -> Generator[dict, None, AlignRun]:
+                system: str | None, tick: bool = False) -> Generator[dict, None, AlignRun]:
     from app.core.session import GenerationSession
 
     t0 = time.perf_counter()
@@ -345,6 +346,8 @@ def _iter_local(backend, task: TaskDistribution, n_draws: int, settings: Sampler
             pending = {"position": len(session.generated), "p": tuple(float(x) for x in p_token), "raw": raw,
                        "mass": float(mass), "start": len(session.text)}
         step = session.commit()
+        if tick:  # the round-robin's beat: one token taken (app.core.parallel)
+            yield TICK
         if session.finished is not None:
             reason = session.finished.reason
             break
@@ -552,10 +555,54 @@ def _is_local(backend) -> bool:
                      "(OpenAICompatBackend) backend")
 
 
+def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template, cancel, max_tokens, system, th,
+                   width: int, done: list) -> Generator[dict, None, bool]:
+    """The runs as parallel sequences of one context on the backend's model (``run_jobs``); their
+    records are given in run order (the first unfinished run's as they arrive, a later run's once
+    the runs before it have ended). Returns whether a Stop cut the set."""
+    from app.core.parallel import JobResult, run_jobs
+
+    width = min(width, runs)
+    cells = min(backend.n_ctx * width, max(backend.n_ctx, 32768))
+    ctx = backend.model.context(n_ctx=cells, n_seq=width, n_threads=getattr(backend.info, "n_threads", None))
+    jobs = [(lambda seq, r=r: _iter_local(seq, task, n_draws, settings, seed + r, style, template, cancel,
+                                          max_tokens, r, system, tick=True)) for r in range(runs)]
+    waiting: dict[int, list] = {r: [] for r in range(runs)}
+    ended: dict[int, JobResult] = {}
+    head = 0
+    cancelled = False
+    try:
+        for idx, item in run_jobs(jobs, context=ctx, max_parallel=width, cancel=cancel):
+            if isinstance(item, JobResult):
+                ended[idx] = item
+            elif idx == head:
+                yield item
+                continue
+            else:
+                waiting[idx].append(item)
+            while head in ended:
+                res = ended.pop(head)
+                if res.error is not None:
+                    raise res.error
+                if res.value is None:  # a Stop came before it started
+                    cancelled = True
+                else:
+                    done.append(res.value)
+                    yield res.value.record(head, th)
+                    cancelled = cancelled or res.value.cancelled
+                head += 1
+                if head < runs:
+                    for rec in waiting.pop(head):
+                        yield rec
+    finally:
+        ctx.close()
+    return cancelled or bool(cancel is not None and cancel.is_set())
+
+
 def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
                settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0, *, style: str = "completion",
                template: str | None = None, cancel: threading.Event | None = None, max_tokens: int | None = None,
-               thresholds: Thresholds | None = None, system: str | None = None
+               thresholds: Thresholds | None = None, system: str | None = None, max_parallel: int = 1
                ) -> Generator[dict, None, dict]:
     """``runs`` runs of ``task`` on ``backend`` (local when it has ``prepare``/``logits``/``feed``,
     remote when it has ``stream``); run r uses seed ``seed + r``. A generator of JSON-safe records
@@ -578,7 +625,12 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
 
     ``cancel`` is checked before every token and between runs; a run cut by it is kept (its steps
     are valid measurements), counted in the summary and marked ``cancelled``, and no further run
-    starts. Bad arguments raise ValueError at the first ``next()``, before any record."""
+    starts. Bad arguments raise ValueError at the first ``next()``, before any record.
+
+    ``max_parallel`` > 1 (local models): up to that many runs at once as parallel sequences of one
+    batched context (each run still from an empty cache with its own seed; llama.cpp's batch
+    noise can move a draw now and then against a lone run). Records still come in run order; a
+    Stop cuts every run in flight, each kept and marked ``cancelled``."""
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"the number of runs ({runs!r}) must be a whole number of at least 1")
     th = thresholds if thresholds is not None else Thresholds()
@@ -586,18 +638,22 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
     _check(task, n_draws, settings, seed + runs - 1, style, template, max_tokens)
     done: list[AlignRun] = []
     cancelled = False
-    for r in range(runs):
-        if cancel is not None and cancel.is_set():
-            cancelled = True
-            break
-        body = _iter_local if local else _iter_remote
-        result = yield from body(backend, task, n_draws, settings, seed + r, style, template, cancel, max_tokens,
-                                 r, system)
-        done.append(result)
-        yield result.record(r, th)
-        if result.cancelled:
-            cancelled = True
-            break
+    if local and max_parallel > 1 and runs > 1 and hasattr(getattr(backend, "model", None), "context"):
+        cancelled = yield from _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template, cancel,
+                                              max_tokens, system, th, int(max_parallel), done)
+    else:
+        for r in range(runs):
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+            body = _iter_local if local else _iter_remote
+            result = yield from body(backend, task, n_draws, settings, seed + r, style, template, cancel, max_tokens,
+                                     r, system)
+            done.append(result)
+            yield result.record(r, th)
+            if result.cancelled:
+                cancelled = True
+                break
     if done:
         out = summary([d.measures for d in done], th)
     else:

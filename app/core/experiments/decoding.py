@@ -1342,7 +1342,7 @@ def _branch_settings(settings: SamplerSettings | None, max_tokens: int, seed: in
 
 def iter_branch(backend, tree: BranchTree, node_id: int, token_id: int | None = None,
                 settings: SamplerSettings | None = None, max_tokens: int = 16, seed: int = 42,
-                cancel: threading.Event | None = None, *, token_text: str | None = None
+                cancel: threading.Event | None = None, *, token_text: str | None = None, kind: str = "branch"
                 ) -> Generator[BranchNode, None, int]:
     """Continue from ``node_id``: first with ``token_id`` when given (the road not taken;
     ``token_text`` on a server), then with tokens drawn by ``settings``' chain (a numpy
@@ -1361,7 +1361,7 @@ def iter_branch(backend, tree: BranchTree, node_id: int, token_id: int | None = 
     if node_id < 0 or node_id >= len(tree.nodes):
         raise ValueError(f"no node {node_id} in the tree")
     run = len(tree.runs)
-    info: dict[str, Any] = {"kind": "branch", "from": node_id, "token_id": token_id, "token_text": token_text,
+    info: dict[str, Any] = {"kind": kind, "from": node_id, "token_id": token_id, "token_text": token_text,
                             "settings": st.to_dict(), "seed": int(seed), "leaf": node_id, "finish_reason": None,
                             "new_nodes": 0}
     tree.runs.append(info)
@@ -1461,18 +1461,48 @@ def branch(backend, tree: BranchTree, node_id: int, token_id: int | None = None,
 
 
 def children(backend, tree: BranchTree, node_id: int, n: int, settings: SamplerSettings | None = None,
-             max_tokens: int = 16, seed: int = 42, cancel: threading.Event | None = None) -> list[int]:
+             max_tokens: int = 16, seed: int = 42, cancel: threading.Event | None = None, *,
+             max_parallel: int = 1) -> list[int]:
     """Sample ``n`` continuations from one node (child i with seed ``seed + i``); their leaf ids
-    (a continuation identical to an earlier one ends on the same leaf). Stops early at ``cancel``."""
+    (a continuation identical to an earlier one ends on the same leaf). Stops early at ``cancel``.
+
+    ``max_parallel`` > 1 (local models): up to that many children at once as parallel sequences
+    of one batched context on the backend's model (each from the node's path, with its own seed;
+    llama.cpp's batch noise can move a draw now and then against one at a time); the backend's own
+    cache is not touched then."""
     if int(n) < 1:
         raise ValueError("n must be at least 1")
+    n = int(n)
+    if int(max_parallel) > 1 and n > 1 and not is_remote(backend) and _has_sequences(backend):
+        return _parallel_children(backend, tree, node_id, n, settings, max_tokens, seed, cancel,
+                                  min(int(max_parallel), n))
     leaves = []
-    for i in range(int(n)):
+    for i in range(n):
         if cancel is not None and cancel.is_set():
             break
-        leaves.append(branch(backend, tree, node_id, None, settings, max_tokens, int(seed) + i, cancel))
-        tree.runs[-1]["kind"] = "child"
+        leaves.append(drain(iter_branch(backend, tree, node_id, None, settings, max_tokens, int(seed) + i, cancel,
+                                        kind="child")))
     return leaves
+
+
+def _parallel_children(backend, tree, node_id, n, settings, max_tokens, seed, cancel, width) -> list[int]:
+    from app.core.parallel import JobResult, run_jobs
+
+    depth = len(tree.prompt_tokens or ()) + len(tree.path_tokens(node_id)) + int(max_tokens) + 8
+    ctx = backend.model.context(n_ctx=min(max(256, depth * width), max(backend.n_ctx, 32768)), n_seq=width,
+                                n_threads=getattr(getattr(backend, "info", None), "n_threads", None))
+    jobs = [(lambda seq, i=i: iter_branch(seq, tree, node_id, None, settings, max_tokens, int(seed) + i, cancel,
+                                          kind="child")) for i in range(n)]
+    leaves: list[int | None] = [None] * n
+    try:
+        for idx, item in run_jobs(jobs, context=ctx, max_parallel=width, cancel=cancel):
+            if isinstance(item, JobResult):
+                if item.error is not None:
+                    raise item.error
+                leaves[idx] = item.value
+    finally:
+        ctx.close()
+    return [x for x in leaves if x is not None]
 
 
 # ============================================================================ A/B comparison
