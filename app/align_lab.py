@@ -53,11 +53,12 @@ class AlignLab(LabPresenter):
 
         def body(cancel: threading.Event):
             backend = labs.engine(source, "logits")
-            if not source.local and backend.server_capabilities() is None:
+            if not source.capabilities.local and backend.server_capabilities() is None:
                 backend.probe()  # once per lab backend: top-N and which knobs the server takes
             return (yield from iter_align(backend, task, p["draws"], p["runs"], settings, p["seed"],
                                           style=p["style"], template=p["template"], cancel=cancel,
-                                          max_tokens=default_max_tokens(p["draws"]), thresholds=thresholds))
+                                          max_tokens=default_max_tokens(p["draws"]), thresholds=thresholds,
+                                          max_parallel=source.max_parallel))
 
         self.panel.start_results(task)
         params = {**p, "task": task.to_dict(), "settings": settings.to_dict()}

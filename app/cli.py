@@ -47,6 +47,8 @@ def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
     if remote:
         p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
         p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+        p.add_argument("--keyring-entry", help="name of the system-keyring entry holding the API key")
+        p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to open the connection")
         p.add_argument("--chat", action="store_true", help="use /v1/chat/completions (the prompt is the user message)")
         p.add_argument("--system", help="system message in --chat mode")
         p.add_argument("--read-timeout", type=float, default=60.0)
@@ -55,6 +57,9 @@ def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
                    help=f"context size in tokens, {LoadSettings.MIN_CTX}..{lo['n_ctx'][1]:,} (0 = the model's training context)")
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1 = all, 0 = none)")
     p.add_argument("--threads", type=int, default=0, help=f"CPU threads, up to {lo['n_threads'][1]} (0 = automatic)")
+    p.add_argument("--parallel", type=int, default=0, metavar="N",
+                   help="the most generations at once for N-sample work: sequences of one batch locally, requests "
+                   "to a server (0 = automatic: up to 8 locally, 4 remotely; 1 = one at a time, exact)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,12 +193,14 @@ def load_settings_from_args(a: argparse.Namespace) -> LoadSettings:
 
 
 def load_backend(a: argparse.Namespace, *, n_ctx: int | None = None):
-    from backends.llama_local import LlamaCppBackend
-    from backends.models import ensure_embedded_model
+    """The local backend of ``--model`` (default: the embedded model) and the load flags."""
+    from dataclasses import replace
+
+    from backends.open import open_backend
+    from backends.sources import LocalSource
 
     ls = load_settings_from_args(a)
-    path = a.model or ensure_embedded_model()
-    return LlamaCppBackend(path, n_ctx=n_ctx or ls.n_ctx, n_gpu_layers=ls.n_gpu_layers, n_threads=ls.n_threads or None)
+    return open_backend(LocalSource(a.model or None, replace(ls, n_ctx=n_ctx or ls.n_ctx)))
 
 
 @contextlib.contextmanager
@@ -227,14 +234,25 @@ class _UsageError(ValueError):
 
 
 def remote_backend(a: argparse.Namespace):
-    """The OpenAI-compatible backend of ``--base-url`` (key from ``--api-key-env``)."""
-    from app.core.secrets import resolve_api_key
-    from backends.openai_compat import OpenAICompatBackend
+    """The OpenAI-compatible backend of ``--base-url`` (key from ``--api-key-env`` or the
+    keyring entry ``--keyring-entry``; ``--connect-timeout``, ``--read-timeout``)."""
+    from backends.open import open_backend
+    from backends.sources import RemoteConfig
 
-    key = resolve_api_key(a.api_key_env, None) if a.api_key_env else None
-    if a.api_key_env and not key:
-        raise _UsageError(f"the environment variable {a.api_key_env} is not set.")
-    return OpenAICompatBackend(a.base_url, a.model, api_key=key, read_timeout=a.read_timeout)
+    config = RemoteConfig(a.base_url, a.model or "", api_key_env=a.api_key_env or "",
+                          keyring_entry=getattr(a, "keyring_entry", None) or "",
+                          connect_timeout=getattr(a, "connect_timeout", 5.0), read_timeout=a.read_timeout,
+                          chat=bool(getattr(a, "chat", False)))
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    if a.api_key_env:
+        from backends.secrets import resolve_api_key
+
+        if not resolve_api_key(a.api_key_env, None):
+            raise _UsageError(f"the environment variable {a.api_key_env} is not set.")
+    return open_backend(config)
 
 
 def _json_default(x):
@@ -403,15 +421,15 @@ def cmd_vs(a: argparse.Namespace) -> int:
             shown = r["drawn"] if r["drawn"] is not None else f"[{r['error']}]"
             print(f"{r['arm']:>6} #{r['run'] + 1}: {shown}", flush=True)
 
-    engine = None
+    engine = local = None
     try:
         if getattr(a, "base_url", None):
             backend = remote_backend(a)
-            engine = RemoteVSEngine(backend, backend.probe())
+            engine = RemoteVSEngine(backend, backend.probe(), max_parallel=a.parallel or 4)
         else:
-            from backends.models import ensure_embedded_model
-
-            engine = LocalVSEngine(a.model or ensure_embedded_model(), n_ctx=a.n_ctx, n_threads=a.threads or None)
+            local = load_backend(a)
+            engine = LocalVSEngine(local.model, n_ctx=a.n_ctx, n_threads=a.threads or None,
+                                   max_parallel=a.parallel or None)
         try:
             result = compare(engine, a.prompt, a.method, k=a.k, n=a.n, t=a.t, tau=a.tau, settings=settings,
                              seed=a.seed, cancel=cancel, on_record=record, reference=reference,
@@ -429,6 +447,8 @@ def cmd_vs(a: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
+        if local is not None:
+            local.close()
     summary = {**result.summary(), "model": engine.name, "settings": settings.to_dict()}
     if a.json:
         print(_dumps(_clean({"summary": summary})))
@@ -508,6 +528,7 @@ def cmd_align(a: argparse.Namespace) -> int:
             backend = load_backend(a)
             model_name = backend.info.name
         gen = iter_align(backend, task, a.draws, a.runs, settings, a.seed, style=style, template=template,
+                         max_parallel=a.parallel or 8,
                          cancel=cancel, max_tokens=a.max_tokens or None, thresholds=thresholds, system=a.system)
         try:
             result = _print_records(gen, a.json, lambda rec: _print_align_record(rec, task.outcomes))
@@ -595,9 +616,9 @@ def cmd_shift(a: argparse.Namespace) -> int:
     engine = None
     try:
         if remote:
-            engine = RemoteShiftEngine(remote_backend(a))
+            engine = RemoteShiftEngine(remote_backend(a), max_parallel=a.parallel or 4)
         else:
-            engine = LocalShiftEngine(load_backend(a))
+            engine = LocalShiftEngine(load_backend(a), max_parallel=a.parallel or None)
         gen = iter_shift(engine, concepts, mode=mode, samples=a.samples, settings=settings, seed=a.seed,
                          style=style, min_mass=a.min_mass, cancel=cancel)
         if not a.json:

@@ -17,7 +17,7 @@ from typing import Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
-from app.core.remote import RemoteConfig
+from backends.sources import LocalSource, RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
 from app.core.store import RunHead
@@ -77,6 +77,9 @@ class WorkbenchController(QObject):
         self._state = "no model"
         self._stop_after_step = False
         self.last_tokens_per_s = 0.0
+        #: the most generations a lab runs at once: sequences of one batch locally, requests remotely
+        self.max_parallel = 8
+        self.max_parallel_remote = 4
         self.writer = StoreWriter(store, parent=self) if store is not None else None
         if self.writer is not None:
             self.writer.failed.connect(lambda msg: self.errorOccurred.emit("Not saved", msg))
@@ -124,23 +127,19 @@ class WorkbenchController(QObject):
             return None
         self._end_step_mode()
 
-        def job(cancel: threading.Event) -> Iterator[object]:
-            from backends.llama_local import LlamaCppBackend
-            from backends.models import iter_embedded_model
+        source = LocalSource(path, LoadSettings(n_ctx, n_gpu_layers, n_threads))
 
-            if path is None:
-                gen = iter_embedded_model()
-                while True:
-                    try:
-                        yield LoadProgress(next(gen))
-                    except StopIteration as stop:
-                        target = stop.value
-                        break
-            else:
-                target = Path(path)
-            yield LoadProgress((0, 0, f"Loading {target.name}…"))
-            backend = LlamaCppBackend(target, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads or None)
-            return backend, str(target)
+        def job(cancel: threading.Event) -> Iterator[object]:
+            from backends.open import iter_open
+
+            gen = iter_open(source)
+            while True:
+                try:
+                    yield LoadProgress(next(gen))
+                except StopIteration as stop:
+                    backend = stop.value
+                    break
+            return backend, str(backend.path)
 
         return self._submit(job, "load", "loading")
 
@@ -193,22 +192,10 @@ class WorkbenchController(QObject):
         self._end_step_mode()
 
         def job(cancel: threading.Event) -> Iterator[object]:
-            from app.core.secrets import resolve_api_key
-            from backends.openai_compat import OpenAICompatBackend
+            from backends.open import open_backend
 
-            key = resolve_api_key(config.api_key_env or None, config.keyring_entry or None)
-            if config.api_key_env and not key:
-                from backends.base import ConnectionFailed
-
-                raise ConnectionFailed(
-                    f"The environment variable {config.api_key_env} is not set (or empty). Set it to "
-                    "your API key before starting Samplescope, or use the keyring."
-                )
             yield LoadProgress((0, 0, f"Connecting to {config.base_url}…"))
-            backend = OpenAICompatBackend(
-                config.base_url, config.model or None, api_key=key,
-                connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-            )
+            backend = open_backend(config)
             try:
                 models = backend.list_models()
                 model = config.model or (models[0] if models else "")
@@ -505,15 +492,16 @@ class WorkbenchController(QObject):
         when there is none, the reason in words a user can act on."""
         if self._remote is not None and self.remote_config is not None:
             cfg = self.remote_config
-            return LabSource("remote", self.model_info.name if self.model_info else cfg.base_url,
-                             config=cfg, caps=self.remote_caps), ""
+            return LabSource(self.model_info.name if self.model_info else cfg.base_url, self._remote.capabilities,
+                             config=cfg, caps=self.remote_caps, max_parallel=self.max_parallel_remote), ""
         info = self._local_info
         if info is None or self._backend is None:
             if self._state == "loading":
                 return None, "The model is still loading; the lab can run once it is ready."
             return None, "Load a model (Model tab) or connect to a server (Server tab) first."
-        return LabSource("local", info.name, model_path=info.path, n_ctx=info.n_ctx or 2048,
-                         n_threads=info.n_threads or None, model_sha256=self.model_sha256 or None), ""
+        return LabSource(info.name, self._backend.capabilities, model_path=info.path, model=self._backend.model,
+                         n_ctx=info.n_ctx or 2048, n_threads=info.n_threads or None,
+                         model_sha256=self.model_sha256 or None, max_parallel=self.max_parallel), ""
 
     def shutdown(self) -> None:
         self.labs.shutdown()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, iter_branch, lockstep,
+from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, children, iter_branch, lockstep,
                                            parse_strategies, parse_strategy)
 from app.core.streams import mapped
 from app.lab_presenter import LabPresenter
@@ -60,8 +60,8 @@ class DecodingLab(LabPresenter):
         except ValueError as exc:
             self.panel.show_status(str(exc))
             return
-        if not source.local and any(s.is_beam for s in strategies):
-            self.panel.show_status(f"Beam columns are not available with a server: {REMOTE_LIMITS['beam']}.")
+        if not source.capabilities.sequences and any(s.is_beam for s in strategies):
+            self.panel.show_status(f"Beam columns are not available: {source.capabilities.why_not('sequences')}.")
             return
         labs = self.labs
 
@@ -94,7 +94,7 @@ class DecodingLab(LabPresenter):
 
         def body(cancel: threading.Event):
             backend = labs.engine(source, "logits")
-            tokens = None if not source.local else backend.tokenize(prompt, add_special=True)
+            tokens = None if not source.capabilities.token_ids else backend.tokenize(prompt, add_special=True)
             tree = BranchTree.from_steps(prompt, tokens, steps, settings, model)
             yield {"kind": "tree", "nodes": len(tree.nodes)}
             return {"tree": tree.to_dict(), "open": tree.leaves()[-1] if tree.leaves() else 0}
@@ -126,7 +126,7 @@ class DecodingLab(LabPresenter):
             tree = BranchTree.from_dict(tree_dict)
             tok, token_text = token_id, None
             if text is not None:
-                if source.local:
+                if source.capabilities.full_logits:
                     ids = backend.tokenize(text, add_special=False)
                     if not ids:
                         raise ValueError("The typed text has no token.")
@@ -134,16 +134,24 @@ class DecodingLab(LabPresenter):
                 else:
                     token_text = text
             leaf = node_id
+            if n_children > 1 and source.capabilities.sequences and source.max_parallel > 1:
+                # N children at once, as parallel sequences of one batch on the shared model
+                n0 = len(tree.nodes)
+                leaves = children(backend, tree, node_id, n_children, settings, BRANCH_TOKENS, settings.seed,
+                                  cancel, max_parallel=source.max_parallel)
+                for node in tree.nodes[n0:]:
+                    yield {"kind": "node", "id": node.id, "parent": node.parent, "piece": node.piece,
+                           "p_raw": node.p_raw}
+                return {"tree": tree.to_dict(), "open": leaves[-1] if leaves else node_id}
             for i in range(max(1, n_children)):
                 if cancel.is_set():
                     break
                 nodes = iter_branch(backend, tree, node_id, None if n_children else tok, settings,
                                     BRANCH_TOKENS, settings.seed + i, cancel,
-                                    token_text=None if n_children else token_text)
+                                    token_text=None if n_children else token_text,
+                                    kind="child" if n_children else "branch")
                 leaf = yield from mapped(nodes, lambda node: {"kind": "node", "id": node.id, "parent": node.parent,
                                                              "piece": node.piece, "p_raw": node.p_raw})
-                if n_children:
-                    tree.runs[-1]["kind"] = "child"
             return {"tree": tree.to_dict(), "open": leaf}
 
         what = f"{n_children} children" if n_children else "branch"
@@ -166,7 +174,7 @@ class DecodingLab(LabPresenter):
                                  "per-step distribution of its own. Use greedy, top-k, top-p, min-p or temp.")
             if not p["prompt"].strip():
                 raise ValueError("The prompt is empty.")
-            if ab["model_b"] and not source.local:
+            if ab["model_b"] and not source.capabilities.local:
                 raise ValueError("Model B is a local GGUF file: disconnect the server to compare two local models.")
             if ab["model_b"] and not Path(ab["model_b"]).is_file():
                 raise ValueError(f"Model B: no file at {ab['model_b']}")
@@ -181,9 +189,12 @@ class DecodingLab(LabPresenter):
             backend_a = labs.engine(source, "logits")
             backend_b = backend_a
             if ab["model_b"]:
-                from backends.llama_local import LlamaCppBackend
+                from backends.base import LoadSettings
+                from backends.open import open_backend
+                from backends.sources import LocalSource
 
-                backend_b = LlamaCppBackend(ab["model_b"], n_ctx=source.n_ctx, n_threads=source.n_threads)
+                backend_b = open_backend(LocalSource(ab["model_b"], LoadSettings(source.n_ctx, 0,
+                                                                                 source.n_threads or 0)))
             try:
                 result = ab_run(backend_a, backend_b, p["prompt"], settings_a, settings_b, cancel)
             finally:

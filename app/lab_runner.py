@@ -1,7 +1,7 @@
 """Runs the labs' experiments (Verbalized Sampling comparisons, ...) on their own worker thread.
 
-Owns: ``LabSource`` (which model a lab uses: the local GGUF file or the connected server, as
-frozen data), ``LabRunner`` (a second ``GeneratorWorker`` named "lab-worker", so a long lab
+Owns: ``LabSource`` (which model a lab uses: the Workbench's loaded model or the connected
+server, with its capabilities, as frozen data), ``LabRunner`` (a second ``GeneratorWorker`` named "lab-worker", so a long lab
 run never blocks the workbench, and the lab's engines, cached per source), and the run-store
 bookkeeping of a lab run: the run is started in the store when it begins, every record is
 written as it arrives, and the summary and status ("done", "stopped", "failed") at the end,
@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
-from app.core.remote import RemoteConfig
+from backends.base import Capabilities, LoadSettings
+from backends.sources import LocalSource, RemoteConfig
 from app.workers import GeneratorWorker, Job
 from backends.base import BackendError
 
@@ -34,60 +35,61 @@ __all__ = ["LabSource", "LabRunner"]
 
 @dataclass(frozen=True)
 class LabSource:
-    """The model a lab run uses. ``kind`` is "local" (``model_path``) or "remote" (``config``
-    and the probed ``caps``). ``name`` is what the user sees and the store records."""
+    """The model a lab run uses, as frozen data: ``capabilities`` (what it can do: every panel
+    enables its controls from them), and either ``model`` (the loaded ``LlamaModel`` the
+    Workbench uses: a lab makes its own context on it, the weights are shared) with
+    ``model_path`` and the context size, or ``config`` (the connected server) with its probed
+    ``caps``. ``name`` is what the user sees and the store records."""
 
-    kind: str
     name: str
+    capabilities: Capabilities
     model_path: str | None = None
+    model: Any = None
     n_ctx: int = 2048
     n_threads: int | None = None
     config: RemoteConfig | None = None
     caps: Any = None
     model_sha256: str | None = None
+    max_parallel: int = 8
 
     @property
     def local(self) -> bool:
-        return self.kind == "local"
+        return self.capabilities.local
 
     @property
     def location(self) -> str | None:
         return self.model_path if self.local else (self.config.base_url if self.config else None)
 
+    def open(self):
+        """A backend for the lab (``open_backend``): a new context on the shared model, or a new
+        HTTP client (the Workbench's belongs to its own worker)."""
+        from backends.open import open_backend
 
-def _remote_backend(source: LabSource):
-    """A new HTTP client for the lab (the workbench's client belongs to its own worker)."""
-    from app.core.secrets import resolve_api_key
-    from backends.openai_compat import OpenAICompatBackend
-
-    cfg = source.config
-    key_value = resolve_api_key(cfg.api_key_env or None, cfg.keyring_entry or None)
-    return OpenAICompatBackend(cfg.base_url, cfg.model or None, api_key=key_value,
-                               connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout)
+        if self.local:
+            return open_backend(LocalSource(self.model_path, LoadSettings(self.n_ctx, 0, self.n_threads or 0)),
+                                model=self.model)
+        return open_backend(self.config)
 
 
 def _make_engine(kind: str, source: LabSource):
     """The engine of lab ``kind`` for ``source``: "vs" (``LocalVSEngine`` / ``RemoteVSEngine``),
-    "shift" (``LocalShiftEngine`` / ``RemoteShiftEngine``) or "logits" (a ``LlamaCppBackend`` /
-    an ``OpenAICompatBackend``)."""
+    "shift" (``LocalShiftEngine`` / ``RemoteShiftEngine``) or "logits" (a backend from
+    ``source.open()``)."""
     if kind == "vs":
         from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
 
         if source.local:
-            return LocalVSEngine(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
-        return RemoteVSEngine(_remote_backend(source), source.caps)
+            return LocalVSEngine(source.model, n_ctx=source.n_ctx, n_threads=source.n_threads,
+                                 max_parallel=source.max_parallel)
+        return RemoteVSEngine(source.open(), source.caps, max_parallel=source.max_parallel)
     if kind == "shift":
         from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine
 
         if source.local:
-            return LocalShiftEngine.open(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
-        return RemoteShiftEngine(_remote_backend(source))
+            return LocalShiftEngine(source.open(), max_parallel=source.max_parallel)
+        return RemoteShiftEngine(source.open(), max_parallel=source.max_parallel)
     if kind == "logits":
-        if source.local:
-            from backends.llama_local import LlamaCppBackend
-
-            return LlamaCppBackend(source.model_path, n_ctx=source.n_ctx, n_threads=source.n_threads)
-        return _remote_backend(source)
+        return source.open()
     raise ValueError(f"unknown lab engine {kind!r}")
 
 
@@ -136,7 +138,8 @@ class LabRunner(QObject):
         """The cached engine of ``kind`` for ``source``, created on first use. Call only from
         inside a job (the lab worker). Engines of other sources are closed first, so at most
         one model's worth of lab engines is held in memory."""
-        key = (kind, source.kind, source.location, source.config.model if source.config else None, source.n_ctx)
+        key = (kind, source.capabilities.kind, source.location, id(source.model),
+               source.config.model if source.config else None, source.n_ctx, source.max_parallel)
         if key in self._engines:
             return self._engines[key]
         self._close_engines()

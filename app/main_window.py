@@ -330,7 +330,7 @@ class MainWindow(QMainWindow):
         self.set_palette(palette)
         self.whitespace_action.setChecked(s.show_whitespace)
         if s.remote:
-            from app.core.remote import RemoteConfig
+            from backends.sources import RemoteConfig
 
             try:
                 self.connection_panel.set_config(RemoteConfig.from_dict(s.remote))
@@ -389,7 +389,7 @@ class MainWindow(QMainWindow):
         self.controller.connect_remote(config)
 
     def _save_key(self, entry: str, key: str) -> None:
-        from app.core.secrets import keyring_available, store_in_keyring
+        from backends.secrets import keyring_available, store_in_keyring
 
         ok, reason = keyring_available()
         if not ok:

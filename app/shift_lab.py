@@ -43,8 +43,9 @@ class ShiftLab(LabPresenter):
         source = self.source()
         if source is None:
             return None
-        self.panel.set_exact_available(source.local, "The exact method needs the model's next-token "
-                                       "probabilities at every digit: only for local models.")
+        caps = source.capabilities
+        self.panel.set_exact_available(caps.full_logits, "The exact method (the probability of every digit) "
+                                       + caps.why_not("full_logits") + ".")
         p = self.panel.params()
         settings = replace(SAMPLE_SETTINGS, temperature=p["temperature"])
         return source, settings, p

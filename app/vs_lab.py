@@ -47,9 +47,10 @@ class VSLab(LabPresenter):
             self.panel.show_status(f"Sampler settings: {exc}")
             return None
         self.panel.set_sampler_note(describe_chain(settings) + f"; seed {settings.seed}")
+        caps = source.capabilities
         self.panel.set_model_does_available(
-            source.local, "What the model does (its own probability of each candidate) needs the model's "
-            "logits: only for local models.")
+            caps.full_logits, "What the model does (its own probability of each candidate) "
+            + caps.why_not("full_logits") + ".")
         return source, settings
 
     def run_once(self) -> None:

@@ -386,9 +386,32 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+#: Why a feature is missing, by feature (``Capabilities.why_not``): what a user reads on a
+#: greyed-out control.
+_MISSING = {
+    "full_logits": "needs the model's full next-token distribution, which a server does not give: use a local model",
+    "sampler_stages": "needs the model's full distribution to show each sampler stage: use a local model",
+    "step_mode": "needs the full distribution before each token (a server samples by itself): use a local model",
+    "sequences": "needs several sequences in one llama.cpp KV cache (beams, forks): use a local model",
+    "grammar": "needs a grammar stage in our own sampler chain: use a local model",
+    "json_schema": "the server did not accept a JSON-schema response format in the probe",
+    "embeddings": "needs embeddings from the model: the server gave none",
+    "chat": "needs a chat template (this model has none: it is a base model) or a chat endpoint",
+    "seed": "the server ignored the seed in the probe, so runs cannot be repeated",
+    "token_ids": "needs token ids, which this server does not send",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend can reveal. Widgets read this to enable controls and show badges."""
+    """What a backend can reveal and do: one value per backend (``backend.capabilities``).
+    Every panel and lab reads it to enable a control, or grey it out with ``why_not(feature)``;
+    nothing probes a backend's attributes to guess.
+
+    ``kind`` is "local" or "remote". ``full_logits``: the whole next-token distribution (exact
+    entropy, exact answer distributions, P_token at every step, what the model does vs says).
+    ``sequences``: several sequences in one KV cache (beams, forks, exact lockstep columns).
+    ``max_parallel``: how many generations run at once by default (sequences or requests)."""
 
     full_logits: bool = False
     sampler_stages: bool = False
@@ -396,6 +419,27 @@ class Capabilities:
     top_n_max: int = 0
     seed: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = "remote"
+    sequences: bool = False
+    grammar: bool = False
+    json_schema: bool = False
+    embeddings: bool = False
+    chat: bool = False
+    token_ids: bool = False
+    max_parallel: int = 1
+
+    @property
+    def local(self) -> bool:
+        return self.kind == "local"
+
+    def has(self, feature: str) -> bool:
+        return bool(getattr(self, feature))
+
+    def why_not(self, feature: str) -> str:
+        """"" when ``feature`` is available, else the reason in words a user can act on."""
+        if feature not in _MISSING:
+            raise ValueError(f"unknown feature {feature!r}")
+        return "" if self.has(feature) else _MISSING[feature]
 
 
 class BackendError(Exception):

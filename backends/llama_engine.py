@@ -653,6 +653,13 @@ class Sequence:
 
     # the model's text surface
     @property
+    def capabilities(self):
+        """What a local sequence can do: everything (``local_capabilities``)."""
+        from .llama_local import local_capabilities
+
+        return local_capabilities(self.model)
+
+    @property
     def n_ctx(self) -> int:
         return self.context.n_ctx
 

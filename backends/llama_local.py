@@ -22,16 +22,23 @@ from .llama_engine import LlamaModel, Sequence
 from .llama_runtime import cpu_features, gpu_offload_supported, llama_cpp_version, load_llama_cpp
 
 __all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version", "apply_chat_template", "chat_prompt",
-           "load_llama_cpp", "cpu_features", "LOCAL_CAPABILITIES"]
+           "load_llama_cpp", "cpu_features", "LOCAL_CAPABILITIES", "local_capabilities"]
 
-#: What a local model reveals: everything.
-LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True)
+#: What a local model reveals: everything (``chat`` depends on the model: see ``local_capabilities``).
+LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True,
+                                  kind="local", sequences=True, grammar=True, embeddings=True, token_ids=True,
+                                  max_parallel=8)
+
+
+def local_capabilities(model) -> Capabilities:
+    """A local model's capabilities: everything, chat when it has a chat template."""
+    from dataclasses import replace
+
+    return replace(LOCAL_CAPABILITIES, chat=bool(model.chat_template))
 
 
 class LlamaCppBackend(Sequence):
     """A loaded model and the Workbench's single-sequence context (see the module docstring)."""
-
-    capabilities = LOCAL_CAPABILITIES
 
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int = 2048, n_gpu_layers: int = 0,
                  n_threads: int | None = None, n_batch: int = 512, model: LlamaModel | None = None) -> None:

@@ -145,6 +145,8 @@ TEXT_ONLY_NOTE = (
 PROBE_PROMPT = "The capital of France is"
 _OPEN_PROMPT = "Once upon a time"  # for sampling probes: many likely continuations
 _POLL = 0.02  # seconds between cancel checks while waiting for the server
+#: requests in flight at once for N-sample work (a server batches concurrent requests)
+REMOTE_PARALLEL = 4
 _QUEUE_ITEMS = 4096  # stream lines the helper thread may read ahead of the consumer
 _PROBE_MAX_LINES = 2000  # a probe's stream asks for one token; more lines than this are not read
 _NOT_RETRIED_5XX = {501, 505}
@@ -194,6 +196,10 @@ class ServerCapabilities:
             top_n_max=self.top_n_max,
             seed=self.seed,
             notes=self.notes,
+            kind="remote",
+            json_schema=self.json_schema,
+            chat=self.chat,
+            max_parallel=REMOTE_PARALLEL,
         )
 
 
@@ -949,7 +955,8 @@ class OpenAICompatBackend:
         """What this backend reveals, from the last ``probe`` of the current model."""
         caps = self._caps.get(self.model)
         if caps is None:
-            return Capabilities(notes=("The server has not been probed yet.",))
+            return Capabilities(notes=("The server has not been probed yet.",), kind="remote",
+                                max_parallel=REMOTE_PARALLEL)
         return caps.to_capabilities()
 
     def server_capabilities(self, model: str | None = None) -> ServerCapabilities | None:

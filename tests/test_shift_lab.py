@@ -8,6 +8,8 @@ import math
 from dataclasses import replace
 
 import numpy as np
+
+from backends.llama_local import LOCAL_CAPABILITIES
 import pytest
 
 from app.core.experiments.shift import (SAMPLE_SETTINGS, LocalShiftEngine, bare_number, exact_distribution,
@@ -28,6 +30,7 @@ class ToyBackend:
 
     n_ctx = 64
     n_vocab = len(VOCAB)
+    capabilities = LOCAL_CAPABILITIES
 
     def __init__(self, table):
         self.table = table  # text generated so far -> {piece: probability}

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.remote import SERVER_PRESETS, RemoteConfig
+from app.core.remote import SERVER_PRESETS
+from backends.sources import RemoteConfig
 
 __all__ = ["ConnectionPanel", "BADGES"]
 

@@ -126,7 +126,7 @@ class AppSettings:
             if not f.metadata.get("persist", True) or f.name not in d:
                 continue
             if f.name == "remote" and isinstance(d[f.name], dict):  # name the bad fields inside it
-                from app.core.remote import RemoteConfig
+                from backends.sources import RemoteConfig
 
                 config, bad_fields = RemoteConfig.parse(d[f.name])
                 s.remote = config.to_dict() if d[f.name] else {}
@@ -230,7 +230,7 @@ def _checked(name: str, v: Any) -> Any:
             return _BAD
         if not v:
             return {}
-        from app.core.remote import RemoteConfig
+        from backends.sources import RemoteConfig
 
         try:
             return RemoteConfig.from_dict(v).to_dict()  # only the known, key-free fields

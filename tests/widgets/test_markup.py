@@ -137,7 +137,7 @@ def test_server_model_names_with_markup(window, fault_server):
 def test_a_remote_run_of_markup_tokens(window, qtbot, fault_server):
     """Tokens, alternatives and the model name from a server, through the token view, the
     distribution plot, the timeline and the History."""
-    from app.core.remote import RemoteConfig
+    from backends.sources import RemoteConfig
 
     c = window.controller
     cfg = RemoteConfig(base_url=fault_server.url("markup"), model=f"{MARKUP} model", read_timeout=30)

@@ -444,7 +444,7 @@ class _RemoteDecision:
 
 def _iter_remote(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
                  template: str | None, cancel: threading.Event | None, max_tokens: int | None, run: int,
-                 system: str | None) -> Generator[dict, None, AlignRun]:
+                 system: str | None, tick: bool = False) -> Generator[dict, None, AlignRun]:
     t0 = time.perf_counter()
     prompt, st = _check(task, n_draws, settings, seed, style, template, max_tokens)
     messages = None
@@ -547,32 +547,36 @@ def remote_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerS
 
 
 def _is_local(backend) -> bool:
-    if all(hasattr(backend, a) for a in ("prepare", "logits", "feed")):
-        return True
-    if hasattr(backend, "stream"):
-        return False
-    raise ValueError(f"{type(backend).__name__} is neither a local (LlamaCppBackend) nor a remote "
-                     "(OpenAICompatBackend) backend")
+    """Local (P_token from the full distribution) or remote (estimated from the top-N), as the
+    backend's ``capabilities`` say."""
+    return backend.capabilities.full_logits
 
 
 def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template, cancel, max_tokens, system, th,
-                   width: int, done: list) -> Generator[dict, None, bool]:
-    """The runs as parallel sequences of one context on the backend's model (``run_jobs``); their
-    records are given in run order (the first unfinished run's as they arrive, a later run's once
-    the runs before it have ended). Returns whether a Stop cut the set."""
+                   width: int, done: list, local: bool) -> Generator[dict, None, bool]:
+    """The runs at once (``run_jobs``): parallel sequences of one context on the backend's model,
+    or concurrent requests to the server. Their records are given in run order (the first
+    unfinished run's as they arrive, a later run's once the runs before it have ended). Returns
+    whether a Stop cut the set."""
     from app.core.parallel import JobResult, run_jobs
 
     width = min(width, runs)
-    cells = min(backend.n_ctx * width, max(backend.n_ctx, 32768))
-    ctx = backend.model.context(n_ctx=cells, n_seq=width, n_threads=getattr(backend.info, "n_threads", None))
-    jobs = [(lambda seq, r=r: _iter_local(seq, task, n_draws, settings, seed + r, style, template, cancel,
-                                          max_tokens, r, system, tick=True)) for r in range(runs)]
+    ctx = None
+    if local:
+        cells = min(backend.n_ctx * width, max(backend.n_ctx, 32768))
+        ctx = backend.model.context(n_ctx=cells, n_seq=width, n_threads=backend.info.n_threads or None)
+        where = {"context": ctx}
+    else:
+        where = {"backend": backend}
+    body = _iter_local if local else _iter_remote
+    jobs = [(lambda b, r=r: body(b, task, n_draws, settings, seed + r, style, template, cancel,
+                                 max_tokens, r, system, tick=True)) for r in range(runs)]
     waiting: dict[int, list] = {r: [] for r in range(runs)}
     ended: dict[int, JobResult] = {}
     head = 0
     cancelled = False
     try:
-        for idx, item in run_jobs(jobs, context=ctx, max_parallel=width, cancel=cancel):
+        for idx, item in run_jobs(jobs, max_parallel=width, cancel=cancel, **where):
             if isinstance(item, JobResult):
                 ended[idx] = item
             elif idx == head:
@@ -595,7 +599,8 @@ def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template
                     for rec in waiting.pop(head):
                         yield rec
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
     return cancelled or bool(cancel is not None and cancel.is_set())
 
 
@@ -627,9 +632,10 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
     are valid measurements), counted in the summary and marked ``cancelled``, and no further run
     starts. Bad arguments raise ValueError at the first ``next()``, before any record.
 
-    ``max_parallel`` > 1 (local models): up to that many runs at once as parallel sequences of one
-    batched context (each run still from an empty cache with its own seed; llama.cpp's batch
-    noise can move a draw now and then against a lone run). Records still come in run order; a
+    ``max_parallel`` > 1: up to that many runs at once, as parallel sequences of one batched
+    context on a local model (each run still from an empty cache with its own seed; llama.cpp's
+    batch noise can move a draw now and then against a lone run) or as concurrent requests to a
+    server. Records still come in run order; a
     Stop cuts every run in flight, each kept and marked ``cancelled``."""
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"the number of runs ({runs!r}) must be a whole number of at least 1")
@@ -638,9 +644,9 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
     _check(task, n_draws, settings, seed + runs - 1, style, template, max_tokens)
     done: list[AlignRun] = []
     cancelled = False
-    if local and max_parallel > 1 and runs > 1 and hasattr(getattr(backend, "model", None), "context"):
+    if max_parallel > 1 and runs > 1 and (not local or backend.capabilities.sequences):
         cancelled = yield from _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template, cancel,
-                                              max_tokens, system, th, int(max_parallel), done)
+                                              max_tokens, system, th, int(max_parallel), done, local)
     else:
         for r in range(runs):
             if cancel is not None and cancel.is_set():

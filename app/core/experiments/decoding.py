@@ -484,8 +484,8 @@ class _SeqContext:
 
 
 def _has_sequences(backend) -> bool:
-    """Whether ``backend`` is a local engine whose model can make multi-sequence contexts."""
-    return hasattr(getattr(backend, "model", None), "context")
+    """Whether ``backend`` can hold several sequences in one KV cache (its ``capabilities``)."""
+    return backend.capabilities.sequences
 
 
 def _tokenize(backend, prompt: str, parse_special: bool) -> list[int]:
@@ -862,8 +862,8 @@ class _ColumnEngine:
 
 
 def is_remote(backend) -> bool:
-    """An OpenAI-compatible backend (it streams; it has no logits)."""
-    return hasattr(backend, "stream") and not hasattr(backend, "logits")
+    """A backend without the model's logits (an OpenAI-compatible server), by its ``capabilities``."""
+    return not backend.capabilities.full_logits
 
 
 def _alts(top, n: int, with_final: bool = True) -> list[dict[str, Any]]:
@@ -977,7 +977,7 @@ def lockstep(backend, prompt: str, strategies, max_tokens: int = 32, seed: int =
             c.settings.validate()
         columns.append(c)
     if remote:
-        caps = backend.server_capabilities() if hasattr(backend, "server_capabilities") else None
+        caps = backend.server_capabilities()
         for s in strats:
             why = remote_support(s, caps)
             if why:

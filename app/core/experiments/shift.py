@@ -100,6 +100,7 @@ class LocalShiftEngine:
         self._vocab: tuple[np.ndarray, list[str]] | None = None
         self._max_parallel = max_parallel
         self._vs_engine = None
+        self.capabilities = backend.capabilities
 
     @property
     def _vs(self):
@@ -113,9 +114,9 @@ class LocalShiftEngine:
 
     @classmethod
     def open(cls, model_path, n_ctx: int = 1024, n_threads: int | None = None) -> "LocalShiftEngine":
-        from backends.llama_local import LlamaCppBackend
+        from backends.open import local_source, open_backend
 
-        return cls(LlamaCppBackend(model_path, n_ctx=n_ctx, n_threads=n_threads))
+        return cls(open_backend(local_source(str(model_path), n_ctx=n_ctx, n_threads=n_threads or 0)))
 
     def close(self) -> None:
         if self._vs_engine is not None:
@@ -167,6 +168,10 @@ class RemoteShiftEngine:
         self._vs = RemoteVSEngine(backend, None, max_parallel=max_parallel)
         self.backend = backend
         self.name = self._vs.name
+
+    @property
+    def capabilities(self):
+        return self.backend.capabilities
 
     def close(self) -> None:
         self.backend.close()

@@ -88,12 +88,14 @@ class LocalVSEngine:
     def __init__(self, model, n_ctx: int = 2048, n_threads: int | None = None, *,
                  max_parallel: int | None = None) -> None:
         from app.core.parallel import default_parallel
-        from backends.base import LoadSettings
         from backends.llama_engine import LlamaModel
 
         self._owns = not isinstance(model, LlamaModel)
-        if self._owns:
-            model = LlamaModel(model, LoadSettings(n_ctx=int(n_ctx), n_threads=int(n_threads or 0)))
+        if self._owns:  # a path: the model is opened here, the one way (backends.open)
+            from backends.open import local_source, open_backend
+
+            self._backend = open_backend(local_source(str(model), n_ctx=int(n_ctx), n_threads=int(n_threads or 0)))
+            model = self._backend.model
         self.model = model
         self.model_path = str(model.path)
         self.n_ctx = int(n_ctx) or model.n_ctx_train
@@ -104,11 +106,14 @@ class LocalVSEngine:
             self.context = model.context(n_ctx=cells, n_seq=self.max_parallel, n_threads=n_threads)
         except BaseException:
             if self._owns:
-                model.close()
+                self._backend.close()
             raise
         self._embedder = None
         self._gbnf: dict[str, str] = {}
         self.name = model.info.name
+        from backends.llama_local import local_capabilities
+
+        self.capabilities = local_capabilities(model)
 
     def close(self) -> None:
         for part in (self._embedder, self.context):
@@ -119,7 +124,7 @@ class LocalVSEngine:
                     pass
         self._embedder = None
         if self._owns:
-            self.model.close()
+            self._backend.close()
 
     # ------------------------------------------------------------------ answers
     def grammar(self, schema: dict):
@@ -212,6 +217,10 @@ class RemoteVSEngine:
         self.caps = caps
         self.name = backend.model or backend.base_url
         self.max_parallel = max(1, int(max_parallel))
+
+    @property
+    def capabilities(self):
+        return self.backend.capabilities
 
     def one(self):
         return self.backend
@@ -510,7 +519,7 @@ def single_run_record(engine, request: VSRequest, settings: SamplerSettings = DE
     record: dict[str, Any] = {"arm": "vs" if request.method != "Direct" else "direct", "run": 0, **out.to_dict()}
     if cancel is not None and cancel.is_set():
         record["interrupted"] = True
-    elif hasattr(engine, "continuation_logprob") and out.parsed is not None:
+    elif engine.capabilities.full_logits and out.parsed is not None:
         record["model"] = model_distribution(engine, request.prompt, out.parsed.texts, out.parsed.probabilities)
     return record
 

@@ -1,4 +1,4 @@
-"""Tests for app.core.secrets: environment first, then the keyring; a machine without a keyring
+"""Tests for backends.secrets: environment first, then the keyring; a machine without a keyring
 gives a reason, never a crash; redaction; and a resolved key never reaches settings.json or the
 run store. The real system keyring is never touched: every test runs with an in-memory backend
 (or a failing one) set by ``keyring.set_keyring`` and restored afterwards."""
@@ -13,8 +13,8 @@ import keyring.errors
 import pytest
 from keyring.backends import fail, null
 
-from app.core import secrets
-from app.core.secrets import (
+from backends import secrets
+from backends.secrets import (
     MASK,
     SERVICE,
     KeyringUnavailableError,
@@ -142,7 +142,7 @@ def test_no_backend_gives_a_reason_and_never_crashes(monkeypatch, backend, words
 
 def test_a_locked_keyring_is_reported_without_the_key(caplog):
     keyring.set_keyring(LockedKeyring())
-    with caplog.at_level(logging.DEBUG, logger="app.core.secrets"):
+    with caplog.at_level(logging.DEBUG, logger="backends.secrets"):
         assert resolve_api_key(None, "openai") is None
     with pytest.raises(KeyringUnavailableError) as info:
         store_in_keyring("openai", KEY)
@@ -173,7 +173,7 @@ def test_module_imports_keyring_lazily():
     import subprocess
     import sys
 
-    code = "import sys, app.core.secrets; print('keyring' in sys.modules)"
+    code = "import sys, backends.secrets; print('keyring' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(secrets.__file__).resolve().parents[2]))
     assert out.stdout.strip() == "False"
