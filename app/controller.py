@@ -24,7 +24,8 @@ from app.core.store import RunHead
 from app.lab_runner import LabRunner, LabSource
 from app.store_writer import RunSaver, StoreWriter
 from app.workers import GeneratorWorker, Job
-from backends.base import BackendError, Finished, LoadSettings, ModelInfo, SamplerSettings, Step, require_prompt
+from backends.base import (BackendError, Capabilities, Finished, LoadSettings, ModelInfo, SamplerSettings, Step,
+                           require_prompt)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,16 @@ class WorkbenchController(QObject):
         """The connected remote backend, or None when the local model is in use."""
         return self._remote
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend in use can do (the connected server, else the local model; nothing
+        before a model is loaded). The window enables its controls from it."""
+        if self._remote is not None:
+            return self._remote.capabilities
+        if self._backend is not None:
+            return self._backend.capabilities
+        return Capabilities(kind="none", notes=("No model is loaded.",))
+
     def test_remote(self, config: RemoteConfig) -> Job | None:
         """List the server's models and probe what it can do; nothing changes on success."""
         return self._remote_job(config, kind="test")
@@ -256,12 +267,9 @@ class WorkbenchController(QObject):
         distribution as pending. The first call starts a new run."""
         if self._state == "generating":
             return None
-        if self._remote is not None:
-            self.errorOccurred.emit(
-                "Step mode unavailable",
-                "Step mode needs the model's full distribution before each token; a remote server "
-                "samples by itself. Switch back to the local model to step.",
-            )
+        if self._remote is not None and not self.capabilities.step_mode:
+            self.errorOccurred.emit("Step mode unavailable",
+                                    f"Step mode {self.capabilities.why_not('step_mode')}.")
             return None
         if self._session is None or self._session.finished is not None:
             if not self._check_ready(prompt, settings):

@@ -420,8 +420,7 @@ class MainWindow(QMainWindow):
             reasons["top_n"] = "this server returns no log-probabilities"
         self.sampling_panel.set_unsupported(reasons)
         self.distribution_plot.set_stage_note(
-            "Disabled: the server samples by itself, so the distribution after each stage of the chain "
-            "is not visible. Use a local model to see the stages."
+            "Disabled: the stage view " + self.controller.capabilities.why_not("sampler_stages") + "."
         )
         self.prompt_stack.setCurrentWidget(self.chat_editor if cfg.chat else self.prompt_edit)
         self.step_mode_action.setChecked(False)
@@ -681,13 +680,15 @@ class MainWindow(QMainWindow):
         self.generate_action.setEnabled(has_model and not generating and not loading)
         self.stop_button.setEnabled(generating or self.controller.in_step_mode_run)
         self.stop_action.setEnabled(generating or self.controller.in_step_mode_run or self.controller.labs.busy)
-        local = self.controller.remote is None
-        self.step_button.setEnabled(has_model and local and not generating and not loading)
-        self.step_action.setEnabled(has_model and local and not generating and not loading)
-        self.step_mode_button.setEnabled(local)
-        self.step_mode_action.setEnabled(local)
-        if not local:
-            self.step_button.setToolTip("Step mode needs a local model: a remote server samples by itself")
+        caps = self.controller.capabilities
+        can_step = caps.step_mode or caps.kind == "none"
+        self.step_button.setEnabled(has_model and can_step and not generating and not loading)
+        self.step_action.setEnabled(has_model and can_step and not generating and not loading)
+        self.step_mode_button.setEnabled(can_step)
+        self.step_mode_action.setEnabled(can_step)
+        self.step_button.setToolTip(
+            "Step mode: take one token (F10). The chart then shows the next distribution: click a bar to choose "
+            "that token instead of sampling." if can_step else f"Step mode {caps.why_not('step_mode')}")
         self.connection_panel.set_busy(loading or generating)
         self.open_action.setEnabled(not loading and not generating)
         self.sampling_panel.setEnabled(not generating)

@@ -37,3 +37,31 @@ def test_every_module_has_a_docstring():
             if path.name != "__init__.py" and not text.startswith(('"""', "'''")):
                 missing.append(str(path.relative_to(ROOT)))
     assert missing == []
+
+
+def test_only_backends_open_builds_backends():
+    """The window, the labs and the command line get their backends from ``open_backend``: no
+    other module of app/ or widgets/ constructs a backend or loads a model itself."""
+    import ast
+
+    builders = {"LlamaCppBackend", "OpenAICompatBackend", "LlamaModel", "Llama"}
+    found = []
+    for folder in ("app", "widgets"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call):
+                    f = node.func
+                    name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                    if name in builders:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}(...)")
+    # the one exception: the benchmark's llama-cpp-python baseline (a llama_cpp.Llama on purpose)
+    assert [f for f in found if not f.startswith("app/bench.py")] == []
+
+
+def test_the_import_contracts_hold():
+    """The architecture contracts of pyproject.toml (also run by .ci/run as ``lint-imports``)."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
