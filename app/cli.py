@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(v)
     v.set_defaults(temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, max_tokens=256)
     v.add_argument("--json", action="store_true", help="one JSON record per run, then a summary line")
+    v.add_argument("--traces", action="store_true",
+                    help="with --json: add every generation's step records (the shape of generate --json, "
+                    "sampler stages included) to the records (key trace / traces)")
     al = sub.add_parser("align", help="P_token vs P_task: how a model's next-token probabilities follow a "
                         "stated distribution, step by step (D-model or E-model)",
                         description="The model writes R lists of N draws from a stated distribution; at every "
@@ -119,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     al.set_defaults(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=0)
     al.add_argument("--json", action="store_true",
                     help="one JSON record per decision step and per run, then a summary line")
+    al.add_argument("--traces", action="store_true",
+                    help="with --json: add every generation's step records (the shape of generate --json, "
+                    "sampler stages included) to the records (key trace / traces)")
     sh = sub.add_parser("shift", help="sampled vs ideal: does a sampled value drift from the average toward "
                         "an ideal? (S = A + alpha_hat (I - A) per concept)",
                         description="Asks every concept's average A, ideal I and a sample S in fresh contexts. "
@@ -136,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(sh)
     sh.set_defaults(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, max_tokens=12, seed=0)
     sh.add_argument("--json", action="store_true", help="one JSON record per concept, then a summary line")
+    sh.add_argument("--traces", action="store_true",
+                    help="with --json: add every generation's step records (the shape of generate --json, "
+                    "sampler stages included) to the records (key trace / traces)")
     cp = sub.add_parser("compare", help="decoding strategies side by side on one prompt, in lockstep (greedy, "
                         "beam search, top-k, top-p, min-p, temperature, typical)",
                         description="Every sampled column uses the same seed and differs from plain sampling "
@@ -158,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(cp, remote=True)
     cp.add_argument("--json", action="store_true", help="one JSON record per column step as it arrives, a fork "
                     "record, then a summary line")
+    cp.add_argument("--traces", action="store_true",
+                    help="with --json: add every generation's step records (the shape of generate --json, "
+                    "sampler stages included) to the records (key trace / traces)")
     b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
@@ -378,10 +390,22 @@ def _generate_remote(a: argparse.Namespace, settings: SamplerSettings) -> int:
     return 130 if summary["finish_reason"] == "cancelled" else 0
 
 
-def _print_records(gen, as_json: bool, print_row) -> object:
-    """Run a lab generator to its end, printing each record as a JSON line (``as_json``) or
-    with ``print_row``; return its summary."""
-    return drain(gen, lambda rec: print(_dumps(_clean(rec)), flush=True) if as_json else print_row(rec))
+def _print_records(gen, as_json: bool, print_row, traces: bool = False) -> object:
+    """Run a lab generator to its end, printing each record as a JSON line (``as_json``; the
+    generations' step records only with ``traces``) or with ``print_row``; return its summary."""
+    return drain(gen, lambda rec: print(_dumps(_clean(_traced(rec, traces))), flush=True) if as_json else print_row(rec))
+
+
+def _traced(obj, keep: bool):
+    """``obj`` without its generations' step records (the keys ``trace`` and ``traces``, at any
+    depth) unless ``keep`` (``--traces``)."""
+    if keep:
+        return obj
+    if isinstance(obj, dict):
+        return {k: _traced(v, False) for k, v in obj.items() if k not in ("trace", "traces")}
+    if isinstance(obj, list):
+        return [_traced(v, False) for v in obj]
+    return obj
 
 
 def _clean(d):
@@ -416,7 +440,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
 
     def record(r: dict) -> None:
         if a.json:
-            print(_dumps(_clean(r)), flush=True)
+            print(_dumps(_clean(_traced(r, a.traces))), flush=True)
         else:
             shown = r["drawn"] if r["drawn"] is not None else f"[{r['error']}]"
             print(f"{r['arm']:>6} #{r['run'] + 1}: {shown}", flush=True)
@@ -451,7 +475,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
             local.close()
     summary = {**result.summary(), "model": engine.name, "settings": settings.to_dict()}
     if a.json:
-        print(_dumps(_clean({"summary": summary})))
+        print(_dumps(_clean(_traced({"summary": summary}, a.traces))))
     else:
         print(json.dumps(_clean(summary), indent=2, ensure_ascii=False))
     return 0
@@ -531,7 +555,7 @@ def cmd_align(a: argparse.Namespace) -> int:
                          max_parallel=a.parallel or 8,
                          cancel=cancel, max_tokens=a.max_tokens or None, thresholds=thresholds, system=a.system)
         try:
-            result = _print_records(gen, a.json, lambda rec: _print_align_record(rec, task.outcomes))
+            result = _print_records(gen, a.json, lambda rec: _print_align_record(rec, task.outcomes), a.traces)
         except KeyboardInterrupt:
             cancel.set()
             return 130
@@ -546,7 +570,7 @@ def cmd_align(a: argparse.Namespace) -> int:
             backend.close()
     result = {**result, "model": model_name}
     if a.json:
-        print(_dumps(_clean({"summary": result})))
+        print(_dumps(_clean(_traced({"summary": result}, a.traces))))
     else:
         v = result["verdict"]
         print(f"\n{model_name} on {task.name!r}: {v['label']}")
@@ -624,7 +648,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
         if not a.json:
             print(f"{'concept':<44} {'A':>9} {'I':>9} {'S':>9} {'alpha_hat':>9}  kept / why dropped")
         try:
-            summary = _print_records(gen, a.json, _print_shift_record)
+            summary = _print_records(gen, a.json, _print_shift_record, a.traces)
         except KeyboardInterrupt:
             cancel.set()
             return 130
@@ -638,7 +662,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
         if engine is not None:
             engine.close()
     if a.json:
-        print(_dumps(_clean({"summary": summary})))
+        print(_dumps(_clean(_traced({"summary": summary}, a.traces))))
     else:
         frac = summary["fraction"]
         print(f"\n{summary['n_used']} of {summary['n_total']} concepts used; alpha_hat > 0 for "
@@ -743,7 +767,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
                 print(f"      ^ the columns part here (step {rec['step']}): {groups}", flush=True)
 
         try:
-            summary = _print_records(gen, a.json, show)
+            summary = _print_records(gen, a.json, show, a.traces)
             if row and not a.json:
                 _print_compare_row(row_step, row, len(labels), width)
         except KeyboardInterrupt:
@@ -763,7 +787,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
             backend.close()
     summary = {**summary, "model": model_name}
     if a.json:
-        print(_dumps(_clean({"summary": summary})))
+        print(_dumps(_clean(_traced({"summary": summary}, a.traces))))
         return 0
     print(f"\n{'strategy':<18} {'logprob':>9} {'perplexity':>10} {'entropy':>8} {'length':>6}  {'end':<9} text")
     for c in summary["columns"]:

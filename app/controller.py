@@ -495,6 +495,19 @@ class WorkbenchController(QObject):
         self.stepsAdded.emit()
         return trace
 
+    def open_trace(self, trace: Trace) -> bool:
+        """Show ``trace`` (a generation made in a lab, or reopened) in the Workbench views, as a
+        reopened run: its prompt, settings, every step. False (and says why) while the Workbench
+        is busy."""
+        if self.busy:
+            self.errorOccurred.emit("Busy", "Stop the running generation (Esc) before opening another one.")
+            return False
+        self._end_step_mode()
+        self.trace = trace
+        self.traceReset.emit(trace)
+        self.stepsAdded.emit()
+        return True
+
     def lab_source(self) -> tuple[LabSource | None, str]:
         """The model the labs use now (the connected server, else the loaded local model) and,
         when there is none, the reason in words a user can act on."""

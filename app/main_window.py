@@ -288,6 +288,7 @@ class MainWindow(QMainWindow):
             lambda path, n_ctx, n_gpu, n_thr: self._load(path, n_ctx=n_ctx, n_gpu=n_gpu, n_threads=n_thr)
         )
         self.model_panel.openRequested.connect(self.open_model_dialog)
+        self.model_panel.parallel.valueChanged.connect(self._set_parallel)
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
         self.step_button.clicked.connect(lambda: self.step())
@@ -313,6 +314,8 @@ class MainWindow(QMainWindow):
         self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
         c.labs.failed.connect(self._on_error)
         c.labs.unexpectedError.connect(self._on_unexpected)
+        for panel in (self.vs_panel, self.shift_panel, self.align_panel, self.decoding_panel):
+            panel.openTraceRequested.connect(self.open_generation)
         c.labs.finished.connect(lambda *_: self._refresh_history())
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
@@ -325,6 +328,8 @@ class MainWindow(QMainWindow):
         self.model_panel.n_ctx.setValue(s.n_ctx)
         self.model_panel.n_threads.setValue(s.n_threads)
         self.model_panel.n_gpu.setValue(s.n_gpu_layers)
+        self.model_panel.parallel.setValue(s.max_parallel)
+        self._set_parallel(s.max_parallel)
         self._update_recent()
         palette = s.palette if s.palette in PALETTES else next(iter(PALETTES))
         self.set_palette(palette)
@@ -358,6 +363,11 @@ class MainWindow(QMainWindow):
             n_gpu_layers=n_gpu if n_gpu is not None else mp.n_gpu.value(),
             n_threads=n_threads if n_threads is not None else mp.n_threads.value(),
         )
+
+    def _set_parallel(self, n: int) -> None:
+        """The labs' parallel sequences (0 = automatic: 8 locally, 4 to a server)."""
+        self.controller.max_parallel = int(n) or 8
+        self.controller.max_parallel_remote = int(n) or 4
 
     def run_when_ready(self) -> None:
         """Generate (or take the first step in step mode) once the first model has loaded."""
@@ -759,6 +769,22 @@ class MainWindow(QMainWindow):
             self.show_banner(f"Lab run not deleted: {exc}")
         self._refresh_history()
 
+    def open_generation(self, record: dict) -> bool:
+        """Show a generation made in a lab (a VS answer, a sampled answer, an align run, a
+        decoding column, a beam, a branch) in the Workbench tab, with the settings that made it."""
+        from app.core.export import TraceFormatError, trace_from_generation
+
+        try:
+            trace = trace_from_generation(record)
+        except TraceFormatError as exc:
+            self.show_banner(f"Not opened: {exc}")
+            return False
+        if not self.controller.open_trace(trace):
+            return False
+        self.lab_tabs.setCurrentIndex(0)
+        self.statusBar().showMessage(f"Opened a lab generation: {len(trace)} tokens", 5000)
+        return True
+
     def open_run(self, run_id: int) -> None:
         if self.controller.busy:
             return
@@ -855,6 +881,7 @@ class MainWindow(QMainWindow):
         s.n_ctx = self.model_panel.n_ctx.value()
         s.n_threads = self.model_panel.n_threads.value()
         s.n_gpu_layers = self.model_panel.n_gpu.value()
+        s.max_parallel = self.model_panel.parallel.value()
         s.remote = self.connection_panel.config().to_dict()
         try:
             s.save()

@@ -61,3 +61,17 @@ def test_ctrl_c_during_a_local_generation_prints_the_summary(embedded_model):
     steps = printed + rest[:-1]
     assert summary["finish_reason"] == "cancelled" and summary["n_tokens"] == len(steps)
     assert summary["text"] == "".join(s["token"] for s in steps)
+
+
+def test_traces_add_every_generations_steps_to_the_lab_records(capsys, embedded_model):
+    base = ["compare", "--prompt", "Once upon a time", "--strategies", "greedy,top-k:20", "--max-tokens", "3",
+            "--threads", "2", "--n-ctx", "512", "--json"]
+    assert main(base) == 0
+    plain = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "trace" not in plain[-1]["summary"]["columns"][0]
+    assert main(base + ["--traces"]) == 0
+    traced = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    col = traced[-1]["summary"]["columns"][1]
+    steps = col["trace"]["steps"]
+    assert len(steps) == col["length"] and {"index", "token_id", "p_raw", "p_final", "stages", "top"} <= set(steps[0])
+    assert "".join(s["token"] for s in steps) == col["text"]

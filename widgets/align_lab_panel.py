@@ -42,7 +42,7 @@ from app.core.align_measures import Thresholds, verdict_from
 from app.core.align_task import PRESETS, TEMPLATES, TaskDistribution, make_task
 from widgets.align_plots import DistancePlot, TokenTaskHeatmap
 from widgets.bar_chart import BarChart
-from widgets.lab_controls import RunControls, fmt_number, plain_label
+from widgets.lab_controls import OPEN_IN_WORKBENCH, RunControls, fmt_number, plain_label
 
 __all__ = ["AlignLabPanel"]
 
@@ -56,6 +56,7 @@ def _mean(values) -> float:
 class AlignLabPanel(QWidget):
     runRequested = Signal()
     stopRequested = Signal()
+    openTraceRequested = Signal(object)  # a generation record: show it in the Workbench
     loadTaskRequested = Signal()
     saveTaskRequested = Signal()
 
@@ -193,6 +194,18 @@ class AlignLabPanel(QWidget):
         self.text_view.setPlaceholderText("The model's lists appear here, one run per block.")
         self.tabs.addTab(self.text_view, "Text")
         rl.addWidget(self.tabs, 1)
+        orow = QHBoxLayout()
+        self.trace_run = QComboBox()
+        self.trace_run.setToolTip("A run of the last lab run")
+        self.open_trace_button = QPushButton(OPEN_IN_WORKBENCH)
+        self.open_trace_button.setToolTip("Show the chosen run token by token in the Workbench: the distribution "
+                                          "at every step, each sampler stage, the entropy")
+        self.open_trace_button.clicked.connect(self._open_run)
+        orow.addWidget(self.trace_run)
+        orow.addWidget(self.open_trace_button)
+        orow.addStretch(1)
+        rl.addLayout(orow)
+        self._refresh_trace_runs()
         self.figures_label = plain_label()
         rl.addWidget(self.figures_label)
 
@@ -309,9 +322,23 @@ class AlignLabPanel(QWidget):
     def show_status(self, text: str) -> None:
         self.status.setText(text)
 
+    def _refresh_trace_runs(self) -> None:
+        self.trace_run.clear()
+        for r in getattr(self, "_runs", []):
+            if r.get("trace"):
+                self.trace_run.addItem(f"run {r['run'] + 1} (seed {r.get('seed')})", r["run"])
+        self.open_trace_button.setEnabled(self.trace_run.count() > 0)
+
+    def _open_run(self) -> None:
+        run = self.trace_run.currentData()
+        rec = next((r for r in self._runs if r["run"] == run and r.get("trace")), None)
+        if rec is not None:
+            self.openTraceRequested.emit(rec["trace"])
+
     def start_results(self, task: TaskDistribution) -> None:
         self._task = task
         self._steps, self._runs, self._summary = [], [], None
+        self._refresh_trace_runs()
         self.text_view.clear()
         self.verdict_label.setText("Running…")
         self.reasons_label.setText("")
@@ -326,6 +353,7 @@ class AlignLabPanel(QWidget):
             self._runs.append(rec)
             self.text_view.appendPlainText(f"run {rec['run'] + 1} (seed {rec.get('seed')}, "
                                            f"{rec.get('finish_reason')}):\n{rec.get('text', '')}\n")
+            self._refresh_trace_runs()
         self._redraw()
 
     def show_summary(self, summary: dict | None, status: str) -> None:

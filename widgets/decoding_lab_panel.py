@@ -52,7 +52,8 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg
 
-from widgets.lab_controls import fmt_number, table_item
+from widgets.formatting import menu_text
+from widgets.lab_controls import OPEN_IN_WORKBENCH, fmt_number, offer_traces, table_item
 from widgets.lab_plot import LabPlot
 from widgets.palettes import colors_for
 
@@ -109,6 +110,7 @@ class DecodingLabPanel(QWidget):
     branchTextRequested = Signal(int, str)  # parent node id, typed text
     childrenRequested = Signal(int, int)  # node id, n
     abRequested = Signal()
+    openTraceRequested = Signal(object)  # a generation record: show it in the Workbench
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -193,11 +195,13 @@ class DecodingLabPanel(QWidget):
                                                      "length", "text"])
         self.totals_table.horizontalHeader().setSectionResizeMode(5, QHeaderView.Stretch)
         self.totals_table.verticalHeader().setVisible(False)
+        offer_traces(self.totals_table, self._column_traces, self.openTraceRequested.emit)
         sl.addWidget(self.totals_table, 1)
         self.beams_table = QTableWidget(0, 4)
         self.beams_table.setHorizontalHeaderLabels(["beam column", "summed log-prob", "score", "text"])
         self.beams_table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
         self.beams_table.verticalHeader().setVisible(False)
+        offer_traces(self.beams_table, self._beam_traces, self.openTraceRequested.emit)
         sl.addWidget(self.beams_table, 1)
         self.tabs.addTab(side, "Side by side")
 
@@ -373,6 +377,26 @@ class DecodingLabPanel(QWidget):
                                    " ".join(str(b.get("text", "")).split())]):
                 self.beams_table.setItem(i, j, table_item(v))
 
+    def _column_traces(self, row: int) -> list[tuple[str, dict]]:
+        cols = (self._summary or {}).get("columns") or []
+        if not 0 <= row < len(cols) or not cols[row].get("trace"):
+            return []
+        return [(str(cols[row].get("label") or cols[row].get("strategy")), cols[row]["trace"])]
+
+    def _beam_traces(self, row: int) -> list[tuple[str, dict]]:
+        beams = [(c.get("label") or c.get("strategy"), b) for c in (self._summary or {}).get("columns") or []
+                 for b in (c.get("beam") or {}).get("beams") or []]
+        if not 0 <= row < len(beams) or not beams[row][1].get("trace"):
+            return []
+        return [(f"{beams[row][0]}, beam {row + 1}", beams[row][1]["trace"])]
+
+    def open_path_in_workbench(self) -> None:
+        """The path shown, token by token, in the Workbench."""
+        if self._tree and self._path:
+            from app.core.experiments.decoding import BranchTree
+
+            self.openTraceRequested.emit(BranchTree.from_dict(self._tree).path_generation(self._path[-1]))
+
     def _on_cell(self) -> None:
         items = self.columns_table.selectedItems()
         if not items:
@@ -479,13 +503,15 @@ class DecodingLabPanel(QWidget):
         for a in node.get("top") or []:
             if a.get("token") == node["piece"] and (a.get("id") is None or a["id"] == node["token_id"]):
                 continue  # the token taken
-            act = menu.addAction(f"Take {visible(a.get('token', ''))!s} ({100 * (a.get('p_raw') or 0):.1f}%)")
+            act = menu.addAction(menu_text(f"Take {visible(a.get('token', ''))!s} ({100 * (a.get('p_raw') or 0):.1f}%)"))
             if a.get("id") is None:  # a server's alternative: continued as text
                 act.triggered.connect(lambda _=False, p=parent, t=str(a.get("token", "")):
                                       self.branchTextRequested.emit(p, t))
             else:
                 act.triggered.connect(lambda _=False, p=parent, t=int(a["id"]): self.branchRequested.emit(p, t))
         menu.addSeparator()
+        whole = menu.addAction(OPEN_IN_WORKBENCH + ": this path")
+        whole.triggered.connect(self.open_path_in_workbench)
         typed = menu.addAction("Type a token…")
         typed.triggered.connect(lambda: self._type_token(parent))
         n = self.children_n.value()

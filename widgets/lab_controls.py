@@ -3,7 +3,9 @@
 Owns: ``plain_label`` (a QLabel that never reads its text as rich text, word-wrapped),
 ``table_item`` (a read-only, single-line table cell), ``fmt_number`` (a figure as the labs show
 it, "–" when missing) and ``RunControls`` (run buttons, a Stop button, a progress bar and a
-status line; ``set_running`` switches them between idle and running). GUI thread only.
+status line; ``set_running`` switches them between idle and running) and
+``offer_traces`` (a table's rows open their generations in the Workbench: double-click, or a
+context menu with one "Open in Workbench" entry per generation). GUI thread only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,52 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidgetItem, QVBoxLayout, QWidget
+from typing import Callable
 
-__all__ = ["plain_label", "table_item", "fmt_number", "RunControls"]
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QMenu, QProgressBar, QPushButton,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from widgets.formatting import menu_text
+
+__all__ = ["plain_label", "table_item", "fmt_number", "RunControls", "offer_traces", "OPEN_IN_WORKBENCH"]
+
+OPEN_IN_WORKBENCH = "Open in Workbench"
+
+
+def offer_traces(view: QAbstractItemView, traces_of_row: Callable[[int], list[tuple[str, dict]]],
+                 open_trace: Callable[[dict], None]) -> None:
+    """Let ``view``'s rows open their generations in the Workbench. ``traces_of_row(row)`` gives
+    ``(label, generation record)`` pairs (``app.core.export.generation_record``): a double-click
+    opens the first, the context menu offers each ("Open in Workbench: <label>")."""
+    view.setContextMenuPolicy(Qt.CustomContextMenu)
+
+    def menu_at(pos) -> None:
+        index = view.indexAt(pos)
+        if not index.isValid():
+            return
+        traces = traces_of_row(index.row())
+        menu = QMenu(view)
+        if not traces:
+            act = menu.addAction("No generation to open for this row")
+            act.setEnabled(False)
+        for label, record in traces:
+            act = QAction(menu_text(f"{OPEN_IN_WORKBENCH}: {label}" if label else OPEN_IN_WORKBENCH), menu)
+            act.triggered.connect(lambda _=False, r=record: open_trace(r))
+            menu.addAction(act)
+        menu.exec(view.viewport().mapToGlobal(pos))
+
+    def double_clicked(index) -> None:
+        traces = traces_of_row(index.row())
+        if traces:
+            open_trace(traces[0][1])
+
+    view.customContextMenuRequested.connect(menu_at)
+    view.doubleClicked.connect(double_clicked)
+    tip = view.toolTip()
+    view.setToolTip((tip + "\n" if tip else "") + "Double-click a row (or right-click it) to open its generation "
+                    "in the Workbench: every token, the distribution per stage, the entropy.")
 
 
 def fmt_number(x: Any, digits: int = 3, *, fixed_from: float | None = None) -> str:

@@ -89,6 +89,17 @@ class ModelPanel(QWidget):
         self.n_threads.setValue(min(4, os.cpu_count() or 1))
         self.n_threads.setToolTip("CPU threads llama.cpp uses for evaluation (0 = automatic: min(4, CPUs)).")
         form.addRow("Threads", self.n_threads)
+        self.parallel = QSpinBox()
+        self.parallel.setRange(0, 64)
+        self.parallel.setSpecialValueText("automatic (0)")
+        self.parallel.setValue(0)
+        self.parallel.setToolTip(
+            "The most generations the labs run at once (VS comparisons, sampled answers, align runs, "
+            "N children): parallel sequences of one batch on a local model, concurrent requests to a server. "
+            "0 = automatic (up to 8 locally, 4 to a server); 1 = one at a time, the exact single-sequence path. "
+            "Each generation keeps its own seed either way; batching moves probabilities only by llama.cpp's "
+            "float noise.")
+        form.addRow("Parallel sequences", self.parallel)
         lay.addLayout(form)
         self.gpu_label = _plain()
         lay.addWidget(self.gpu_label)

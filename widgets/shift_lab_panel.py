@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.shift_concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
-from widgets.lab_controls import RunControls, fmt_number, plain_label, table_item
+from widgets.lab_controls import RunControls, fmt_number, offer_traces, plain_label, table_item
 from widgets.shift_plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
 
 __all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
@@ -61,6 +61,7 @@ class ShiftLabPanel(QWidget):
     importRequested = Signal()
     exportRequested = Signal()
     refreshModelsRequested = Signal()
+    openTraceRequested = Signal(object)  # a generation record: show it in the Workbench
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -183,6 +184,7 @@ class ShiftLabPanel(QWidget):
         self.results_table.verticalHeader().setVisible(False)
         self.results_table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.results_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        offer_traces(self.results_table, self._answer_traces, self.openTraceRequested.emit)
         rl.addWidget(self.results_table, 2)
         self.distribution_plot = ValueDistributionPlot()
         rl.addWidget(self.distribution_plot, 3)
@@ -380,6 +382,18 @@ class ShiftLabPanel(QWidget):
             self.results_table.setRowCount(0)
             self.summary_label.setText("Running…")
             self.tabs.setCurrentIndex(0)
+
+    def _answer_traces(self, row: int) -> list[tuple[str, dict]]:
+        """The sampled answers of the concept in ``row`` (A, I and S), each a generation."""
+        if not 0 <= row < len(self._records):
+            return []
+        rec = self._records[row]
+        out = []
+        for key in ("A", "I", "S"):
+            for i, a in enumerate(rec.get(f"{key}_answers") or []):
+                if isinstance(a, dict) and a.get("trace"):
+                    out.append((f"{key} answer {i + 1}: {' '.join(str(a.get('raw', '')).split())[:40]}", a["trace"]))
+        return out
 
     def add_record(self, rec: dict) -> None:
         if getattr(self, "_kind", "") == "glub":

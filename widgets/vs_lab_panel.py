@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
 from app.core import metrics
 from app.core.vs_prompts import METHODS, MULTI_TURN_METHODS, VS_METHODS, default_template, request_from_template
 from widgets.bar_chart import BarChart
-from widgets.lab_controls import fmt_number, table_item
+from widgets.lab_controls import OPEN_IN_WORKBENCH, fmt_number, offer_traces, table_item
 
 __all__ = ["VSLabPanel", "REFERENCES", "RATIO_METRICS", "DEFAULT_PROMPT"]
 
@@ -80,6 +80,7 @@ class VSLabPanel(QWidget):
     runOnceRequested = Signal()
     compareRequested = Signal()
     stopRequested = Signal()
+    openTraceRequested = Signal(object)  # a generation record: show it in the Workbench
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -243,6 +244,12 @@ class VSLabPanel(QWidget):
         self.raw_view.setPlaceholderText("The raw answer appears here.")
         self.raw_view.setMaximumHeight(130)
         al.addWidget(self.raw_view, 1)
+        self.open_answer_button = QPushButton(OPEN_IN_WORKBENCH)
+        self.open_answer_button.setToolTip("Show this answer token by token in the Workbench: the distribution at "
+                                           "every step, each sampler stage (the grammar stage included), the entropy")
+        self.open_answer_button.setEnabled(False)
+        self.open_answer_button.clicked.connect(self._open_answer)
+        al.addWidget(self.open_answer_button, 0, Qt.AlignLeft)
         self.tabs.addTab(answer, "Answer")
 
         comp = QWidget()
@@ -258,6 +265,7 @@ class VSLabPanel(QWidget):
         self.runs_table.setHorizontalHeaderLabels(["arm", "run", "drawn answer", "candidates / problem", "s"])
         self.runs_table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
         self.runs_table.verticalHeader().setVisible(False)
+        offer_traces(self.runs_table, self._traces_of_row, self.openTraceRequested.emit)
         cl.addWidget(self.runs_table, 2)
         self.tabs.addTab(comp, "Comparison")
 
@@ -427,8 +435,23 @@ class VSLabPanel(QWidget):
             self.runs_table.setItem(row, col, table_item(text))
         self.runs_table.scrollToBottom()
 
+    def _traces_of_row(self, row: int) -> list[tuple[str, dict]]:
+        """The generations of the run shown in row ``row`` (one per turn)."""
+        runs = [r for r in self._records if "arm" in r]
+        if not 0 <= row < len(runs):
+            return []
+        r = runs[row]
+        traces = r.get("traces") or []
+        name = f"{r.get('arm', '')} run {int(r.get('run', 0)) + 1}"
+        return [(f"{name}, turn {i + 1}" if len(traces) > 1 else name, t) for i, t in enumerate(traces)]
+
+    def _open_answer(self) -> None:
+        if self._records and (self._records[-1].get("traces") or []):
+            self.openTraceRequested.emit(self._records[-1]["traces"][0])
+
     def _show_answer(self, r: dict) -> None:
         self.raw_view.setPlainText(r.get("raw", ""))
+        self.open_answer_button.setEnabled(bool(r.get("traces")))
         if r.get("interrupted"):
             self.answer_note.setText("Stopped mid-answer: the partial answer is kept below.")
             self.answer_chart.clear()

@@ -178,6 +178,13 @@ class GenerationSession:
         )
         return self.finished
 
+    def end(self, reason: str, message: str = "") -> Finished:
+        """End the generation now for ``reason`` (a caller's own end, e.g. "draws": the P(token)
+        lab has read enough items), keeping everything produced so far."""
+        if self.finished is None:
+            self._finish(reason, message)
+        return self.finished
+
     def cancel(self) -> Finished:
         """End the generation now, keeping everything produced so far."""
         if self.finished is None:

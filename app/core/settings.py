@@ -62,6 +62,8 @@ class AppSettings:
     n_ctx: int = 2048
     n_gpu_layers: int = 0
     n_threads: int = field(default_factory=default_threads)
+    #: the most generations the labs run at once (0 = automatic)
+    max_parallel: int = 0
     sampler: dict[str, Any] = field(default_factory=_default_sampler)
     preset_name: str = ""
     top_n: int = 20
@@ -209,6 +211,8 @@ def _checked(name: str, v: Any) -> Any:
         except ValueError:
             return _BAD
         return v
+    if name == "max_parallel":
+        return v if is_int(v) and 0 <= v <= 64 else _BAD
     if name == "top_n":
         lo, hi = SamplerSettings.LIMITS["top_n"]
         return v if is_int(v) and lo <= v <= hi else _BAD

@@ -151,6 +151,8 @@ class AlignRun:
     estimated: bool
     n_tokens: int
     seconds: float
+    #: the run's generation (``app.core.export.generation_record``), to open in the Workbench
+    trace: dict | None = None
 
     def record(self, run: int = 0, thresholds: Thresholds | None = None) -> dict[str, Any]:
         """The run record of ``iter_align`` (JSON-safe, see there)."""
@@ -167,6 +169,7 @@ class AlignRun:
             "finish_reason": self.finish_reason, "cancelled": self.cancelled, "estimated": self.estimated,
             "n_tokens": self.n_tokens, "seconds": round(self.seconds, 3),
             "verdict": verdict(m, thresholds).to_dict(),
+            **({"trace": self.trace} if self.trace is not None else {}),
         })
 
 
@@ -220,12 +223,12 @@ def _drawn(item: str, task: TaskDistribution) -> str | None:
 
 
 def _finish_run(task, n_draws, style, prompt, seed, steps, text, problems, reason, n_tokens, t0,
-                estimated) -> AlignRun:
+                estimated, trace: dict | None = None) -> AlignRun:
     draws, parse_problems = parse_draws(text, task)
     measures = measure_run(task, [(s.p_token, s.mass_outside) for s in steps], draws,
                            list(parse_problems) + list(problems))
     return AlignRun(task, n_draws, style, prompt, int(seed), tuple(steps), text, tuple(draws), measures.problems,
-                    measures, reason, reason == "cancelled", estimated, n_tokens, time.perf_counter() - t0)
+                    measures, reason, reason == "cancelled", estimated, n_tokens, time.perf_counter() - t0, trace)
 
 
 # ============================================================================ local
@@ -361,8 +364,13 @@ def _iter_local(backend, task: TaskDistribution, n_draws: int, settings: Sampler
             need_decision = True
     if pending is not None:
         yield close(pending)
+    if session.finished is None:
+        session.cancel() if reason == "cancelled" else session.end(reason or "stop")
+    from app.core.export import generation_record
+
+    trace = generation_record(text, st, session.steps, session.finished, backend.info.name)
     return _finish_run(task, n_draws, style, prompt, seed, steps, session.text, problems, reason,
-                       len(session.generated), t0, False)
+                       len(session.generated), t0, False, trace)
 
 
 def local_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings = DEFAULT_SETTINGS,

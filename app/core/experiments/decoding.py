@@ -98,6 +98,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 import numpy as np
 
 from app.core.sampling import apply_chain, softmax_stats
+from app.core.export import generation_record
 from app.core.jsonsafe import json_safe
 from app.core.streams import drain
 from backends.base import (BackendError, Finished, GenerationError, PromptTooLongError, SamplerSettings, Step,
@@ -385,6 +386,19 @@ class Beam:
                 "logprob": self.logprob, "score": self.score, "length": self.length,
                 "logprobs": [s.logprob for s in self.steps], "finished": self.finished,
                 "finish_reason": self.finish_reason}
+
+    def as_steps(self, n_prompt: int = 0) -> list[Step]:
+        """The beam as Workbench steps: each token's raw probability, rank, entropy and top-N
+        (a beam has no sampler chain: final = raw)."""
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out = []
+        for i, st in enumerate(self.steps):
+            text = dec.decode(st.piece.encode("utf-8", "surrogatepass")) if not st.piece.startswith("<0x") else ""
+            top = tuple(TokenAlt(int(t), str(piece), float(q), float(q)) for t, piece, q in st.top)
+            out.append(Step(index=i, position=n_prompt + i, token_id=st.token_id, token=text, piece=st.piece,
+                            p_raw=st.p_raw, p_final=st.p_raw, rank=st.rank, entropy_raw=st.entropy_raw,
+                            entropy_final=st.entropy_raw, kl_final_raw=0.0, top=top))
+        return out
 
 
 @dataclass(frozen=True)
@@ -1006,6 +1020,7 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
     t0 = time.perf_counter()
     cancelled = False
     prompt_len = 0
+    model_name = (backend.model or "") if remote else backend.info.name
     for c in columns:
         yield {"kind": "column", "column": c.index, "strategy": c.strategy.spec, "label": c.strategy.label,
                "beam": c.strategy.is_beam, "settings": c.settings.to_dict() if c.settings else None}
@@ -1144,8 +1159,12 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
             reason = s.finished.reason if s and s.finished else "cancelled"
         entry = {"column": c.index, "strategy": c.strategy.spec, "label": c.strategy.label, "text": text,
                  "tokens": tokens, "finish_reason": reason, "estimated": remote, **column_totals(lps, ents)}
+        entry["trace"] = _column_generation(c, prompt, prompt_len, text, reason, model_name)
         if c.beam is not None:
             entry["beam"] = c.beam.to_dict()
+            for b, beam in zip(entry["beam"]["beams"], c.beam.beams):  # every beam opens in the Workbench
+                b["trace"] = generation_record(prompt, NEUTRAL.replace(temperature=0.0), beam.as_steps(prompt_len),
+                                               Finished(beam.finish_reason, beam.text, beam.length, 0.0), model_name)
         out_cols.append(entry)
     n = len(columns)
     pairwise = [[None if i == j else first_fork([keys[i], keys[j]]) for j in range(n)] for i in range(n)]
@@ -1160,6 +1179,22 @@ def _lockstep_body(backend, prompt, columns: list[_Column], max_tokens, seed, ca
         "token_evaluations": evals,
         "independent_evaluations": independent, "columns": out_cols,
     })
+
+
+def _column_generation(c: "_Column", prompt: str, n_prompt: int, text: str, reason: str, model: str) -> dict:
+    """A column's generation record (``generation_record``): a sampled column's session steps,
+    a beam column's best beam, a remote column's streamed steps."""
+    if c.beam is not None:
+        best = c.beam.best
+        steps = best.as_steps(n_prompt)
+        for st, shown in zip(range(len(steps)), c.beam_texts):  # the visible text, decoded as a session does
+            steps[st] = dataclasses.replace(steps[st], token=shown)
+        return generation_record(prompt, NEUTRAL.replace(temperature=0.0), steps,
+                                 Finished(reason, text, len(steps), 0.0), model)
+    if c.session is not None:
+        return generation_record(prompt, c.settings, c.session.steps, c.session.finished, model)
+    return generation_record(prompt, c.settings or NEUTRAL, c.remote_steps,
+                             c.remote_fin or Finished(reason or "cancelled", text, len(c.remote_steps), 0.0), model)
 
 
 def _tok_key(rec: dict) -> Any:
@@ -1304,6 +1339,29 @@ class BranchTree:
 
     def path_tokens(self, node_id: int) -> list[int | None]:
         return [self.nodes[i].token_id for i in self.path(node_id)]
+
+    def path_generation(self, node_id: int, settings: SamplerSettings | None = None) -> dict[str, Any]:
+        """The path from the root to ``node_id`` as a generation record (``generation_record``)
+        that opens in the Workbench: each edge's probabilities, entropy, rank and alternatives."""
+        from app.core.export import generation_record
+
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        steps = []
+        n_prompt = len(self.prompt_tokens or ())
+        for i, nid in enumerate(self.path(node_id)):
+            n = self.nodes[nid]
+            top = tuple(TokenAlt(a.get("id"), str(a.get("token", "")), float(a.get("p_raw") or 0.0),
+                                 float(a.get("p_final") or 0.0)) for a in n.top)
+            p_raw = n.p_raw if n.p_raw is not None and math.isfinite(n.p_raw) else 0.0
+            p_fin = n.p_final if n.p_final is not None and math.isfinite(n.p_final) else p_raw
+            ent = n.entropy_raw if math.isfinite(n.entropy_raw) else 0.0
+            steps.append(Step(index=i, position=n_prompt + i, token_id=n.token_id, token=dec.decode(n.data),
+                              piece=n.piece, p_raw=p_raw, p_final=p_fin, rank=n.rank, entropy_raw=ent,
+                              entropy_final=ent, kl_final_raw=0.0, top=top, forced=n.forced,
+                              estimated=n.estimated))
+        text = self.path_text(node_id)
+        fin = Finished(self.nodes[node_id].finish_reason or "length", text, len(steps), 0.0)
+        return generation_record(self.prompt, settings or NEUTRAL, steps, fin, self.model)
 
     def path_text(self, node_id: int) -> str:
         return b"".join(self.nodes[i].data for i in self.path(node_id)).decode("utf-8", errors="replace")
