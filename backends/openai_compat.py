@@ -929,6 +929,9 @@ class OpenAICompatBackend:
             transport=transport,
         )
         self._caps: dict[str | None, ServerCapabilities] = {}
+        self._pause_lock = threading.Lock()
+        self._pause_until = 0.0  # time.monotonic() before which no request is sent (a shared 429 back-off)
+        self._pause_owner = None  # the thread whose 429 set it
         self._no_stream_logprobs: set[tuple[str | None, bool]] = set()
         self._no_logprobs: set[tuple[str | None, bool]] = set()
 
@@ -1180,6 +1183,16 @@ class OpenAICompatBackend:
                 cap = max(cap, tokens * (top + 1) * 256)
         return cap
 
+    def _wait_shared_pause(self, cancel, on_wait) -> None:
+        """Concurrent requests (N-sample work) share one 429 back-off: while another request's
+        Retry-After is running, this one waits too instead of adding to the server's load."""
+        with self._pause_lock:
+            left = self._pause_until - time.monotonic()
+            mine = self._pause_owner == threading.get_ident()  # it waited its own Retry-After already
+        if left > 0.05 and not mine:
+            self._wait(left, "Rate-limited by the server (HTTP 429): waiting with the other requests", cancel,
+                       on_wait)
+
     def _backoff(self, attempt: int) -> float:
         d = min(self.backoff_max, self.backoff_base * (2 ** attempt))
         return d * (0.5 + 0.5 * self._rng())
@@ -1199,6 +1212,7 @@ class OpenAICompatBackend:
         (its head read) or raise."""
         attempt = 0
         while True:
+            self._wait_shared_pause(cancel, on_wait)
             ex = _Exchange(self._client, method, path, body, max_body=self._body_cap(body),
                            max_line=self.max_line_bytes)
             kind, val = self._next(ex, cancel)
@@ -1229,6 +1243,11 @@ class OpenAICompatBackend:
                     f"Server error (HTTP {status}), attempt {attempt + 2} of {self.max_retries + 1}"
                 )
                 log.info("%s %s: HTTP %s, waiting %.1f s", method, path, status, delay)
+                if status == 429:  # every request of this backend waits: one shared back-off
+                    with self._pause_lock:
+                        if time.monotonic() + delay > self._pause_until:
+                            self._pause_until = time.monotonic() + delay
+                            self._pause_owner = threading.get_ident()
                 self._wait(delay, reason, cancel, on_wait)
                 attempt += 1
                 continue

@@ -53,6 +53,8 @@ PARTIAL_PLACEHOLDER = "\u25af"  # ▯
 _MUTED_FG = QColor(128, 128, 128)
 _HIGHLIGHT = QColor(230, 0, 126)
 _TOOLTIP_ALTS = 12
+#: the dashed underline of a token the grammar forced (Okabe-Ito vermillion: visible on every palette)
+_GRAMMAR_MARK = (213, 94, 0)
 
 
 def _control_picture(ch: str) -> str:
@@ -398,6 +400,11 @@ class TokenView(QWidget):
             parts.append(f" &nbsp;·&nbsp; id {int(s.token_id)}")
         if s.forced:
             parts.append("<br><i>forced: picked by the user</i>")
+        if s.grammar_p_before is not None:
+            held = (f"<br><b>held by the grammar</b>: the model gave it {_pct(s.grammar_p_before)} before the "
+                    "constraint") if s.grammar_forced else (
+                f"<br><i>grammar: {_pct(s.grammar_p_before)} before the constraint")
+            parts.append(held + f", {_pct(s.grammar_p_after)} after" + ("" if s.grammar_forced else "</i>"))
         if s.estimated:
             parts.append(
                 f"<br><i>estimated from top-{len(s.top)}, {_pct(s.unseen_mass)} mass unseen</i>"
@@ -442,6 +449,9 @@ class TokenView(QWidget):
             fmt.setForeground(_MUTED_FG)
         if step.forced:
             fmt.setFontItalic(True)
+        if step.grammar_forced:  # the grammar held the model to a token it did not want
+            fmt.setUnderlineStyle(QTextCharFormat.DashUnderline)
+            fmt.setUnderlineColor(QColor(*_GRAMMAR_MARK))
         return fmt
 
     def _insert_step(self, cursor: QTextCursor, step: Step) -> None:

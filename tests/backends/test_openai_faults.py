@@ -890,3 +890,27 @@ def test_the_api_key_never_leaks(caplog):
     steps, fin = run(make(streaming_handler(LLAMA_CPP_PYTHON_STREAM)))
     assert KEY not in repr(steps) + repr(fin)
     assert KEY not in caplog.text
+
+
+def test_a_429_pauses_the_other_concurrent_requests_too():
+    """N-sample work sends requests from several threads at once: a 429 with Retry-After seen by
+    one makes the others wait for it before they send (one shared back-off), while the one that
+    got it waits only its own Retry-After."""
+    calls = []
+
+    def handler(request):
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "60"}, json={"error": {"message": "slow down"}})
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+
+    sleeps = Sleeps()
+    b = OpenAICompatBackend(URL, "m", transport=httpx.MockTransport(handler), sleep=sleeps)
+    assert b.list_models() == ["m"]
+    assert sum(sleeps.calls) == pytest.approx(60.0)  # its own Retry-After, once (the test sleeps are instant)
+    other: list[float] = []
+    t = threading.Thread(target=lambda: (other.append(len(sleeps.calls)), b.list_models(),
+                                         other.append(len(sleeps.calls))))
+    t.start()
+    t.join(10)
+    assert other[1] > other[0]  # the other thread waited for the shared pause before sending

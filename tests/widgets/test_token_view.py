@@ -212,3 +212,28 @@ def test_reselecting_does_not_scroll_back(view, qtbot):
     assert bar.value() == bar.maximum()
     view.select(150)
     assert bar.value() < bar.maximum()
+
+
+def test_a_token_the_grammar_forced_is_marked(qtbot):
+    import dataclasses
+
+    from app.core.trace import Trace
+    from tests.widgets.factory import make_step
+    from widgets.token_view import TokenView
+
+    view = TokenView()
+    qtbot.addWidget(view)
+    trace = Trace()
+    free = dataclasses.replace(make_step(0, "a"), grammar_p_before=0.6, grammar_p_after=0.9)
+    held = dataclasses.replace(make_step(1, "{"), grammar_p_before=0.004, grammar_p_after=0.8)
+    trace.extend([free, held])
+    view.set_trace(trace)
+    view.refresh()
+    assert held.grammar_forced and not free.grammar_forced
+    assert "held by the grammar" in view.tooltip_html(1) and "0.40%" in view.tooltip_html(1)
+    assert "held by the grammar" not in view.tooltip_html(0)
+    from PySide6.QtGui import QTextCharFormat, QTextCursor
+
+    cursor = QTextCursor(view.text_edit().document())
+    cursor.setPosition(view.char_range(1)[1])  # the format of the character before the position
+    assert cursor.charFormat().underlineStyle() == QTextCharFormat.DashUnderline
