@@ -816,7 +816,7 @@ class _Exchange:
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds, fractional allowed, or an
-    HTTP date; a date without a zone is read as UTC). Shared with ``backends.batch``."""
+    HTTP date; a date without a zone is read as UTC)."""
     if not value:
         return None
     value = value.strip()
