@@ -600,7 +600,11 @@ class ChainResult:
         if not self._valid(token_id):
             return self.n_vocab
         y = self._raw.y
-        return int(np.count_nonzero(y > y[int(token_id)])) + 1
+        v = y[int(token_id)]
+        top = self.top_ids
+        if top.shape[0] and v >= y[top[-1]]:  # among the top-N: every better token is too
+            return int(np.count_nonzero(y[top] > v)) + 1
+        return int(np.count_nonzero(y > v)) + 1  # a pass over the whole vocabulary
 
     def draw(self, rng: np.random.Generator) -> int:
         """Greedy: the argmax of the final distribution. Otherwise one draw from it."""

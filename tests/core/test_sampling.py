@@ -314,6 +314,16 @@ def test_top_ids_rank_and_lookups():
     assert r.p_raw(10**9) == 0.0 and r.p_final(-1) == 0.0
 
 
+def test_rank_from_the_top_n_equals_the_count_over_the_vocabulary():
+    """rank() counts within the top-N when the token is there (no pass over the vocabulary);
+    ties (coarse logits) share the better rank either way, at the top-N boundary too."""
+    rng = np.random.default_rng(5)
+    v = np.round(rng.normal(0, 1, 20000), 1).astype(np.float32)  # many ties
+    r = apply_chain(v, SamplerSettings(top_n=20))
+    for t in list(r.top_ids) + list(np.flatnonzero(v == v[r.top_ids[-1]])) + list(rng.integers(0, 20000, 50)):
+        assert r.rank(int(t)) == int(np.count_nonzero(v > v[int(t)])) + 1
+
+
 def test_top_selection_on_large_vocab_with_ties():
     rng = np.random.default_rng(4)
     v = np.round(rng.normal(0, 3, 262144), 1).astype(np.float32)  # many ties

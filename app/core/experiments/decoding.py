@@ -1468,15 +1468,17 @@ def _branch_local(backend, tree, node_id, token_id, st: SamplerSettings, cancel,
         node = tree.add(node, tok, step.piece, raw, step, run=run, forced=forced)
         history.append(tok)
         data += raw
-        yield tree.nodes[node]
         if eog:
             reason = "eos"
-            break
-        if st.stop and _stop_at(data.decode("utf-8", errors="ignore"), st.stop) >= 0:
+        elif st.stop and _stop_at(data.decode("utf-8", errors="ignore"), st.stop) >= 0:
             reason = "stop"
-            break
-        if i + 1 < st.max_tokens:
+        elif i + 1 < st.max_tokens:
+            # fed before the node is yielded: run as one of parallel sequences, every job's token
+            # is queued when the round's first logits are asked for, so a round is ONE decode
             backend.feed(tok)
+        yield tree.nodes[node]
+        if reason in ("eos", "stop"):
+            break
     return node, reason
 
 
