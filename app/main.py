@@ -19,6 +19,10 @@ def create_window(*, autoload: bool = True):
     from app.core.store import RunStore, StoreError
     from app.main_window import MainWindow
 
+    from backends.llama_engine import THREADS
+
+    # when the Workbench and a lab decode at once, one core stays free for drawing the window
+    THREADS.reserve = 1 if THREADS.total > 2 else 0
     settings = AppSettings.load()
     store = None
     store_error = ""

@@ -35,6 +35,7 @@ from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
 from app.align_lab import AlignLab
 from app.decoding_lab import DecodingLab
+from app.redraw_pacer import RedrawPacer
 from app.shift_lab import ShiftLab
 from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
@@ -48,6 +49,7 @@ from widgets.message_banner import MessageBanner
 from widgets.model_panel import ModelPanel, show_progress
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
+from widgets.steady_label import SteadyLabel
 from widgets.token_view import TokenView
 from widgets.align_lab_panel import AlignLabPanel
 from widgets.decoding_lab_panel import DecodingLabPanel
@@ -56,11 +58,12 @@ from widgets.vs_lab_panel import VSLabPanel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MainWindow", "DEFAULT_PROMPT", "REDRAW_MS", "PLOT_STREAM_MS"]
+__all__ = ["MainWindow", "DEFAULT_PROMPT", "REDRAW_MS", "PLOT_STREAM_MS", "TEXT_STREAM_MS"]
 
 DEFAULT_PROMPT = "The most surprising thing about octopuses is"
 REDRAW_MS = 33  # the redraw timer: at most ~30 redraws per second, whatever the token rate
-PLOT_STREAM_MS = 100  # while tokens stream, the plots redraw at most 10 times per second
+PLOT_STREAM_MS = 200  # while tokens stream, the plots redraw at most 5 times per second
+TEXT_STREAM_MS = 66  # and the token view and status bar at most 15 times (see app.redraw_pacer)
 
 
 def _window_settings() -> QSettings:
@@ -79,7 +82,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self._dirty = False
         self._plots_dirty = False
-        self._plots_t = 0.0
+        self._pacer = RedrawPacer({"text": (TEXT_STREAM_MS / 1000, 0.5), "plots": (PLOT_STREAM_MS / 1000, 2.0)})
         self._gen_t0: float | None = None
         self._gen_n0 = 0
         self._selected: int | None = None  # None: follow the latest step
@@ -190,10 +193,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.state_label = QLabel("No model")
-        self.speed_label = QLabel("")
-        self.steps_label = QLabel("")
-        for lab in (self.state_label, self.steps_label, self.speed_label):
-            lab.setTextFormat(Qt.PlainText)
+        self.speed_label = SteadyLabel()  # these two change with every redraw while streaming
+        self.steps_label = SteadyLabel()
+        self.state_label.setTextFormat(Qt.PlainText)
         self.statusBar().addWidget(self.state_label, 1)
         self.status_progress = QProgressBar()
         self.status_progress.setMaximumWidth(260)
@@ -623,33 +625,38 @@ class MainWindow(QMainWindow):
     def _redraw(self) -> None:
         """Called by the timer: draw what arrived since the last redraw.
 
-        The token view and status bar follow at up to ~30 Hz. While tokens stream, the two
-        plots redraw at most every ``PLOT_STREAM_MS``: on a 2-core machine every plot repaint
-        takes CPU from llama.cpp's threads (measured: 30 Hz plots halved the token rate, 10 Hz
-        cost about a quarter). When the run ends or the user selects a step they redraw at once.
+        Idle, everything follows at up to ~30 Hz. While tokens stream the window draws on a
+        budget (``app.redraw_pacer``): the token view and the status bar at most every
+        ``TEXT_STREAM_MS``, the plots (lines only; the entropy plot's symbols come back at the
+        end) at most every ``PLOT_STREAM_MS``, both less often while the GUI thread uses more
+        than its share of a core, which on a 2-core machine is taken from llama.cpp's threads.
+        When the run ends or the user selects a step they redraw at once.
         """
+        pacer = self._pacer
+        pacer.tick()
         now = time.monotonic()
-        if self._dirty:
+        streaming = self.controller.state == "generating"
+        if self._dirty and pacer.due("text", streaming):
+            pacer.drawn("text")
             self._dirty = False
             self._plots_dirty = True
             trace = self.controller.trace
             self.token_view.refresh()
             n = len(trace) if trace is not None else 0
             self.steps_label.setText(f"{n} tokens")
-            if trace is not None and trace.finished is None and self.controller.state == "generating" and n:
+            if trace is not None and trace.finished is None and streaming and n:
                 if self._gen_t0 is None or n == 1:
                     self._gen_t0, self._gen_n0 = now, n
                 elif now > self._gen_t0:
                     rate = (n - self._gen_n0) / (now - self._gen_t0)
                     self.speed_label.setText(f"{rate:.1f} tokens/s")
-        streaming = self.controller.state == "generating"
-        if not self._plots_dirty or (streaming and now - self._plots_t < PLOT_STREAM_MS / 1000):
+        if not self._plots_dirty or not pacer.due("plots", streaming):
             return
+        pacer.drawn("plots")
         self._plots_dirty = False
-        self._plots_t = now
         self.redraw_count += 1
         trace = self.controller.trace
-        self.entropy_plot.refresh()
+        self.entropy_plot.refresh(live=streaming)
         if self._pending is not None:
             self.distribution_plot.show_step(self._pending, pending=True)
         elif trace is not None and trace.steps:

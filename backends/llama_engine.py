@@ -87,10 +87,14 @@ class ThreadBudget:
     core collapse when they decode at the same time (seen: the Workbench at about 1 token/s beside
     a lab run). A context asks for its share before each decode: the budget divided by the
     contexts that decoded within the last ``window`` seconds (itself included), at least 1, at
-    most what the context was created with. ``reserve`` cores are kept free for the window's
-    drawing when several contexts are busy (the app sets it; headless it is 0)."""
+    most what the context was created with. Contexts that work at the same time decode far more
+    often than that (a step takes 25 ms, a batched round of 8 about 100 ms on 2 cores); one that
+    stopped counts for another ``window`` at most (closing it forgets it at once). ``reserve`` cores are kept free for the window's
+    drawing when several contexts are busy (the app sets 1 on machines with more than 2 cores;
+    on 2, two busy contexts already get one core each, and the window's redraw pacer,
+    ``app.redraw_pacer``, keeps its own drawing small; headless it is 0)."""
 
-    def __init__(self, total: int | None = None, window: float = 0.5) -> None:
+    def __init__(self, total: int | None = None, window: float = 0.25) -> None:
         self.total = int(total or (os.cpu_count() or 1))
         self.window = float(window)
         self.reserve = 0

@@ -27,6 +27,7 @@ from pyqtgraph import exporters
 from app.core.paths import atomic_path
 from backends.base import Step
 from widgets.formatting import pct as _pct
+from widgets.steady_label import SteadyLabel
 from widgets.plain_plot import plain_plot_widget
 
 __all__ = ["DistributionPlot", "token_label", "export_plot_item", "RAW_COLOR", "FINAL_COLOR"]
@@ -67,6 +68,10 @@ def token_label(text: str, max_len: int = 10) -> str:
             out.append(ch)
     s = "".join(out)
     return s if len(s) <= max_len else s[: max_len - 1] + "\u2026"
+
+
+#: The bar scales (the largest probability shown): the smallest one that holds the top bar.
+_X_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def _pct_short(p: float) -> str:
@@ -179,9 +184,9 @@ class DistributionPlot(QWidget):
         self._shown_alts: list = []
         self._label_width = 0.0  # grows while a run goes on, so the bars do not jump sideways
         self._labels: list[str] = []  # the axis labels as drawn (the chosen one marked)
+        self._legend = ""  # the bottom axis label as set
 
-        self._info = QLabel(self)
-        self._info.setTextFormat(Qt.TextFormat.PlainText)
+        self._info = SteadyLabel(parent=self)  # changes with every step: it must not re-lay out the window
         self._info.setWordWrap(True)
         self._info.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
@@ -261,11 +266,12 @@ class DistributionPlot(QWidget):
         box = self._stage_box
         box.blockSignals(True)
         try:
-            box.clear()
-            box.addItem("Raw vs final", _FINAL_KEY)
             names = [st.name for st in step.stages] if step is not None else []
-            for name in names:
-                box.addItem(f"after {name}", name)
+            if [box.itemData(i) for i in range(1, box.count())] != names:  # refilled only when they change
+                box.clear()
+                box.addItem("Raw vs final", _FINAL_KEY)
+                for name in names:
+                    box.addItem(f"after {name}", name)
             if self._stage not in names:
                 self._stage = _FINAL_KEY
             box.setCurrentIndex(max(0, box.findData(self._stage)))
@@ -440,7 +446,9 @@ class DistributionPlot(QWidget):
         )
 
         top = float(max(d["raw"].max(), d["final"].max())) if n else 1.0
-        x_max = max(0.05, top * 1.22)  # headroom for the printed percentages
+        # headroom for the printed percentages; a few fixed scales, so the percent axis is not
+        # laid out and drawn again for every step while a run streams
+        x_max = next((level for level in _X_LEVELS if top <= level), 1.0) * 1.22
         y_max = max(n, _MIN_ROWS) - 0.5
         vb.setLimits(xMin=0.0, xMax=x_max, yMin=-0.5, yMax=y_max)
         pi.setXRange(0.0, x_max, padding=0)
@@ -460,7 +468,10 @@ class DistributionPlot(QWidget):
         self._fit_label_width()
 
         stage_label = "final" if d["stage"] == _FINAL_KEY else f"after {d['stage']}"
-        self._pct_axis.setLabel(self._legend_html(stage_label), color=self._text_color.name())
+        legend = self._legend_html(stage_label)
+        if legend != self._legend:  # setLabel re-lays out the axis: only when the legend changes
+            self._legend = legend
+            self._pct_axis.setLabel(legend, color=self._text_color.name())
         self._draw_percentages(d, chosen)
         self._info.setText(self._info_text())
 

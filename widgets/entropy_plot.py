@@ -10,6 +10,7 @@ Long runs stay fast with clip-to-view and peak downsampling.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -90,6 +91,10 @@ class EntropyPlot(QWidget):
         pi.addItem(self._line, ignoreBounds=True)
 
         self._plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
+        self._follow = False  # the view grows with a streaming run (see _follow_range)
+        self._span = (0.0, 0.0)
+        self._y_max = 0.0
+        pi.getViewBox().sigRangeChangedManually.connect(self._on_user_range)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -105,22 +110,30 @@ class EntropyPlot(QWidget):
         self._estimated = False
         self._selected = None
         self._line.setVisible(False)
+        self._follow = False
+        self._span = (0.0, 0.0)
+        self._y_max = 0.0
         self.refresh()
         self._plot.getPlotItem().enableAutoRange()
 
     def trace(self) -> Trace | None:
         return self._trace
 
-    def refresh(self) -> None:
-        """Hand the trace's columns to the curves if the trace changed length since last time."""
+    def refresh(self, live: bool = False) -> None:
+        """Hand the trace's columns to the curves if the trace changed length since last time.
+
+        ``live`` (tokens are streaming): lines only. A symbol per point is the plot's most costly
+        part (pyqtgraph rebuilds every spot on each update: about half the plot's redraw time),
+        and while a run streams that time is taken from llama.cpp's threads; the symbols come
+        back when the run ends (up to ``SYMBOL_LIMIT`` points)."""
         trace = self._trace
         n = len(trace) if trace is not None else 0
-        if n == self._n_drawn:
+        show_symbols = n <= SYMBOL_LIMIT and not live
+        if n == self._n_drawn and show_symbols == self._symbols_on:
             return
         if self._x.size < n:
             self._x = np.arange(max(n, 2 * self._x.size, 256), dtype=np.float64)
         x = self._x[:n]
-        show_symbols = n <= SYMBOL_LIMIT
         for key, _name, color, symbol in CURVES:
             item = self._curves[key]
             y = getattr(trace, key).view() if trace is not None else np.zeros(0)
@@ -128,6 +141,7 @@ class EntropyPlot(QWidget):
                 item.setSymbol(symbol if show_symbols else None)
             item.setData(x, y)
         self._symbols_on = show_symbols
+        self._follow_range(trace, n, live)
         self._n_drawn = n
         if trace is not None:
             if not self._estimated and n > self._estimated_seen:
@@ -139,6 +153,38 @@ class EntropyPlot(QWidget):
             self._plot.getPlotItem().setTitle(title)
         if self._selected is not None and self._selected < n:
             self._line.setVisible(True)
+
+    def _follow_range(self, trace, n: int, live: bool) -> None:
+        """While a run streams (and the user has not zoomed or panned), the view grows in steps
+        (half as wide again, whole nats) instead of following every token: each new range makes
+        pyqtgraph lay out and draw both axes again, the plot's costliest part after the symbols.
+        When the run ends the view fits the data exactly (pyqtgraph's auto-range)."""
+        vb = self._plot.getPlotItem().getViewBox()
+        if not live:
+            if self._follow:
+                self._follow = False
+                vb.enableAutoRange()
+            return
+        if not self._follow and not all(vb.autoRangeEnabled()):
+            return  # the user set the view: leave it
+        if any(vb.autoRangeEnabled()):  # starting to follow, or the user pressed "auto" again
+            self._follow = True
+            self._span = (0.0, 0.0)
+            vb.disableAutoRange()
+        if trace is not None and n > max(self._n_drawn, 0):
+            for key, *_rest in CURVES:
+                new = getattr(trace, key).view()[max(self._n_drawn, 0):n]
+                new = new[np.isfinite(new)]
+                if new.size:
+                    self._y_max = max(self._y_max, float(new.max()))
+        x_hi, y_hi = self._span
+        if n > x_hi or not x_hi:
+            x_hi = float(max(16, int(n * 1.5)))
+        if self._y_max * 1.25 > y_hi or not y_hi:  # headroom for the one-row legend
+            y_hi = float(max(1, math.ceil(self._y_max * 1.4)))
+        if (x_hi, y_hi) != self._span:
+            self._span = (x_hi, y_hi)
+            vb.setRange(xRange=(-1.0, x_hi), yRange=(-0.03 * y_hi, y_hi), padding=0)
 
     def set_grid(self, on: bool) -> None:
         """Show grid lines (off by default: they cost more per redraw than the curves)."""
@@ -185,6 +231,9 @@ class EntropyPlot(QWidget):
         export_plot_item(self._plot.getPlotItem(), path)
 
     # ------------------------------------------------------------------ internals
+
+    def _on_user_range(self, *_args) -> None:
+        self._follow = False  # the user zoomed or panned: the view is theirs until "auto"
 
     def _index_at_scene(self, pos: QPointF) -> int:
         vb = self._plot.getPlotItem().getViewBox()

@@ -110,3 +110,47 @@ def test_export(plot, qtbot, tmp_path, ext):
     path = tmp_path / f"entropy.{ext}"
     plot.export(path)
     assert path.stat().st_size > 500
+
+
+def test_streaming_draws_lines_and_grows_the_view_in_steps(plot, qtbot):
+    """While a run streams: no symbols (their spots are rebuilt on every update), and the view
+    grows in steps instead of following each token (each new range re-lays out both axes)."""
+    plot.show()  # pyqtgraph applies an auto-range before it paints
+    qtbot.waitExposed(plot)
+    trace = make_trace([])
+    plot.set_trace(trace)
+    vb = plot.plot_widget().getPlotItem().getViewBox()
+    ranges = set()
+    for i in range(120):
+        trace.append(make_step(i, "x", p_raw=0.2 + 0.7 * (i % 7) / 7))
+        plot.refresh(live=True)
+        assert plot._curves["entropy_raw"].opts["symbol"] is None
+        (x0, x1), (y0, y1) = vb.viewRange()
+        assert x1 >= i and y1 >= max(float(np.nanmax(getattr(trace, k).view())) for k in
+                                     ("entropy_raw", "entropy_final", "surprisal"))
+        ranges.add((round(x1, 6), round(y1, 6)))
+    assert len(ranges) <= 8  # 120 tokens, a handful of views
+    plot.refresh(live=False)  # the run ended: symbols back, the view fits the data
+    assert plot._curves["entropy_raw"].opts["symbol"] == "o"
+    assert all(vb.autoRangeEnabled())
+    fresh = EntropyPlot()  # the same trace drawn at once: the view a streamed run must end with
+    qtbot.addWidget(fresh)
+    fresh.resize(640, 300)
+    fresh.show()
+    qtbot.waitExposed(fresh)
+    fresh.set_trace(trace)
+    fvb = fresh.plot_widget().getPlotItem().getViewBox()
+    qtbot.waitUntil(lambda: np.allclose(vb.viewRange(), fvb.viewRange()) and fvb.viewRange()[0][1] > 119,
+                    timeout=5000)
+
+
+def test_streaming_leaves_a_view_the_user_set_alone(plot):
+    trace = make_trace(["a", "b", "c"])
+    plot.set_trace(trace)
+    vb = plot.plot_widget().getPlotItem().getViewBox()
+    vb.setRange(xRange=(1.0, 2.0), padding=0)  # as a zoom does (autorange off)
+    vb.sigRangeChangedManually.emit(vb.state["mouseEnabled"])
+    for i in range(3, 60):
+        trace.append(make_step(i, "x"))
+        plot.refresh(live=True)
+    assert vb.viewRange()[0] == pytest.approx([1.0, 2.0])

@@ -375,3 +375,27 @@ def test_remote_chat_mode_edits_a_message_list(window, qtbot, llama_server):
     window.controller.disconnect_remote()
     qtbot.waitUntil(lambda: window.controller.remote is None, timeout=5000)
     assert window.prompt_stack.currentWidget() is window.prompt_edit
+
+
+def test_streaming_does_not_re_lay_out_the_window(window, qtbot):
+    """Text that changes with every redraw (the token count, the rate, the step summary) must
+    not re-lay out the window: each layout repainted the whole central area, plots included,
+    taking CPU from llama.cpp's threads on a small machine."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Count(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.LayoutRequest:
+                Count.n += 1
+            return False
+
+    _generate(window, qtbot, max_tokens=32)  # the labels grow to their texts once
+    counter = Count()
+    window.installEventFilter(counter)
+    try:
+        _generate(window, qtbot, max_tokens=48, seed=5)
+    finally:
+        window.removeEventFilter(counter)
+    assert Count.n <= 4  # the start and the end of the run may change a button or a label
