@@ -170,11 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--traces", action="store_true",
                     help="with --json: add every generation's step records (the shape of generate --json, "
                     "sampler stages included) to the records (key trace / traces)")
-    b = sub.add_parser("bench", help="measure our instrumented stream against plain llama-cpp-python")
+    b = sub.add_parser("bench", help="measure what the instrumentation costs against llama.cpp's own speed "
+                       "(docs/BENCHMARKS.md)")
     _add_model_args(b)
     b.add_argument("--tokens", type=int, default=128, help="new tokens per measured run (>= 128)")
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--long-tokens", type=int, default=2048, help="length of the peak-memory run (0 = skip)")
+    b.add_argument("--skip", action="append", default=[], metavar="SECTIONS",
+                   help="leave sections out (comma-separated, repeatable): baseline, engine, parallel, grammar, gui, "
+                   "remote, long")
     b.add_argument("--json", action="store_true")
     return parser
 
@@ -589,7 +593,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     try:
         result = run_bench(a)
-    except BackendError as exc:
+    except ValueError as exc:  # an unknown section
+        print(f"samplescope: {exc}", file=sys.stderr)
+        return 2
+    except (BackendError, RuntimeError) as exc:
         print(f"samplescope: {exc}", file=sys.stderr)
         return 1
     if a.json:

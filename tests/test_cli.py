@@ -57,9 +57,16 @@ def test_bench_prints_its_figures(capsys):
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("baseline_create_completion_tps", "instrumented_tps", "ratio_vs_create_completion",
-                "analysis_ms_per_step_median"):
-        assert result[key] > 0
+                "analysis_ms_per_step_median", "single_vs_bare_decode", "parallel_tps_ratio_8",
+                "parallel_vs_bare_batched_8", "gui_vs_headless", "grammar_vs_free", "remote_concurrency_ratio",
+                "parallel_tps_ratio_8_shift", "gui_plot_redraws_per_run"):
+        assert result[key] > 0, key
     assert result["new_tokens"] == 128
+
+
+def test_bench_refuses_an_unknown_section(capsys):
+    assert main(["bench", "--skip", "baseline,nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
 
 
 def test_generate_against_a_remote_server_prints_the_same_records(capsys, llama_server):
