@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Iterator
 
 from PySide6.QtCore import QObject, Signal

@@ -18,6 +18,9 @@ PROMPT = "The quick brown fox"
 #: several sequences: llama.cpp's multi-row kernels round differently (measured up to 0.004 here
 #: on both an AVX-512 and an AVX2-only build; the bound leaves room for other processors).
 BATCH_NOISE_KL = 0.02
+#: |entropy alone - entropy in a batch of 4| (nats) along 12 greedy steps of a path: measured up to
+#: 0.15 (AVX-512 build, 4 prompts); a wrong sequence's logits differ by whole nats.
+ENTROPY_NOISE = 0.3
 NEUTRAL = SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
 
 
@@ -92,6 +95,7 @@ def test_n_parallel_greedy_sequences_match_n_single_runs(local_backend):
     s = SamplerSettings(temperature=0.0, max_tokens=12)
     singles = []
     for p in prompts:
+        local_backend.reset()  # the prompt in one batch, as prefill evaluates it (no cached prefix split)
         sess = GenerationSession(local_backend, p, s)
         singles.append([st for st in sess.run() if hasattr(st, "token_id")])
     ctx = local_backend.model.context(n_ctx=1024, n_seq=4, n_threads=2)
@@ -109,7 +113,9 @@ def test_n_parallel_greedy_sequences_match_n_single_runs(local_backend):
     compared = 0
     for single, sess in zip(singles, sessions):
         for a, b in zip(single, sess.steps):
-            assert abs(a.entropy_raw - b.entropy_raw) < 0.05
+            # batch noise grows along a path (the cached keys were computed in batches too):
+            # measured up to 0.15 nats of entropy here on steps whose tokens still agree
+            assert abs(a.entropy_raw - b.entropy_raw) < ENTROPY_NOISE
             if a.token_id != b.token_id:
                 # allowed only where the two best tokens were nearly tied
                 assert a.top[0].p_raw - a.top[1].p_raw < 0.05, (a.token, b.token)

@@ -64,7 +64,7 @@ def test_owner_liveness():
     host, pid, started = process_owner().split("|")
     assert not owner_alive(f"{host}|{pid}|{int(started or 0) + 12345}")  # a pid reused by another process
     assert not owner_alive(f"{host}|999999999|1")
-    assert owner_alive(f"another-host|1|1")  # never declared dead from here
+    assert owner_alive("another-host|1|1")  # never declared dead from here
     assert not owner_alive(None) and not owner_alive("junk")
 
 

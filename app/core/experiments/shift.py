@@ -34,14 +34,13 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from app.core.glubbing import GlubSpec, make_glub
 from app.core.sampling import apply_chain
-from app.core.session import GenerationSession
 from app.core.shift_concepts import Concept, render
 from app.core.shift_numbers import extract_number
 from app.core.shift_stats import concept_result, distribution_mean, summarise

@@ -32,8 +32,7 @@ from app.core import metrics
 from app.core.streams import drain
 from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
-from backends.base import BackendError, GenerationError, ModelLoadError, SamplerSettings
-from backends.text import clean_text
+from backends.base import BackendError, GenerationError, SamplerSettings
 
 __all__ = ["LocalVSEngine", "RemoteVSEngine", "VSOutcome", "Comparison", "run_vs_once", "draw",
            "compare", "iter_compare", "single_run_record", "arm_metrics", "model_distribution", "DEFAULT_SETTINGS"]
@@ -228,7 +227,7 @@ class RemoteVSEngine:
     def answer(self, backend, **kw):
         """``generate`` as a job's generator (a request has no tokens to tick on)."""
         return self.generate(**kw)
-        yield  # noqa: unreachable - makes this a generator
+        yield  # unreachable: makes this a generator
 
     def run(self, jobs, cancel: threading.Event | None = None):
         """Run ``jobs`` as concurrent requests, at most ``max_parallel`` in flight."""
@@ -420,7 +419,6 @@ def iter_vs_once(engine, where, request: VSRequest, settings: SamplerSettings = 
     ``engine.run`` hands a job) as a generator that ticks after every token and returns the
     ``VSOutcome``."""
     t0 = time.perf_counter()
-    method = request.method
     raws: list[str] = []
     text, messages = request.text, list(request.messages) if request.messages else None
     for turn in range(request.turns):
