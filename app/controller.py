@@ -45,6 +45,7 @@ class WorkbenchController(QObject):
     modelLoaded = Signal(object)  # ModelInfo
     loadProgress = Signal(int, int, str)
     traceReset = Signal(object)  # a new Trace (generation started or a run reopened)
+    traceOpened = Signal(object)  # a stored run or a lab generation shown (after traceReset)
     stepsAdded = Signal()
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
@@ -491,6 +492,7 @@ class WorkbenchController(QObject):
             return None
         self.trace = trace
         self.traceReset.emit(trace)
+        self.traceOpened.emit(trace)
         self.stepsAdded.emit()
         return trace
 
@@ -504,6 +506,7 @@ class WorkbenchController(QObject):
         self._end_step_mode()
         self.trace = trace
         self.traceReset.emit(trace)
+        self.traceOpened.emit(trace)
         self.stepsAdded.emit()
         return True
 

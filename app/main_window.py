@@ -280,6 +280,7 @@ class MainWindow(QMainWindow):
         c.loadProgress.connect(self.model_panel.show_progress)
         c.loadProgress.connect(self._show_load_progress)
         c.traceReset.connect(self._on_trace_reset)
+        c.traceOpened.connect(self._on_trace_opened)
         c.stepsAdded.connect(self._mark_dirty)
         c.pendingChanged.connect(self._on_pending)
         c.generationFinished.connect(self._on_finished)
@@ -595,6 +596,14 @@ class MainWindow(QMainWindow):
         self.entropy_plot.set_trace(trace)
         self.distribution_plot.show_step(None)
         self._mark_dirty()
+
+    def _on_trace_opened(self, trace) -> None:
+        """A stored run or a lab generation is shown: the knobs and the prompt become the ones
+        that made it ("values actually used" says them; Generate makes it again). A chat
+        conversation in the editor is left as it is."""
+        self.sampling_panel.set_settings(trace.settings)
+        if self.prompt_stack.currentWidget() is self.prompt_edit and trace.prompt:
+            self.prompt_edit.setPlainText(trace.prompt)
 
     def _on_pending(self, step: Step | None) -> None:
         self._pending = step

@@ -4,7 +4,10 @@ settings that made it, also when reopened from the History."""
 
 from __future__ import annotations
 
+import pytest
+
 from app.core.experiments.decoding import BranchTree
+from widgets.sampling_panel import describe_chain
 from tests.widgets.factory import wait_saved
 
 
@@ -24,6 +27,11 @@ def _shown(window, qtbot, trace_record):
     assert trace.settings.to_dict()["seed"] == trace_record["settings"]["seed"]
     assert window.token_view.rendered_count() == len(trace_record["steps"])
     assert len(window.entropy_plot.curve_data()["entropy_raw"][0]) == len(trace_record["steps"])
+    # the knobs say the settings that made it (the lab's, not the Workbench's)
+    knobs = window.sampling_panel.settings()
+    for key in ("temperature", "top_k", "top_p", "min_p", "seed", "max_tokens"):
+        assert getattr(knobs, key) == pytest.approx(trace_record["settings"][key], abs=1e-3), key
+    assert window.sampling_panel.used_label.text() == describe_chain(knobs)
     return trace
 
 
