@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main import create_window
+    from app.workbench_control import State
     from backends.base import SamplerSettings
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     c = window.controller
     c.load_model(a.model, n_ctx=a.n_ctx, n_threads=a.threads)
-    if not wait(lambda: c.model_info is not None and c.state == "ready"):
+    if not wait(lambda: c.model_info is not None and c.state == State.READY):
         print(json.dumps({"error": "the window did not load the model"}))
         return 1
     base = SamplerSettings.from_dict(json.loads(a.settings))
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             print(json.dumps({"error": "a run did not finish"}))
             return 1
-        wait(lambda: c.state == "ready")
+        wait(lambda: c.state == State.READY)
         out["tokens_per_s"].append(done[0].tokens_per_s)
         out["plot_redraws"].append(window.redraw_count - redraws)
         out["n_tokens"].append(done[0].n_tokens)

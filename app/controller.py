@@ -16,6 +16,9 @@ from typing import Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
+from app.workbench_control import (BusyFailure, ConnectionSettingsFailure, InvalidInputFailure, JobKind, LoadProgress,
+                          Loaded, ModelLoadFailure, NoModelFailure, Probed, NotSaved, Pending, RunNotOpened, State,
+                          StepModeUnavailable, UnexpectedFailure, WorkbenchFailure, failure_for_job)
 from backends.sources import LocalSource, RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
@@ -28,20 +31,11 @@ from backends.base import (BackendError, Capabilities, Finished, LoadSettings, M
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkbenchController", "LoadProgress", "Pending"]
-
-
-class LoadProgress(tuple):
-    """(done, total, what) yielded by the load job."""
-
-
-class Pending(tuple):
-    """(step_preview,) yielded in step mode: the distribution of the next, not yet chosen,
-    token. ``step_preview.token_id`` is the most likely token under the chain."""
+__all__ = ["WorkbenchController", "LoadProgress", "Pending", "State", "JobKind"]
 
 
 class WorkbenchController(QObject):
-    stateChanged = Signal(str)  # "loading", "ready", "generating", "stepping", "no model"
+    stateChanged = Signal(str)  # a State (a StrEnum: compares equal to its word)
     modelLoaded = Signal(object)  # ModelInfo
     loadProgress = Signal(int, int, str)
     traceReset = Signal(object)  # a new Trace (generation started or a run reopened)
@@ -49,7 +43,8 @@ class WorkbenchController(QObject):
     stepsAdded = Signal()
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
-    errorOccurred = Signal(str, str)  # title, message
+    failed = Signal(object)  # a WorkbenchFailure: the window reacts to its type
+    errorOccurred = Signal(str, str)  # the same failure in words: title, message (not for UnexpectedFailure)
     unexpectedError = Signal(str, str, str)  # title, message, details (the traceback): a bug, not a user error
     remoteTested = Signal(object, object)  # models list, server capabilities
     remoteConnected = Signal(object)  # server capabilities
@@ -73,9 +68,9 @@ class WorkbenchController(QObject):
         self.model_sha256: str = ""
         self.trace: Trace | None = None
         self._session: GenerationSession | None = None
-        self._jobs: dict[int, str] = {}
+        self._jobs: dict[int, JobKind] = {}
         self._gen_job: Job | None = None
-        self._state = "no model"
+        self._state = State.NO_MODEL
         self._stop_after_step = False
         self.last_tokens_per_s = 0.0
         #: the most generations a lab runs at once: sequences of one batch locally, requests remotely
@@ -83,21 +78,30 @@ class WorkbenchController(QObject):
         self.max_parallel_remote = 4
         self.writer = StoreWriter(store, parent=self) if store is not None else None
         if self.writer is not None:
-            self.writer.failed.connect(lambda msg: self.errorOccurred.emit("Not saved", msg))
+            self.writer.failed.connect(lambda msg: self._fail(NotSaved(msg)))
         self._saver: RunSaver | None = None
         self.labs = LabRunner(store, writer=self.writer, parent=self)
 
     # ------------------------------------------------------------------ state
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         return self._state
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: State) -> None:
         if state != self._state:
             self._state = state
             self.stateChanged.emit(state)
 
-    def _submit(self, fn, kind: str, state: str) -> Job:
+    def _fail(self, failure: WorkbenchFailure) -> None:
+        """Tell the window (``failed``, by type) and any listener (``errorOccurred``, in words,
+        or ``unexpectedError`` with the traceback for a bug)."""
+        self.failed.emit(failure)
+        if isinstance(failure, UnexpectedFailure):
+            self.unexpectedError.emit(failure.title, failure.message, failure.details)
+        else:
+            self.errorOccurred.emit(failure.title, failure.message)
+
+    def _submit(self, fn, kind: JobKind, state: State) -> Job:
         """Queue ``fn`` on the model worker as a job of ``kind`` and enter ``state``."""
         job = Job(fn, kind=kind)
         self._jobs[job.id] = kind
@@ -105,12 +109,12 @@ class WorkbenchController(QObject):
         self.worker.submit(job)
         return job
 
-    def _idle_state(self) -> str:
-        return "ready" if (self._backend is not None or self._remote is not None) else "no model"
+    def _idle_state(self) -> State:
+        return State.READY if (self._backend is not None or self._remote is not None) else State.NO_MODEL
 
     @property
     def busy(self) -> bool:
-        return self._state in ("loading", "generating") or "step" in self._jobs.values()
+        return self._state in (State.LOADING, State.GENERATING) or JobKind.STEP in self._jobs.values()
 
     # ------------------------------------------------------------------ loading
     def load_model(
@@ -118,13 +122,13 @@ class WorkbenchController(QObject):
     ) -> Job:
         """Load ``path`` (None: the embedded model, assembled on first use) on the worker. The
         current model stays loaded until the new one has loaded."""
-        if self._state == "generating":
-            self.errorOccurred.emit("Busy", "Stop the running generation (Esc) before loading another model.")
+        if self._state == State.GENERATING:
+            self._fail(BusyFailure("Stop the running generation (Esc) before loading another model."))
             return None
         try:
             LoadSettings(n_ctx, n_gpu_layers, n_threads).validate()
         except ValueError as exc:
-            self.errorOccurred.emit("Model not loaded", f"Check the model settings: {exc}.")
+            self._fail(ModelLoadFailure(f"Check the model settings: {exc}."))
             return None
         self._end_step_mode()
 
@@ -136,13 +140,13 @@ class WorkbenchController(QObject):
             gen = iter_open(source)
             while True:
                 try:
-                    yield LoadProgress(next(gen))
+                    yield LoadProgress(*next(gen))
                 except StopIteration as stop:
                     backend = stop.value
                     break
-            return backend, str(backend.path)
+            return Loaded(backend, str(backend.path))
 
-        return self._submit(job, "load", "loading")
+        return self._submit(job, JobKind.LOAD, State.LOADING)
 
     def _hash_in_background(self, model_file: str) -> None:
         """SHA-256 of the model file for the run store: computed once per file (cached in the
@@ -186,42 +190,42 @@ class WorkbenchController(QObject):
 
     def test_remote(self, config: RemoteConfig) -> Job | None:
         """List the server's models and probe what it can do; nothing changes on success."""
-        return self._remote_job(config, kind="test")
+        return self._remote_job(config, kind=JobKind.TEST)
 
     def connect_remote(self, config: RemoteConfig) -> Job | None:
         """Probe the server and use it for generation from now on."""
-        return self._remote_job(config, kind="connect")
+        return self._remote_job(config, kind=JobKind.CONNECT)
 
-    def _remote_job(self, config: RemoteConfig, *, kind: str) -> Job | None:
+    def _remote_job(self, config: RemoteConfig, *, kind: JobKind) -> Job | None:
         if self.busy:
             return None
         try:
             config.validate()
         except ValueError as exc:
-            self.errorOccurred.emit("Connection settings", str(exc))
+            self._fail(ConnectionSettingsFailure(str(exc)))
             return None
         self._end_step_mode()
 
         def job(cancel: threading.Event) -> Iterator[object]:
             from backends.open import open_backend
 
-            yield LoadProgress((0, 0, f"Connecting to {config.base_url}…"))
+            yield LoadProgress(0, 0, f"Connecting to {config.base_url}…")
             backend = open_backend(config)
             try:
                 models = backend.list_models()
                 model = config.model or (models[0] if models else "")
-                yield LoadProgress((0, 0, f"Probing {model or 'the server'}…"))
+                yield LoadProgress(0, 0, f"Probing {model or 'the server'}…")
                 caps = backend.probe(model)
             except BaseException:
                 backend.close()
                 raise
-            if kind == "test":
+            if kind == JobKind.TEST:
                 backend.close()
                 backend = None
-            return backend, models, caps, model
+            return Probed(models, caps, model, backend)
 
         self._pending_remote_config = config
-        return self._submit(job, kind, "loading")
+        return self._submit(job, kind, State.LOADING)
 
     def disconnect_remote(self) -> None:
         """Go back to the local model (if one is loaded)."""
@@ -259,17 +263,16 @@ class WorkbenchController(QObject):
             session = GenerationSession(backend, prompt, settings)
             yield from session.run(cancel)
 
-        self._gen_job = self._submit(job, "generate", "generating")
+        self._gen_job = self._submit(job, JobKind.GENERATE, State.GENERATING)
         return self._gen_job
 
     def step(self, prompt: str, settings: SamplerSettings, token_id: int | None = None) -> Job | None:
         """Step mode: take one token (``token_id`` or sampled), then show the next
         distribution as pending. The first call starts a new run."""
-        if self._state == "generating":
+        if self._state == State.GENERATING:
             return None
         if self._remote is not None and not self.capabilities.step_mode:
-            self.errorOccurred.emit("Step mode unavailable",
-                                    f"Step mode {self.capabilities.why_not('step_mode')}.")
+            self._fail(StepModeUnavailable(f"Step mode {self.capabilities.why_not('step_mode')}."))
             return None
         if self._session is None or self._session.finished is not None:
             if not self._check_ready(prompt, settings):
@@ -294,19 +297,17 @@ class WorkbenchController(QObject):
             result = session.analyze()
             best = int(result.ids[int(result.probs.argmax())])
             yield Pending(
-                (
-                    result.to_step(
-                        best,
-                        index=len(session.steps),
-                        position=session.position,
-                        text="",
-                        piece=session.engine.piece(best),
-                        piece_of=session.engine.piece,
-                    ),
+                result.to_step(
+                    best,
+                    index=len(session.steps),
+                    position=session.position,
+                    text="",
+                    piece=session.engine.piece(best),
+                    piece_of=session.engine.piece,
                 )
             )
 
-        return self._submit(job, "step", "stepping")
+        return self._submit(job, JobKind.STEP, State.STEPPING)
 
     @property
     def in_step_mode_run(self) -> bool:
@@ -329,7 +330,7 @@ class WorkbenchController(QObject):
         if self._gen_job is not None:
             self._gen_job.cancel.set()
         elif self.in_step_mode_run:
-            if "step" in self._jobs.values():
+            if JobKind.STEP in self._jobs.values():
                 self._stop_after_step = True  # the session is busy on the worker: stop after it
                 return
             self.finish_step_run()
@@ -337,19 +338,19 @@ class WorkbenchController(QObject):
 
     def _check_ready(self, prompt: str, settings: SamplerSettings) -> bool:
         if self._backend is None and self._remote is None:
-            self.errorOccurred.emit("No model", "Load a model first (File > Open, or wait for the embedded model).")
+            self._fail(NoModelFailure("Load a model first (File > Open, or wait for the embedded model)."))
             return False
         if self.busy:
             return False
         try:
             require_prompt(prompt)
         except BackendError as exc:
-            self.errorOccurred.emit("Empty prompt", str(exc))
+            self._fail(InvalidInputFailure(str(exc), title="Empty prompt"))
             return False
         try:
             settings.validate()
         except ValueError as exc:
-            self.errorOccurred.emit("Invalid setting", str(exc))
+            self._fail(InvalidInputFailure(str(exc)))
             return False
         return True
 
@@ -359,7 +360,7 @@ class WorkbenchController(QObject):
         if kind is None:
             return  # stale
         if isinstance(item, LoadProgress):
-            self.loadProgress.emit(*item)
+            self.loadProgress.emit(item.done, item.total, item.what)
         elif isinstance(item, Step):
             if self.trace is not None:
                 self.trace.append(item)
@@ -367,14 +368,14 @@ class WorkbenchController(QObject):
                     self._saver.add(item)
                 self.stepsAdded.emit()
         elif isinstance(item, Pending):
-            self.pendingChanged.emit(item[0])
+            self.pendingChanged.emit(item.step)
         elif isinstance(item, Finished):
             # Finished is a job's last value: the model is free from now on, so the state changes
             # before anyone hears of the end (a Step pressed right after Stop must not be lost)
             self._jobs.pop(job_id, None)
-            if kind == "generate":
+            if kind == JobKind.GENERATE:
                 self._gen_job = None
-            if kind == "step":
+            if kind == JobKind.STEP:
                 self._session = None
             if not self._jobs:
                 self._set_state(self._idle_state())
@@ -408,8 +409,8 @@ class WorkbenchController(QObject):
 
     def _on_done(self, job_id: int, result: object) -> None:
         kind = self._jobs.pop(job_id, None)
-        if kind == "load":
-            backend, model_file = result
+        if isinstance(result, Loaded):
+            backend, model_file = result.backend, result.model_file
             old = self._backend
             self._backend = backend
             self._local_info = backend.info
@@ -423,11 +424,10 @@ class WorkbenchController(QObject):
             if old is not None:
                 old.close()  # safe: the worker is idle between jobs and we are its only user
             self.modelLoaded.emit(backend.info)
-        elif kind == "test":
-            _none, models, caps, _model = result
-            self.remoteTested.emit(models, caps)
-        elif kind == "connect":
-            backend, models, caps, model = result
+        elif isinstance(result, Probed) and kind == JobKind.TEST:
+            self.remoteTested.emit(result.models, result.caps)
+        elif isinstance(result, Probed):
+            backend, models, caps, model = result.backend, result.models, result.caps, result.model
             if self._remote is not None:
                 self._remote.close()
             self._remote = backend
@@ -438,48 +438,42 @@ class WorkbenchController(QObject):
             self.remoteTested.emit(models, caps)
             self.remoteConnected.emit(caps)
             self.modelLoaded.emit(self.model_info)
-        if kind == "generate":
+        if kind == JobKind.GENERATE:
             self._gen_job = None
         if not self._jobs:
-            if kind == "step" and self._stop_after_step:
+            if kind == JobKind.STEP and self._stop_after_step:
                 self._stop_after_step = False
                 self.finish_step_run()
             self._set_state(self._idle_state())
-            if kind == "step" and self.in_step_mode_run:
-                self._set_state("stepping")
+            if kind == JobKind.STEP and self.in_step_mode_run:
+                self._set_state(State.STEPPING)
 
     def _on_failed(self, job_id: int, exc: object, tb: str) -> None:
         kind = self._jobs.pop(job_id, None)
-        if kind == "generate":
+        if kind == JobKind.GENERATE:
             self._gen_job = None
-        if kind == "step":
+        if kind == JobKind.STEP:
             self._session = None
             self.pendingChanged.emit(None)
-        details = ""
+        failure: WorkbenchFailure
         if isinstance(exc, BackendError):
-            title = {"load": "Model not loaded", "generate": "Generation failed", "step": "Step failed",
-                     "test": "Connection failed", "connect": "Connection failed"}.get(kind or "", "Error")
             msg = str(exc)
-            if kind == "load" and self._backend is not None:
+            if kind == JobKind.LOAD and self._backend is not None:
                 msg += f"\n\nStill using {self.model_info.name}."
+            failure = failure_for_job(kind, msg)
         else:
-            title = "Unexpected error"
-            what = {"load": "Loading the model", "generate": "The generation", "step": "The step",
-                    "test": "Testing the connection", "connect": "Connecting"}.get(kind or "", "The operation")
-            msg = describe_unexpected(exc, what)
-            details = tb
+            what = {JobKind.LOAD: "Loading the model", JobKind.GENERATE: "The generation", JobKind.STEP: "The step",
+                    JobKind.TEST: "Testing the connection", JobKind.CONNECT: "Connecting"}.get(kind, "The operation")
+            failure = UnexpectedFailure(describe_unexpected(exc, what), tb)
             log.error("worker job failed: %s", tb)
         # keep what was produced: a failed generation still ends its trace
-        if kind in ("generate", "step") and self.trace is not None and self.trace.finished is None:
+        if kind in (JobKind.GENERATE, JobKind.STEP) and self.trace is not None and self.trace.finished is None:
             self._finish_trace(
-                Finished("error", self.trace.text, len(self.trace), 0.0, message=msg)
+                Finished("error", self.trace.text, len(self.trace), 0.0, message=failure.message)
             )
         if not self._jobs:
             self._set_state(self._idle_state())
-        if details:
-            self.unexpectedError.emit(title, msg, details)
-        else:
-            self.errorOccurred.emit(title, msg)
+        self._fail(failure)
 
     # ------------------------------------------------------------------ history
     def open_run(self, run_id: int) -> Trace | None:
@@ -488,7 +482,7 @@ class WorkbenchController(QObject):
         try:
             trace = self.store.load_run(run_id)
         except Exception as exc:  # noqa: BLE001
-            self.errorOccurred.emit("Run not opened", str(exc))
+            self._fail(RunNotOpened(str(exc)))
             return None
         self.trace = trace
         self.traceReset.emit(trace)
@@ -501,7 +495,7 @@ class WorkbenchController(QObject):
         reopened run: its prompt, settings, every step. False (and says why) while the Workbench
         is busy."""
         if self.busy:
-            self.errorOccurred.emit("Busy", "Stop the running generation (Esc) before opening another one.")
+            self._fail(BusyFailure("Stop the running generation (Esc) before opening another one."))
             return False
         self._end_step_mode()
         self.trace = trace
@@ -519,7 +513,7 @@ class WorkbenchController(QObject):
                              config=cfg, caps=self.remote_caps, max_parallel=self.max_parallel_remote), ""
         info = self._local_info
         if info is None or self._backend is None:
-            if self._state == "loading":
+            if self._state == State.LOADING:
                 return None, "The model is still loading; the lab can run once it is ready."
             return None, "Load a model (Model tab) or connect to a server (Server tab) first."
         return LabSource(info.name, self._backend.capabilities, model_path=info.path, model=self._backend.model,

@@ -89,7 +89,8 @@ class LabPresenter(QObject):
         if what:
             self.on_finished(what, summary, status)
 
-    def _on_failed(self, title: str, message: str) -> None:
+    def _on_failed(self, failure) -> None:
+        """A ``WorkbenchFailure`` of the lab runner (unexpected ones included: the run ended)."""
         if self._mine and not self.labs.busy:
             self._mine = None
-            self.panel.show_error(message)
+            self.panel.show_error(failure.message)

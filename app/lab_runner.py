@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
+from app.workbench_control import BusyFailure, LabFailure, UnexpectedFailure
 from backends.base import Capabilities, LoadSettings
 from backends.sources import LocalSource, RemoteConfig
 from app.workers import GeneratorWorker, Job
@@ -108,8 +109,7 @@ class LabRunner(QObject):
     started = Signal(int)  # the lab run's id in the store, once its row is written
     record = Signal(object)  # dict, in arrival order
     finished = Signal(object, str)  # summary dict (or None), status
-    failed = Signal(str, str)  # title, message
-    unexpectedError = Signal(str, str, str)  # title, message, details (the traceback of a bug)
+    failed = Signal(object)  # a WorkbenchFailure (BusyFailure, LabFailure, UnexpectedFailure with the traceback)
     busyChanged = Signal(bool)
 
     def __init__(self, store=None, writer=None, parent: QObject | None = None) -> None:
@@ -161,7 +161,7 @@ class LabRunner(QObject):
         """Start a lab run: ``body(cancel)`` runs on the lab worker, yields record dicts and
         returns a summary dict (or None). Returns None (and says why) if a run is going."""
         if self._job is not None:
-            self.failed.emit("Busy", "A lab run is still going: stop it (Esc) or wait for it to finish.")
+            self.failed.emit(BusyFailure("A lab run is still going: stop it (Esc) or wait for it to finish."))
             return None
         self.records = []
         self._experiment_id = None
@@ -231,10 +231,11 @@ class LabRunner(QObject):
         self._end(None, "failed")
         kept = f"\nThe {len(self.records)} result(s) that arrived before are kept."
         if isinstance(exc, (BackendError, ValueError, OSError)):
-            self.failed.emit("Lab run failed", str(exc) + kept)
+            self.failed.emit(LabFailure(str(exc) + kept))
         else:
             log.error("lab job failed:\n%s", tb)
-            self.unexpectedError.emit("Lab run failed", describe_unexpected(exc, "The lab run") + kept, tb)
+            self.failed.emit(UnexpectedFailure(describe_unexpected(exc, "The lab run") + kept, tb,
+                                               title="Lab run failed"))
 
     def shutdown(self) -> None:
         """Stop the running job, wait for the worker, close the engines."""

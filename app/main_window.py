@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from app.controller import WorkbenchController
 from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
+from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
 from app.align_lab import AlignLab
 from app.decoding_lab import DecodingLab
 from app.redraw_pacer import RedrawPacer
@@ -284,8 +285,7 @@ class MainWindow(QMainWindow):
         c.stepsAdded.connect(self._mark_dirty)
         c.pendingChanged.connect(self._on_pending)
         c.generationFinished.connect(self._on_finished)
-        c.errorOccurred.connect(self._on_error)
-        c.unexpectedError.connect(self._on_unexpected)
+        c.failed.connect(self._on_failure)
         c.runSaved.connect(lambda _id: self._refresh_history())
         self.model_panel.loadRequested.connect(
             lambda path, n_ctx, n_gpu, n_thr: self._load(path, n_ctx=n_ctx, n_gpu=n_gpu, n_threads=n_thr)
@@ -315,8 +315,7 @@ class MainWindow(QMainWindow):
         self.shift_lab = ShiftLab(self.shift_panel, c)
         self.align_lab = AlignLab(self.align_panel, c)
         self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
-        c.labs.failed.connect(self._on_error)
-        c.labs.unexpectedError.connect(self._on_unexpected)
+        c.labs.failed.connect(self._on_failure)
         for panel in (self.vs_panel, self.shift_panel, self.align_panel, self.decoding_panel):
             panel.openTraceRequested.connect(self.open_generation)
         c.labs.finished.connect(lambda *_: self._refresh_history())
@@ -644,7 +643,7 @@ class MainWindow(QMainWindow):
         pacer = self._pacer
         pacer.tick()
         now = time.monotonic()
-        streaming = self.controller.state == "generating"
+        streaming = self.controller.state == State.GENERATING
         if self._dirty and pacer.due("text", streaming):
             pacer.drawn("text")
             self._dirty = False
@@ -686,19 +685,19 @@ class MainWindow(QMainWindow):
         self.distribution_plot.show_step(trace.steps[index])
 
     # ------------------------------------------------------------------ state & errors
-    def _on_state(self, state: str) -> None:
+    def _on_state(self, state: State) -> None:
         names = {
-            "no model": "No model loaded",
-            "loading": "Loading model…",
-            "ready": "Ready",
-            "generating": "Generating…",
-            "stepping": "Step mode: press Step (F10) or click a bar to choose the next token",
+            State.NO_MODEL: "No model loaded",
+            State.LOADING: "Loading model…",
+            State.READY: "Ready",
+            State.GENERATING: "Generating…",
+            State.STEPPING: "Step mode: press Step (F10) or click a bar to choose the next token",
         }
         info = self.controller.model_info
         self.state_label.setText(names.get(state, state) + (f" — {info.name}" if info else ""))
         has_model = self.controller.model_info is not None
-        generating = state == "generating"
-        loading = state == "loading"
+        generating = state == State.GENERATING
+        loading = state == State.LOADING
         self.model_panel.set_busy(loading)
         if not loading:
             self.status_progress.setVisible(False)
@@ -718,23 +717,22 @@ class MainWindow(QMainWindow):
         self.connection_panel.set_busy(loading or generating)
         self.open_action.setEnabled(not loading and not generating)
         self.sampling_panel.setEnabled(not generating)
-        if state == "generating":
+        if state == State.GENERATING:
             self._gen_t0 = None
 
-    def _on_unexpected(self, title: str, message: str, details: str) -> None:
-        self.show_banner(f"{title}: {message}", details)
-        self.statusBar().showMessage(title, 8000)
-
-    def _on_error(self, title: str, message: str) -> None:
-        self.show_banner(f"{title}: {message}")
-        if title == "Connection failed":
-            self.connection_panel.show_status(message, error=True)
-        if title == "Model not loaded":
-            self.model_panel.show_error(message)
+    def _on_failure(self, failure: WorkbenchFailure) -> None:
+        """Every failure of the Workbench and the labs: the banner says it (a bug's traceback
+        behind Details); the panel it concerns shows it too, chosen by the failure's type."""
+        details = failure.details if isinstance(failure, UnexpectedFailure) else ""
+        self.show_banner(f"{failure.title}: {failure.message}", details)
+        if isinstance(failure, ConnectionFailure):
+            self.connection_panel.show_status(failure.message, error=True)
+        elif isinstance(failure, ModelLoadFailure):
+            self.model_panel.show_error(failure.message)
             if self.controller.model_info is not None:
                 self.model_panel.select_path(self.controller.model_info.path
                                              if self.app_settings.last_model_path else None)
-        self.statusBar().showMessage(title, 8000)
+        self.statusBar().showMessage(failure.title, 8000)
 
     def show_banner(self, text: str, details: str = "", *, sticky: bool = False) -> None:
         """Add a message to the banner (messages already shown stay); ``details`` (a technical

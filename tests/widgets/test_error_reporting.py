@@ -121,3 +121,34 @@ def test_warnings_at_start_are_all_shown(qapp, tmp_path, monkeypatch):
         assert window.banner.messages() == [] and window.banner_text() == ""
     finally:
         window.close()
+
+
+def test_a_bug_in_a_lab_run_is_reported_and_the_lab_can_run_again(window, qtbot, monkeypatch):
+    """An unexpected error inside a lab job: a short message with the traceback behind Details,
+    and the lab's panel is usable again (its buttons were left disabled before)."""
+    import app.vs_lab
+
+    def broken(*a, **kw):
+        raise ZeroDivisionError("a bug inside the lab")
+
+    monkeypatch.setattr(app.vs_lab, "single_run_record", broken)
+    p = window.vs_panel
+    window.hide_banner()
+    with qtbot.waitSignal(window.controller.labs.failed, timeout=60_000) as blocker:
+        window.vs_once_action.trigger()
+    failure = blocker.args[0]
+    assert "ZeroDivisionError: a bug inside the lab" in failure.message
+    assert "Traceback" in window.banner.details_text() and "broken" in window.banner.details_text()
+    assert "Traceback" not in window.banner_text()
+    assert p.run_once_button.isEnabled() and not p.stop_button.isEnabled()
+    assert "ZeroDivisionError" in p.status.text()
+
+
+def test_the_window_reacts_to_the_kind_of_failure_not_its_words(window):
+    from app.workbench_control import ConnectionFailure, ModelLoadFailure
+
+    window.controller.failed.emit(ConnectionFailure("the server said no", title="Other words"))
+    assert window.connection_panel.status.text() == "the server said no"
+    assert "Other words: the server said no" in window.banner_text()
+    window.controller.failed.emit(ModelLoadFailure("that file is not a model", title="Words again"))
+    assert window.model_panel.status.text() == "that file is not a model"
