@@ -82,8 +82,10 @@ class _Bench:
     """The shared state of one bench run: arguments, the loaded model, the printer."""
 
     def __init__(self, a) -> None:
-        from app.cli import load_backend
+        from backends.base import LoadSettings
         from backends.models import ensure_embedded_model
+        from backends.open import open_backend
+        from backends.sources import LocalSource
 
         self.a = a
         self.n = max(128, a.tokens)
@@ -91,7 +93,9 @@ class _Bench:
         # Balanced: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05
         self.settings = SamplerSettings(max_tokens=self.n)
         self.path = a.model or str(ensure_embedded_model())
-        self.backend = load_backend(a, n_ctx=max(a.n_ctx, self.n + 64))
+        load = LoadSettings(n_ctx=max(a.n_ctx, self.n + 64), n_gpu_layers=a.n_gpu_layers, n_threads=a.threads)
+        load.validate()
+        self.backend = open_backend(LocalSource(a.model or None, load))
         self.model = self.backend.model
         self.threads = self.backend.info.n_threads
         self.eos = self.model.eos_token
