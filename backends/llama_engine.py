@@ -55,6 +55,7 @@ worker, a lab worker). ``THREADS`` shares the cores among the contexts decoding 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import threading
 import time
@@ -63,7 +64,7 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from .base import (ChatPrompt, GenerationError, LoadSettings, ModelInfo, ModelLoadError,
+from .base import (Capabilities, ChatPrompt, GenerationError, LoadSettings, ModelInfo, ModelLoadError,
                    PromptTooLongError)
 from .chat import chat_prompt
 from .llama_runtime import (clear_log, gpu_offload_supported, last_log_error, llama_cpp_version,
@@ -72,12 +73,23 @@ from .models import check_gguf
 from .text import clean_text
 
 __all__ = ["LlamaModel", "LlamaContext", "Sequence", "EmbeddingContext", "ThreadBudget", "THREADS",
-           "default_threads"]
+           "default_threads", "LOCAL_CAPABILITIES", "local_capabilities"]
 
 
 def default_threads() -> int:
     """min(4, CPUs): llama.cpp's decode gains little past 4 threads on a laptop."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+#: What a local model reveals: everything (``chat`` depends on the model: see ``local_capabilities``).
+LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True,
+                                  kind="local", sequences=True, grammar=True, embeddings=True, token_ids=True,
+                                  max_parallel=8)
+
+
+def local_capabilities(model) -> Capabilities:
+    """A local model's capabilities: everything, chat when it has a chat template."""
+    return dataclasses.replace(LOCAL_CAPABILITIES, chat=bool(model.chat_template))
 
 
 class ThreadBudget:
@@ -659,8 +671,6 @@ class Sequence:
     @property
     def capabilities(self):
         """What a local sequence can do: everything (``local_capabilities``)."""
-        from .llama_local import local_capabilities
-
         return local_capabilities(self.model)
 
     @property

@@ -16,26 +16,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Capabilities, LoadSettings
+from .base import LoadSettings
 from .chat import apply_chat_template, chat_prompt
-from .llama_engine import LlamaModel, Sequence
+from .llama_engine import LOCAL_CAPABILITIES, LlamaModel, Sequence, local_capabilities
 from .llama_runtime import cpu_features, gpu_offload_supported, llama_cpp_version, load_llama_cpp
 
 __all__ = ["LlamaCppBackend", "gpu_offload_supported", "llama_cpp_version", "apply_chat_template", "chat_prompt",
            "load_llama_cpp", "cpu_features", "LOCAL_CAPABILITIES", "local_capabilities"]
-
-#: What a local model reveals: everything (``chat`` depends on the model: see ``local_capabilities``).
-LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True,
-                                  kind="local", sequences=True, grammar=True, embeddings=True, token_ids=True,
-                                  max_parallel=8)
-
-
-def local_capabilities(model) -> Capabilities:
-    """A local model's capabilities: everything, chat when it has a chat template."""
-    from dataclasses import replace
-
-    return replace(LOCAL_CAPABILITIES, chat=bool(model.chat_template))
-
 
 class LlamaCppBackend(Sequence):
     """A loaded model and the Workbench's single-sequence context (see the module docstring)."""

@@ -65,3 +65,18 @@ def test_the_import_contracts_hold():
     out = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
+
+
+def test_no_import_cycles():
+    """No module imports, even lazily inside a function, a module that leads back to it (grimp is
+    import-linter's own import graph)."""
+    import grimp
+
+    graph = grimp.build_graph("app", "backends", "widgets")
+    cycles = set()
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            if back:
+                cycles.add(" -> ".join((module, *back)))
+    assert sorted(cycles) == []
