@@ -79,6 +79,8 @@ def loads_json(data: str | bytes) -> Any:
     is a ``ValueError`` with a readable message, including JSON nested so deep that Python's
     parser gives up (it raises ``RecursionError``, not a ``ValueError``, past about 1,000
     levels) and bytes that are not UTF-8."""
+    if data is None:
+        raise ValueError("no text at all")
     if isinstance(data, (bytes, bytearray)):
         try:
             data = bytes(data).decode("utf-8")

@@ -914,3 +914,12 @@ def test_a_429_pauses_the_other_concurrent_requests_too():
     t.start()
     t.join(10)
     assert other[1] > other[0]  # the other thread waited for the shared pause before sending
+
+
+def test_an_empty_event_stream_where_json_was_expected_is_a_bad_answer():
+    """A 200 with an event-stream content type and no body: the user's sentence, not a TypeError."""
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"")
+
+    with pytest.raises(BadResponse, match="not JSON"):
+        make(handler).list_models()
