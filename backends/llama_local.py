@@ -31,6 +31,8 @@ class LlamaCppBackend(Sequence):
                  n_threads: int | None = None, n_batch: int = 512, model: LlamaModel | None = None) -> None:
         owns = model is None
         if model is None:
+            if path is None:
+                raise ValueError("LlamaCppBackend needs a model file or a loaded model")
             model = LlamaModel(Path(path), LoadSettings(int(n_ctx), int(n_gpu_layers), int(n_threads or 0)))
         try:
             ctx = model.context(n_ctx=n_ctx, n_seq=1, n_batch=n_batch, n_threads=n_threads or None)

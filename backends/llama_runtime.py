@@ -101,7 +101,7 @@ def _avoid_broken_cpu_kernels(llama_cpp) -> None:
         params.use_extra_bufts = False
         return params
 
-    default_params._samplescope_patched = True
+    default_params._samplescope_patched = True  # type: ignore[attr-defined]
     low.llama_model_default_params = default_params
     llama_cpp.llama_model_default_params = default_params
     _extra_buffers_note = ("AMX weight repacking is off: llama.cpp's AMX kernels crash on this CPU "

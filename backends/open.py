@@ -43,9 +43,9 @@ def iter_open(source, *, model=None, n_batch: int = 512) -> Generator[tuple[int,
         from .models import iter_embedded_model
 
         path = yield from iter_embedded_model()
-    path = Path(path)
-    yield 0, 0, f"Loading {path.name}…"
-    return LlamaCppBackend(path, n_ctx=load.n_ctx, n_gpu_layers=load.n_gpu_layers, n_threads=load.n_threads or None,
+    model_file = Path(path)
+    yield 0, 0, f"Loading {model_file.name}…"
+    return LlamaCppBackend(model_file, n_ctx=load.n_ctx, n_gpu_layers=load.n_gpu_layers, n_threads=load.n_threads or None,
                            n_batch=n_batch)
 
 

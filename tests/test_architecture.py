@@ -80,3 +80,21 @@ def test_no_import_cycles():
             if back:
                 cycles.add(" -> ".join((module, *back)))
     assert sorted(cycles) == []
+
+
+def test_backend_and_engine_parameters_are_typed():
+    """Every parameter named ``backend``, ``engine`` or ``where`` (what a job is handed) in
+    app.core and backends says what it takes, so mypy can check the callers."""
+    import ast
+
+    missing = []
+    for folder in ("app/core", "backends"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    a = node.args
+                    for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs):
+                        if arg.arg in ("backend", "engine", "where") and arg.annotation is None:
+                            missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}({arg.arg})")
+    assert missing == []

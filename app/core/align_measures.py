@@ -94,7 +94,7 @@ def p_token_over_outcomes(sequence_probs: Mapping[str, Sequence[float] | float],
     sums: list[float] = []
     for key in keys:
         values = sequence_probs[key]
-        vals = [values] if isinstance(values, Real) else list(values)
+        vals = [float(values)] if isinstance(values, Real) else list(values)  # type: ignore[arg-type]
         for v in vals:
             x = float(v)
             if not math.isfinite(x) or x < 0 or x > 1 + TOTAL_TOLERANCE:

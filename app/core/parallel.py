@@ -31,7 +31,12 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, TYPE_CHECKING
+
+from backends.kinds import Backend
+
+if TYPE_CHECKING:
+    from backends.llama_engine import LlamaContext
 
 __all__ = ["TICK", "run_jobs", "default_parallel", "JobResult"]
 
@@ -52,6 +57,14 @@ class JobResult:
         self.error = error
 
 
+
+def _generator(items: Iterable) -> Generator:
+    """``items`` as a generator (it can be closed): a job's generator as it is, any other
+    iterable wrapped."""
+    if isinstance(items, Generator):
+        return items
+    return (x for x in items)
+
 def default_parallel(n_ctx: int = 2048, tokens_per_job: int = 512, threads: int | None = None) -> int:
     """A sensible number of sequences at once: 8 (llama.cpp's batched decode gains little past
     that on a few cores: 2.3x at 8, 2.5x at 16 on 2 cores), fewer when the context cannot hold
@@ -61,7 +74,8 @@ def default_parallel(n_ctx: int = 2048, tokens_per_job: int = 512, threads: int 
     return max(1, min(base, int(n_ctx) // max(1, int(tokens_per_job))))
 
 
-def run_jobs(jobs: Iterable[Job], *, context=None, backend=None, max_parallel: int = 8,
+def run_jobs(jobs: Iterable[Job], *, context: LlamaContext | None = None, backend: Backend | None = None,
+             max_parallel: int = 8,
              cancel: threading.Event | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``jobs`` and yield ``(job index, item)`` for every item a job yields (``TICK`` is
     not passed on) and ``(job index, JobResult)`` when a job ends. Exactly one of ``context``
@@ -72,25 +86,25 @@ def run_jobs(jobs: Iterable[Job], *, context=None, backend=None, max_parallel: i
     jobs = list(jobs)
     if context is not None:
         yield from _local(jobs, context, max(1, min(int(max_parallel), context.n_seq)), cancel)
-    else:
+    elif backend is not None:
         yield from _remote(jobs, backend, max(1, int(max_parallel)), cancel)
 
 
-def _local(jobs: list[Job], context, width: int, cancel) -> Iterator[tuple[int, Any]]:
+def _local(jobs: list[Job], context: LlamaContext, width: int, cancel: threading.Event | None) -> Iterator[tuple[int, Any]]:
     # from an empty cache: the same jobs then meet the same batches, so a seed repeats a run
     context.reset()
     batched, shared = context.batched, context.share_prefixes
     context.batched = width > 1
     context.share_prefixes = True
     free = list(range(width - 1, -1, -1))
-    live: list[tuple[int, int, Iterator]] = []  # (job index, sequence, generator)
+    live: list[tuple[int, int, Generator]] = []  # (job index, sequence, generator)
     todo = list(enumerate(jobs))
     try:
         while todo or live:
             while todo and free:
                 i, job = todo.pop(0)
                 seq = free.pop()
-                live.append((i, seq, iter(job(context.sequence(seq)))))
+                live.append((i, seq, _generator(job(context.sequence(seq)))))
             if cancel is not None and cancel.is_set():
                 for i, seq, gen in live:  # each job keeps its partial result: let it see the cancel
                     yield from _finish(i, gen)
@@ -136,7 +150,7 @@ def _finish(i: int, gen: Iterator) -> Iterator[tuple[int, Any]]:
         yield i, JobResult(i, None, exc)
 
 
-def _remote(jobs: list[Job], backend, width: int, cancel) -> Iterator[tuple[int, Any]]:
+def _remote(jobs: list[Job], backend: Backend, width: int, cancel: threading.Event | None) -> Iterator[tuple[int, Any]]:
     out: queue.Queue = queue.Queue()
     done = object()
 

@@ -61,7 +61,7 @@ def _logf(a: np.ndarray) -> np.ndarray:
         return np.log(a, dtype=np.float64, out=np.empty(a.shape, _F32), casting="same_kind")
 
 
-def _logf_scalar(x: float) -> np.float32:
+def _logf_scalar(x: float | np.floating) -> np.float32:
     x32 = float(_F32(x))
     return _F32(math.log(x32)) if x32 > 0 else _F32(-np.inf)
 
@@ -158,7 +158,7 @@ class _Raw:
             d = float(np.einsum("i,i->", e, y))  # no BLAS: OpenBLAS threads would spin
         if not (math.isfinite(float(m)) and math.isfinite(d) and s > 0):
             x, m, y, e, s, d = self._careful(x)
-        self.x = x
+        self.x: np.ndarray | None = x
         self.m32 = _F32(m)
         self.m = float(m)
         self.y = y
@@ -429,9 +429,9 @@ class _Snap:
         self.z = z
         self.w = w  # cached exp(lg - ref), when already known
         self.shift = shift  # the logit is lg + shift (the raw snapshot stores x - max)
-        self._sorted_ids = None
-        self._sorted_pos = None
-        self._posmap = None
+        self._sorted_ids: np.ndarray | None = None
+        self._sorted_pos: np.ndarray | None = None
+        self._posmap: np.ndarray | None = None
 
     @classmethod
     def of(cls, c: _Cands, raw: _Raw) -> "_Snap":
@@ -474,14 +474,15 @@ class _Snap:
             pm = self._posmap
             ok = (q >= 0) & (q < pm.shape[0])
             return np.where(ok, pm[np.where(ok, q, 0)], -1)
-        if self._sorted_ids is None:
+        if self._sorted_ids is None or self._sorted_pos is None:
             order = np.argsort(self.ids, kind="stable")
             self._sorted_ids = self.ids[order]
             self._sorted_pos = order
-        j = np.searchsorted(self._sorted_ids, q)
+        sorted_ids, sorted_pos = self._sorted_ids, self._sorted_pos
+        j = np.searchsorted(sorted_ids, q)
         jc = np.minimum(j, m - 1)
-        hit = self._sorted_ids[jc] == q
-        return np.where(hit, self._sorted_pos[jc], -1)
+        hit = sorted_ids[jc] == q
+        return np.where(hit, sorted_pos[jc], -1)
 
     def probs_of(self, q: np.ndarray) -> np.ndarray:
         pos = self.positions(q)
@@ -533,8 +534,8 @@ class ChainResult:
         self.entropy_raw = raw.entropy
         final = snaps[-1]
         self._final = final
-        self._ids = None
-        self._probs = None
+        self._ids: np.ndarray | None = None
+        self._probs: np.ndarray | None = None
         self.stages = tuple(
             StageInfo(name, kept, rm, rr, tuple(float(v) for v in snap.probs_of(top_ids)))
             for (name, kept, rm, rr), snap in zip(stage_meta, snaps[1:])
@@ -682,6 +683,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     penalties (``_stage_grammar``); it is recorded like every other stage."""
     raw = _Raw(logits)
     x = raw.x
+    assert x is not None  # dropped only at the end of this function
     n = x.shape[0]
     top_n = settings.top_n if top_n is None else top_n
     top_n = max(0, min(int(top_n), n))
@@ -707,7 +709,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     meta: list[tuple[str, int, float, float]] = []
     raw_in = 1.0
 
-    def record(name: str, new: _Cands, filtering: bool) -> None:
+    def record(name: str, new: _Cands, filtering: bool | np.bool_) -> None:
         nonlocal raw_in
         prev = snaps[-1]
         snap = _Snap.of(new, raw)

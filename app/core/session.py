@@ -30,9 +30,12 @@ _BANNED = np.float32(-1e30)  # finite, so p * log p stays 0 instead of nan
 
 
 class LogitsEngine(Protocol):
-    n_ctx: int
+    """What a ``GenerationSession`` drives: a local sequence (``backends.llama_engine.Sequence``)."""
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+    @property
+    def n_ctx(self) -> int: ...
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
     def prepare(self, tokens: Sequence[int]) -> int: ...
     def feed(self, token: int) -> None: ...
     def logits(self) -> np.ndarray: ...
@@ -121,7 +124,7 @@ class GenerationSession:
             raise GenerationError("This generation has already finished.")
         result = self.analyze()
         forced = token_id is not None
-        tok = int(token_id) if forced else int(result.draw(self.rng))
+        tok = int(token_id) if token_id is not None else int(result.draw(self.rng))
         if forced and self.grammar is not None and not bool(self.grammar.allowed([tok])[0]):
             raise GenerationError(f"The grammar does not allow {self.engine.piece(tok)!r} here; pick another token.")
         eog = self.engine.is_eog(tok)
@@ -183,12 +186,16 @@ class GenerationSession:
         lab has read enough items), keeping everything produced so far."""
         if self.finished is None:
             self._finish(reason, message)
-        return self.finished
+        return self._ended()
 
     def cancel(self) -> Finished:
         """End the generation now, keeping everything produced so far."""
         if self.finished is None:
             self._finish("cancelled", "Stopped by the user; the partial output is kept.")
+        return self._ended()
+
+    def _ended(self) -> Finished:
+        assert self.finished is not None, "called after _finish"
         return self.finished
 
     def run(self, cancel: threading.Event | None = None) -> Iterator[Step | Finished]:
@@ -201,4 +208,4 @@ class GenerationSession:
                 self.cancel()
                 break
             yield self.commit()
-        yield self.finished
+        yield self._ended()

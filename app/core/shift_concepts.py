@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, TextIO, Union, cast
 
 from app.core.paths import atomic_write_text
 from app.core.templates import render_template
@@ -271,7 +271,7 @@ def concepts_to_csv(concepts: Iterable[Concept], path_or_file: PathOrFile) -> No
     """
     rows = [[getattr(c, col) for col in CSV_COLUMNS] for c in concepts]
     if hasattr(path_or_file, "write"):
-        writer = csv.writer(path_or_file, lineterminator="\n")
+        writer = csv.writer(cast(TextIO, path_or_file), lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
         return

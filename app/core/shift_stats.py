@@ -106,10 +106,10 @@ def concept_result(concept_id: str, name: str, domain: str, A: float | None, I: 
         if not _usable(value):
             why = err or ("no value" if value is None else f"not a finite number ({value!r})")
             problems.append(f"{label} could not be parsed: {why}")
-    vals = [float(v) if _usable(v) else None for v in (A, I, S)]
-    a, i, s = vals
     if problems:
-        return ConceptResult(concept_id, name, domain, a, i, s, None, None, False, "; ".join(problems))
+        ka, ki, ks = (float(v) if _usable(v) else None for v in (A, I, S))  # type: ignore[arg-type]
+        return ConceptResult(concept_id, name, domain, ka, ki, ks, None, None, False, "; ".join(problems))
+    a, i, s = float(A), float(I), float(S)  # type: ignore[arg-type]  # all usable: checked above
     al = alpha(a, i, s)
     if abs(a - i) <= tolerance * max(1.0, abs(a), abs(i)):
         return ConceptResult(concept_id, name, domain, a, i, s, al, None, False, A_EQUALS_I)
@@ -181,7 +181,7 @@ def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson_r(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Pearson correlation of x and y; ``nan`` for fewer than 2 points or zero variance in either."""
     a, b = _xy(x, y)
     if a.size < 2:
@@ -193,7 +193,7 @@ def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
     return max(-1.0, min(1.0, float(da @ db) / (sa * sb)))
 
 
-def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+def fit_line(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Least-squares line y = slope * x + intercept; ``(nan, nan)`` for < 2 points or constant x."""
     a, b = _xy(x, y)
     if a.size < 2:
@@ -257,8 +257,9 @@ def summarise(results: Iterable[ConceptResult]) -> ShiftSummary:
     n_used = len(kept)
     ah = np.array([r.alpha_hat for r in kept], dtype=np.float64)
     n_pos = int(np.sum(ah > 0))
-    x = np.array([r.I - r.A for r in kept], dtype=np.float64)
-    y = np.array([r.S - r.A for r in kept], dtype=np.float64)
+    known = [(r.A, r.I, r.S) for r in kept if r.A is not None and r.I is not None and r.S is not None]  # every kept one
+    x = np.array([i - a for a, i, _s in known], dtype=np.float64)
+    y = np.array([s - a for a, _i, s in known], dtype=np.float64)
     slope, intercept = fit_line(x, y)
     return ShiftSummary(
         n_total=len(results),

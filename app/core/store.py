@@ -219,6 +219,13 @@ class Experiment:
     summary: dict | None
 
 
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made."""
+    if cur.lastrowid is None:
+        raise StoreError("The run store did not give the new row an id.")
+    return int(cur.lastrowid)
+
+
 #: Why an interrupted run ended, as its ``Finished.message`` says.
 INTERRUPTED_MESSAGE = ("Samplescope stopped during this run (a crash, a kill or a power cut); "
                        "the steps saved before that are kept.")
@@ -378,7 +385,7 @@ class RunStore:
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
             raise StoreCorruptError(self._corrupt_message(exc)) from exc
         except UnicodeError as exc:  # never a damaged file: text that is not valid Unicode
-            raise StoreError(f"{where} could not {action}: some text is not valid Unicode ({exc.reason}).") from exc
+            raise StoreError(f"{where} could not {action}: some text is not valid Unicode ({getattr(exc, 'reason', exc)}).") from exc
 
     def _corrupt_message(self, exc: BaseException) -> str:
         return (
@@ -509,7 +516,7 @@ class RunStore:
                     " estimated, finished_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (created,) + values,
                 )
-                run_id = int(cur.lastrowid)
+                run_id = _rowid(cur)
             c.executemany(
                 "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?)",
                 [(run_id, i, js) for i, js in steps],
@@ -593,7 +600,7 @@ class RunStore:
                 (created, clean_text(head.model_name), _scrub_location(path), size, sha or head.model_sha256,
                  clean_text(head.prompt), _js(head.settings.to_dict()), head.settings.seed, process_owner()),
             )
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def append_steps(self, run_id: int, first_index: int, steps: Sequence[Step]) -> None:
         """Save ``steps`` as steps ``first_index``, ``first_index + 1``, ... of a running run,
@@ -667,7 +674,7 @@ class RunStore:
                 (created, kind, clean_text(title), clean_text(model_name), _scrub_location(model_path), model_sha256,
                  _js(params), process_owner()),
             )
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def add_record(self, experiment_id: int, record: dict) -> int:
         """Append one record (a JSON-serialisable dict) to a lab run; returns its index. Each
@@ -714,7 +721,8 @@ class RunStore:
             recs = conn.execute("SELECT json FROM experiment_records WHERE experiment_id = ? ORDER BY idx",
                                 (experiment_id,)).fetchall()
         try:
-            return Experiment(*row[:8], params=loads_json(row[8]),
+            return Experiment(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                              params=loads_json(row[8]),
                               records=tuple(loads_json(js) for (js,) in recs),
                               summary=None if row[9] is None else loads_json(row[9]))
         except ValueError as exc:

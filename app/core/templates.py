@@ -32,7 +32,7 @@ def _parse(template: str, allowed: tuple[str, ...]) -> list[tuple[str, str | Non
     except ValueError as exc:  # a single "{" or "}"
         raise ValueError(f"the template is malformed: an unmatched '{{' or '}}' ({exc}); write {{{{ or }}}} "
                          "for a literal brace") from None
-    out = []
+    out: list[tuple[str, str | None, str]] = []
     for literal, field, spec, conversion in parsed:
         if field is None:
             out.append((literal, None, ""))

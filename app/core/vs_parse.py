@@ -225,7 +225,7 @@ def _loads(s: str) -> tuple[object, list[str]]:
 
 def _key(d: dict, names: tuple[str, ...]) -> tuple[bool, object, str | None]:
     """Look up the first of ``names`` in ``d``, case- and space-insensitively."""
-    folded = {}
+    folded: dict[str, str] = {}
     for k in d:
         if isinstance(k, str):
             folded.setdefault(k.strip().lower(), k)
@@ -390,17 +390,20 @@ def _weights(texts: list[str], raws: list[object], problems: list[str], repairs:
     for text, raw in zip(texts, raws):
         label = _short(text)
         if raw is _MISSING or raw is None:
-            kinds.append("missing"), values.append(math.nan)
+            kinds.append("missing")
+            values.append(math.nan)
             continue
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
             problems.append(f"weight {_short(_raw(raw), 20)} for {label} is not a number: treated as missing")
-            kinds.append("bad"), values.append(math.nan)
+            kinds.append("bad")
+            values.append(math.nan)
             continue
         if isinstance(raw, str):
             v, pct = _read_number(raw)
             if v is None:
                 problems.append(f"weight {_short(raw, 20)} for {label} is not a number: treated as missing")
-                kinds.append("bad"), values.append(math.nan)
+                kinds.append("bad")
+                values.append(math.nan)
                 continue
             if not pct:
                 numeric_strings = True
@@ -409,9 +412,11 @@ def _weights(texts: list[str], raws: list[object], problems: list[str], repairs:
         if not math.isfinite(v):
             problems.append(f"weight {_raw(v) if not isinstance(raw, str) else raw.strip()} for {label} "
                             "is not finite: treated as missing")
-            kinds.append("bad"), values.append(math.nan)
+            kinds.append("bad")
+            values.append(math.nan)
             continue
-        kinds.append("pct" if pct else "num"), values.append(v)
+        kinds.append("pct" if pct else "num")
+        values.append(v)
     if numeric_strings:
         repairs.append("weights given as strings read as numbers")
 
@@ -509,11 +514,11 @@ def _assemble(items: list[tuple[str, object]], fmt: str, k: int | None,
 def _from_json_value(value: object, fmt: str, k: int | None, repairs: list[str]) -> ParsedAnswer:
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
-            inner, notes = _loads(value.strip())
+            inner, inner_notes = _loads(value.strip())
         except ValueError:
             inner = None
         else:
-            repairs = repairs + ["the JSON was wrapped in a string"] + notes
+            repairs = repairs + ["the JSON was wrapped in a string"] + inner_notes
             value = inner
     notes: list[str] = []
     lst = _find_list(value, notes)
@@ -686,9 +691,9 @@ def _parse(text: str, k: int | None) -> ParsedAnswer:
     if not errors:
         raise VSParseError("no JSON object or <response> tags found")
     # The most specific message: prefer one about candidates over a JSON syntax error.
-    for e in errors:
-        if not e.startswith("found JSON"):
-            return _raise(e)
+    for message in errors:
+        if not message.startswith("found JSON"):
+            return _raise(message)
     return _raise(errors[0])
 
 

@@ -144,7 +144,8 @@ def build_request(method: str, prompt: str, k: int, t: float | None = None,
     _check(method, prompt, k, t, style)
     prompt = str(prompt).strip()
     schema: dict | None = None
-    turns, per_turn, follow_up, stop = 1, 1, "", ()
+    turns, per_turn, follow_up = 1, 1, ""
+    stop: tuple[str, ...] = ()
     if method == "Direct":
         body, kind = "", "free"
     elif method == "Multi-turn":

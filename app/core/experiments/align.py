@@ -70,7 +70,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, replace
-from typing import Any, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence, cast
 
 import numpy as np
 
@@ -83,6 +83,10 @@ from app.core.jsonsafe import json_safe
 from app.core.parallel import TICK
 from app.core.streams import drain
 from backends.base import Finished, GenerationError, SamplerSettings, Step
+from backends.kinds import Backend, LocalEngine
+
+if TYPE_CHECKING:
+    from backends.openai_compat import OpenAICompatBackend
 
 __all__ = ["DEFAULT_SETTINGS", "AlignStep", "AlignRun", "default_max_tokens", "local_run", "remote_run",
            "iter_align", "step_record"]
@@ -243,7 +247,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 _END_MASKS: "weakref.WeakKeyDictionary[Any, np.ndarray]" = weakref.WeakKeyDictionary()
 
 
-def _end_mask(backend) -> np.ndarray:
+def _end_mask(backend: LocalEngine) -> np.ndarray:
     """Tokens that end an item: text starting with a delimiter (``ends_item``) or end of generation."""
     mask = _END_MASKS.get(backend)
     if mask is None:
@@ -254,7 +258,7 @@ def _end_mask(backend) -> np.ndarray:
     return mask
 
 
-def _score_sequences(backend, prefix: list[int], root: np.ndarray,
+def _score_sequences(backend: LocalEngine, prefix: list[int], root: np.ndarray,
                      seqs: Sequence[CandidateSequence]) -> list[float]:
     """P(sequence | prefix) for every candidate (times P(end) where needed), with ``root`` the
     log-softmax at ``prefix``. Moves the KV cache; the caller puts it back."""
@@ -287,7 +291,7 @@ def _score_sequences(backend, prefix: list[int], root: np.ndarray,
     return out
 
 
-def _chat_text(backend, prompt: str, system: str | None) -> str:
+def _chat_text(backend: LocalEngine, prompt: str, system: str | None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     try:
         return backend.format_chat(messages)
@@ -296,9 +300,9 @@ def _chat_text(backend, prompt: str, system: str | None) -> str:
         raise ValueError(f"chat style is not possible with this model: {exc}") from exc
 
 
-def _iter_local(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
+def _iter_local(backend: LocalEngine, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
                 template: str | None, cancel: threading.Event | None, max_tokens: int | None, run: int,
-                system: str | None, tick: bool = False) -> Generator[dict, None, AlignRun]:
+                system: str | None, tick: bool = False) -> Generator[Any, None, AlignRun]:
     from app.core.session import GenerationSession
 
     t0 = time.perf_counter()
@@ -373,7 +377,7 @@ def _iter_local(backend, task: TaskDistribution, n_draws: int, settings: Sampler
                        len(session.generated), t0, False, trace)
 
 
-def local_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings = DEFAULT_SETTINGS,
+def local_run(backend: LocalEngine, task: TaskDistribution, n_draws: int, settings: SamplerSettings = DEFAULT_SETTINGS,
               seed: int = 0, style: str = "completion", template: str | None = None,
               cancel: threading.Event | None = None, max_tokens: int | None = None, *,
               system: str | None = None) -> AlignRun:
@@ -450,9 +454,9 @@ class _RemoteDecision:
         return tuple(float(x) for x in p), raw, float(mass), min(1.0, self.unseen)
 
 
-def _iter_remote(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
+def _iter_remote(backend: OpenAICompatBackend, task: TaskDistribution, n_draws: int, settings: SamplerSettings, seed: int, style: str,
                  template: str | None, cancel: threading.Event | None, max_tokens: int | None, run: int,
-                 system: str | None, tick: bool = False) -> Generator[dict, None, AlignRun]:
+                 system: str | None, tick: bool = False) -> Generator[Any, None, AlignRun]:
     t0 = time.perf_counter()
     prompt, st = _check(task, n_draws, settings, seed, style, template, max_tokens)
     messages = None
@@ -507,7 +511,7 @@ def _iter_remote(backend, task: TaskDistribution, n_draws: int, settings: Sample
                     break
                 decision = _RemoteDecision(task, n_tokens, len(text))
     finally:
-        items.close()  # stops the request when the draws are complete
+        cast(Generator, items).close()  # stops the request when the draws are complete
     if decision is not None and decision.context:  # ended inside a followed path
         pending = settle(decision)
     if pending is not None:
@@ -536,7 +540,7 @@ def _iter_remote(backend, task: TaskDistribution, n_draws: int, settings: Sample
     return _finish_run(task, n_draws, style, prompt, seed, steps, text, problems, reason, n_tokens, t0, True)
 
 
-def remote_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerSettings = DEFAULT_SETTINGS,
+def remote_run(backend: OpenAICompatBackend, task: TaskDistribution, n_draws: int, settings: SamplerSettings = DEFAULT_SETTINGS,
                seed: int = 0, style: str = "completion", template: str | None = None,
                cancel: threading.Event | None = None, max_tokens: int | None = None, *,
                system: str | None = None) -> AlignRun:
@@ -554,13 +558,13 @@ def remote_run(backend, task: TaskDistribution, n_draws: int, settings: SamplerS
 # ============================================================================ repeated runs
 
 
-def _is_local(backend) -> bool:
+def _is_local(backend: Backend) -> bool:
     """Local (P_token from the full distribution) or remote (estimated from the top-N), as the
     backend's ``capabilities`` say."""
     return backend.capabilities.full_logits
 
 
-def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template, cancel, max_tokens, system, th,
+def _parallel_runs(backend: Backend, task, n_draws, runs, settings, seed, style, template, cancel, max_tokens, system, th,
                    width: int, done: list, local: bool) -> Generator[dict, None, bool]:
     """The runs at once (``run_jobs``): parallel sequences of one context on the backend's model,
     or concurrent requests to the server. Their records are given in run order (the first
@@ -571,12 +575,10 @@ def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template
     width = min(width, runs)
     ctx = None
     if local:
-        cells = min(backend.n_ctx * width, max(backend.n_ctx, 32768))
-        ctx = backend.model.context(n_ctx=cells, n_seq=width, n_threads=backend.info.n_threads or None)
-        where = {"context": ctx}
-    else:
-        where = {"backend": backend}
-    body = _iter_local if local else _iter_remote
+        lb = cast("LocalEngine", backend)
+        cells = min(lb.n_ctx * width, max(lb.n_ctx, 32768))
+        ctx = lb.model.context(n_ctx=cells, n_seq=width, n_threads=lb.info.n_threads or None)
+    body: Callable[..., Generator[Any, None, AlignRun]] = _iter_local if local else _iter_remote
     jobs = [(lambda b, r=r: body(b, task, n_draws, settings, seed + r, style, template, cancel,
                                  max_tokens, r, system, tick=True)) for r in range(runs)]
     waiting: dict[int, list] = {r: [] for r in range(runs)}
@@ -584,7 +586,8 @@ def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template
     head = 0
     cancelled = False
     try:
-        for idx, item in run_jobs(jobs, max_parallel=width, cancel=cancel, **where):
+        for idx, item in run_jobs(jobs, max_parallel=width, cancel=cancel, context=ctx,
+                                  backend=None if local else backend):
             if isinstance(item, JobResult):
                 ended[idx] = item
             elif idx == head:
@@ -612,7 +615,7 @@ def _parallel_runs(backend, task, n_draws, runs, settings, seed, style, template
     return cancelled or bool(cancel is not None and cancel.is_set())
 
 
-def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
+def iter_align(backend: Backend, task: TaskDistribution, n_draws: int, runs: int = 1,
                settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0, *, style: str = "completion",
                template: str | None = None, cancel: threading.Event | None = None, max_tokens: int | None = None,
                thresholds: Thresholds | None = None, system: str | None = None, max_parallel: int = 1
@@ -660,7 +663,7 @@ def iter_align(backend, task: TaskDistribution, n_draws: int, runs: int = 1,
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
-            body = _iter_local if local else _iter_remote
+            body: Callable[..., Generator[Any, None, AlignRun]] = _iter_local if local else _iter_remote
             result = yield from body(backend, task, n_draws, settings, seed + r, style, template, cancel, max_tokens,
                                      r, system)
             done.append(result)

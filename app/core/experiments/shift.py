@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence, TypeAlias
 
 import numpy as np
 
@@ -46,9 +46,15 @@ from app.core.shift_numbers import extract_number
 from app.core.shift_stats import concept_result, distribution_mean, summarise
 from backends.base import GenerationError, SamplerSettings
 
+if TYPE_CHECKING:
+    from backends.llama_local import LlamaCppBackend
+    from backends.openai_compat import OpenAICompatBackend
+
 __all__ = ["LocalShiftEngine", "RemoteShiftEngine", "ExactDistribution", "exact_distribution",
            "bare_number", "concept_record", "iter_shift", "glub_record", "iter_glub", "SAMPLE_SETTINGS",
            "ANSWER_TOKENS", "MODES"]
+
+ShiftEngine: TypeAlias = "LocalShiftEngine | RemoteShiftEngine"
 
 MODES = ("sampled", "exact")
 #: the paper's sampling temperature for S; top-k / top-p / min-p off
@@ -93,7 +99,7 @@ class LocalShiftEngine:
     ``LlamaCppBackend``) walks the exact token tree; sampled answers run as parallel sequences
     of a second context on the same loaded model (``LocalVSEngine``)."""
 
-    def __init__(self, backend, *, max_parallel: int | None = None) -> None:
+    def __init__(self, backend: LlamaCppBackend, *, max_parallel: int | None = None) -> None:
         self.backend = backend
         self.name = backend.info.name
         self._vocab: tuple[np.ndarray, list[str]] | None = None
@@ -161,7 +167,7 @@ class RemoteShiftEngine:
     """A model on an OpenAI-compatible server: sampled answers only (no logits for the exact
     method), as concurrent requests. Chat style sends the prompt as the user message."""
 
-    def __init__(self, backend, *, max_parallel: int = 4) -> None:
+    def __init__(self, backend: OpenAICompatBackend, *, max_parallel: int = 4) -> None:
         from app.core.experiments.vs import RemoteVSEngine
 
         self._vs = RemoteVSEngine(backend, None, max_parallel=max_parallel)
@@ -324,7 +330,9 @@ def _step(node: _Node, piece: str) -> tuple[str, Any]:
             piece = piece[1:]
         if not piece[:1].isdigit():
             return "end", None  # "." or ".5" cannot start a numeral
-    digits, dot, decimals, rest = _PIECE.match(piece).groups()
+    match = _PIECE.match(piece)
+    assert match is not None  # the pattern matches any string (every group may be empty)
+    digits, dot, decimals, rest = match.groups()
     if state in ("dot", "dec"):
         if not digits:
             return "end", None  # "7." then anything but digits: the number was 7
@@ -352,12 +360,12 @@ def _answer_record(answer) -> dict[str, Any]:
     return rec
 
 
-def _ask_many(engine, prompt: str, settings: SamplerSettings, seeds: Sequence[int], style: str,
+def _ask_many(engine: ShiftEngine, prompt: str, settings: SamplerSettings, seeds: Sequence[int], style: str,
               cancel) -> list[dict[str, Any]]:
     return [_answer_record(a) for a in engine.answers(prompt, settings, list(seeds), style=style, cancel=cancel)]
 
 
-def _measure(engine, prompt: str, mode: str, samples: int, settings: SamplerSettings, seed: int, style: str,
+def _measure(engine: ShiftEngine, prompt: str, mode: str, samples: int, settings: SamplerSettings, seed: int, style: str,
              min_mass: float, cancel) -> tuple[dict[str, Any], float | None, str | None]:
     """(what was recorded, the value, why there is none) for one question."""
     if mode == "exact":
@@ -373,7 +381,7 @@ def _measure(engine, prompt: str, mode: str, samples: int, settings: SamplerSett
         f"none of the {len(answers)} sampled answers held a number"
 
 
-def concept_record(engine, concept: Concept, *, mode: str = "sampled", samples: int = 10,
+def concept_record(engine: ShiftEngine, concept: Concept, *, mode: str = "sampled", samples: int = 10,
                    settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                    templates: Mapping | None = None, min_mass: float = 1e-3,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -414,10 +422,10 @@ def _result_from_record(rec: Mapping[str, Any]):
                          rec["alpha"], rec["alpha_hat"], rec["kept"], rec["reason"])
 
 
-def iter_shift(engine, concepts: Sequence[Concept], *, mode: str = "sampled", samples: int = 10,
+def iter_shift(engine: ShiftEngine, concepts: Sequence[Concept], *, mode: str = "sampled", samples: int = 10,
                settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                templates: Mapping | None = None, min_mass: float = 1e-3,
-               cancel: threading.Event | None = None) -> Iterator[dict]:
+               cancel: threading.Event | None = None) -> Generator[dict, None, dict]:
     """One record per concept as it arrives; returns the set's summary (``summarise``) as a
     dict with ``cancelled``. A concept cut by Stop is reported (``interrupted``) but not counted."""
     results = []
@@ -441,7 +449,7 @@ def iter_shift(engine, concepts: Sequence[Concept], *, mode: str = "sampled", sa
 
 # ============================================================================ glubbing
 
-def glub_record(engine, spec: GlubSpec, *, mode: str = "exact", samples: int = 10,
+def glub_record(engine: ShiftEngine, spec: GlubSpec, *, mode: str = "exact", samples: int = 10,
                 settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                 min_mass: float = 1e-3, cancel: threading.Event | None = None) -> dict[str, Any]:
     """One synthetic concept: the shown average and ideal (``ideal`` is what the grades imply: the
@@ -466,7 +474,7 @@ def glub_record(engine, spec: GlubSpec, *, mode: str = "exact", samples: int = 1
     return rec
 
 
-def iter_glub(engine, specs: Sequence[GlubSpec], **kwargs) -> Iterator[dict]:
+def iter_glub(engine: ShiftEngine, specs: Sequence[GlubSpec], **kwargs) -> Generator[dict, None, dict]:
     """One record per synthetic concept; returns per-valence mean shifts (S - average)."""
     cancel = kwargs.get("cancel")
     by_valence: dict[str, list[float]] = {}

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping, Sequence, TypeAlias, cast
 
 import numpy as np
 
@@ -33,9 +33,16 @@ from app.core.streams import drain
 from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, SamplerSettings
+from backends.kinds import Backend, LocalEngine
+
+if TYPE_CHECKING:
+    from backends.llama_engine import EmbeddingContext
+    from backends.openai_compat import OpenAICompatBackend
 
 __all__ = ["LocalVSEngine", "RemoteVSEngine", "VSOutcome", "Comparison", "run_vs_once", "draw",
            "compare", "iter_compare", "single_run_record", "arm_metrics", "model_distribution", "DEFAULT_SETTINGS"]
+
+VSEngine: TypeAlias = "LocalVSEngine | RemoteVSEngine"
 
 #: the paper's sampling settings (temperature 0.7, top-p 1.0), with room for k JSON candidates
 DEFAULT_SETTINGS = SamplerSettings(temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, max_tokens=256)
@@ -107,7 +114,7 @@ class LocalVSEngine:
             if self._owns:
                 self._backend.close()
             raise
-        self._embedder = None
+        self._embedder: EmbeddingContext | None = None
         self._gbnf: dict[str, str] = {}
         self.name = model.info.name
         from backends.llama_local import local_capabilities
@@ -134,7 +141,7 @@ class LocalVSEngine:
             self._gbnf[key] = _prob_gbnf(schema)
         return Grammar(self.model, self._gbnf[key])
 
-    def answer(self, seq, *, text: str | None = None, messages: Sequence[dict] | None = None,
+    def answer(self, seq: LocalEngine, *, text: str | None = None, messages: Sequence[dict] | None = None,
                schema: dict | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
                stop: Sequence[str] = (), cancel: threading.Event | None = None):
         """One completion (``text``) or chat answer (``messages``) on the sequence ``seq``, held
@@ -144,13 +151,13 @@ class LocalVSEngine:
         from app.core.session import GenerationSession
 
         special = messages is not None
-        prompt = self.model.format_chat(list(messages)) if special else text
+        prompt = self.model.format_chat(list(messages)) if messages is not None else (text or "")
         st = replace(settings, seed=int(seed) & 0xFFFFFFFF, stop=tuple(settings.stop) + tuple(stop))
         session = GenerationSession(seq, prompt, st, parse_special=special,
                                     grammar=self.grammar(schema) if schema is not None else None)
         for item in session.run(cancel):
             yield item
-        fin = session.finished
+        fin = session.cancel() if session.finished is None else session.finished  # run() ends with one
         return Answer(fin.text, cut=fin.reason == "length",
                       trace=generation_record(prompt, st, session.steps, fin, self.name))
 
@@ -178,9 +185,10 @@ class LocalVSEngine:
         """One mean-pooled embedding row per text, from the same model in embedding mode."""
         if not texts:
             return np.zeros((0, 0))
-        if self._embedder is None:
-            self._embedder = self.model.embedding_context(min(self.n_ctx, 1024))
-        return self._embedder.embed(_texts_for_embedding(texts))
+        embedder = self._embedder
+        if embedder is None:
+            embedder = self._embedder = self.model.embedding_context(min(self.n_ctx, 1024))
+        return embedder.embed(_texts_for_embedding(texts))
 
     def continuation_logprob(self, prefix: str, text: str) -> float:
         """log P(text | prefix) in nats under the model (no sampler): the sum of the log-softmax of
@@ -211,7 +219,7 @@ class RemoteVSEngine:
     verified format a completion-style text is sent to ``/chat/completions`` as the user message.
     Uses the backend's non-streamed ``_request_json`` (retries, error mapping, cancel)."""
 
-    def __init__(self, backend, caps=None, *, max_parallel: int = 4) -> None:
+    def __init__(self, backend: OpenAICompatBackend, caps=None, *, max_parallel: int = 4) -> None:
         self.backend = backend
         self.caps = caps
         self.name = backend.model or backend.base_url
@@ -224,7 +232,7 @@ class RemoteVSEngine:
     def one(self):
         return self.backend
 
-    def answer(self, backend, **kw):
+    def answer(self, backend: OpenAICompatBackend, **kw):
         """``generate`` as a job's generator (a request has no tokens to tick on)."""
         return self.generate(**kw)
         yield  # unreachable: makes this a generator
@@ -389,7 +397,7 @@ def _free_text(raw: str) -> str:
     return raw.strip()
 
 
-def run_vs_once(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+def run_vs_once(engine: VSEngine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
                 *, tau: float | None = None, cancel: threading.Event | None = None) -> VSOutcome:
     """Run ``request`` once (all its turns) on ``engine`` and draw one candidate.
 
@@ -413,7 +421,7 @@ def _ticks(gen):
         yield TICK
 
 
-def iter_vs_once(engine, where, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+def iter_vs_once(engine: VSEngine, where: Backend, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
                  *, tau: float | None = None, cancel: threading.Event | None = None):
     """``run_vs_once`` on ``where`` (a local sequence, or the remote backend: what
     ``engine.run`` hands a job) as a generator that ticks after every token and returns the
@@ -424,9 +432,11 @@ def iter_vs_once(engine, where, request: VSRequest, settings: SamplerSettings = 
     for turn in range(request.turns):
         if turn and cancel is not None and cancel.is_set():
             break
-        raw = yield from _ticks(engine.answer(where, text=text, messages=messages, schema=request.json_schema,
-                                              settings=settings, seed=seed + 7919 * turn, stop=request.stop,
-                                              cancel=cancel))
+        # ``where`` is what this engine's own run hands a job (a sequence locally, the client remotely)
+        answer = engine.answer(where, text=text, messages=messages,  # type: ignore[arg-type]
+                               schema=request.json_schema, settings=settings, seed=seed + 7919 * turn,
+                               stop=request.stop, cancel=cancel)
+        raw = yield from _ticks(answer)
         raws.append(raw)
         if turn + 1 < request.turns:
             if messages is not None:
@@ -448,7 +458,7 @@ def _outcome(request: VSRequest, raws: list, settings: SamplerSettings, seed: in
         or not traces))
     parsed: ParsedAnswer | None = None
     error: str | None = None
-    extra = dict(cut=cut, cancelled=cancelled, traces=traces)
+    extra: dict[str, Any] = dict(cut=cut, cancelled=cancelled, traces=traces)
     if method == "Direct":
         answer = _free_text(raw_all)
         if not answer:
@@ -498,7 +508,7 @@ def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
     the candidates, and, when the ``stated`` probabilities are given, KL(stated || model) in
     nats. Local engines only (needs the model's logits)."""
     direct = build_request("Direct", prompt, 1)
-    lps = [engine.continuation_logprob(direct.text, " " + str(t).strip()) for t in texts]
+    lps = [engine.continuation_logprob(direct.text or "", " " + str(t).strip()) for t in texts]
     a = np.asarray(lps, dtype=np.float64)
     probs = (np.exp(a - a.max()) / np.exp(a - a.max()).sum()).tolist() if len(a) else []
     out: dict[str, Any] = {"logprobs": lps, "probabilities": probs}
@@ -507,7 +517,7 @@ def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
     return out
 
 
-def single_run_record(engine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
+def single_run_record(engine: VSEngine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
                       *, tau: float | None = None, cancel: threading.Event | None = None) -> dict[str, Any]:
     """One run of ``request`` as a record (``VSOutcome.to_dict`` plus ``arm`` / ``run``); for a
     local engine and a readable answer also ``model``: "what the model does" for each candidate
@@ -518,7 +528,8 @@ def single_run_record(engine, request: VSRequest, settings: SamplerSettings = DE
     if cancel is not None and cancel.is_set():
         record["interrupted"] = True
     elif engine.capabilities.full_logits and out.parsed is not None:
-        record["model"] = model_distribution(engine, request.prompt, out.parsed.texts, out.parsed.probabilities)
+        record["model"] = model_distribution(cast(LocalVSEngine, engine), request.prompt, out.parsed.texts,
+                                             out.parsed.probabilities)
     return record
 
 
@@ -589,7 +600,7 @@ class Comparison:
                 "reference": self.reference}
 
 
-def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30, t: float | None = None,
+def compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30, t: float | None = None,
             tau: float | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
             cancel: threading.Event | None = None, on_record: Callable[[dict], None] | None = None,
             reference: Mapping[str, float] | None = None, reference_name: str | None = None,
@@ -605,13 +616,13 @@ def compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int
     return drain(gen, on_record)
 
 
-def iter_compare(engine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30,
+def iter_compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30,
                  t: float | None = None, tau: float | None = None, settings: SamplerSettings = DEFAULT_SETTINGS,
                  seed: int = 0, cancel: threading.Event | None = None,
                  reference: Mapping[str, float] | None = None, reference_name: str | None = None,
                  style: str = "completion", direct_max_tokens: int | None = None,
                  direct_request: VSRequest | None = None, vs_request: VSRequest | None = None
-                 ) -> Iterator[dict]:
+                 ) -> Generator[dict, None, Comparison]:
     """``compare`` as a generator: yields each run's record as it arrives and returns the
     ``Comparison`` (for the window's lab worker, which forwards records as they come)."""
     if method == "Direct":
