@@ -29,7 +29,7 @@ KIND = "align"
 class AlignLab(LabPresenter):
     KIND = KIND
 
-    def __init__(self, panel: AlignLabPanel, controller) -> None:
+    def __init__(self, panel: AlignLabPanel, controller, settings_provider=None) -> None:
         super().__init__(panel, controller)
         panel.runRequested.connect(self.run)
         panel.stopRequested.connect(self.stop)
@@ -52,7 +52,7 @@ class AlignLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            backend = labs.engine(source, "logits")
+            backend = labs.engine(source)
             if not source.capabilities.local and backend.server_capabilities() is None:
                 backend.probe()  # once per lab backend: top-N and which knobs the server takes
             return (yield from iter_align(backend, task, p["draws"], p["runs"], settings, p["seed"],

@@ -66,7 +66,7 @@ class DecodingLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            backend = labs.engine(source, "logits")
+            backend = labs.engine(source)
             return (yield from lockstep(backend, p["prompt"], strategies, p["max_tokens"], p["seed"], cancel,
                                         top_n=TOP_N, stop=tuple(p["stop"])))
 
@@ -93,7 +93,7 @@ class DecodingLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            backend = labs.engine(source, "logits")
+            backend = labs.engine(source)
             tokens = None if not source.capabilities.token_ids else backend.tokenize(prompt, add_special=True)
             tree = BranchTree.from_steps(prompt, tokens, steps, settings, model)
             yield {"kind": "tree", "nodes": len(tree.nodes)}
@@ -122,7 +122,7 @@ class DecodingLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            backend = labs.engine(source, "logits")
+            backend = labs.engine(source)
             tree = BranchTree.from_dict(tree_dict)
             tok, token_text = token_id, None
             if text is not None:
@@ -186,7 +186,7 @@ class DecodingLab(LabPresenter):
         settings_b = sb.settings(seed=p["seed"], max_tokens=p["max_tokens"], top_n=TOP_N * 2)
 
         def body(cancel: threading.Event):
-            backend_a = labs.engine(source, "logits")
+            backend_a = labs.engine(source)
             backend_b = backend_a
             if ab["model_b"]:
                 from backends.base import LoadSettings

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
+from app.lab_registry import lab_named
 from app.workbench_control import BusyFailure, LabFailure, UnexpectedFailure
 from backends.base import Capabilities, LoadSettings
 from backends.sources import LocalSource, RemoteConfig
@@ -72,28 +73,6 @@ class LabSource:
         return open_backend(self.config)
 
 
-def _make_engine(kind: str, source: LabSource):
-    """The engine of lab ``kind`` for ``source``: "vs" (``LocalVSEngine`` / ``RemoteVSEngine``),
-    "shift" (``LocalShiftEngine`` / ``RemoteShiftEngine``) or "logits" (a backend from
-    ``source.open()``)."""
-    if kind == "vs":
-        from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
-
-        if source.local:
-            return LocalVSEngine(source.model, n_ctx=source.n_ctx, n_threads=source.n_threads,
-                                 max_parallel=source.max_parallel)
-        return RemoteVSEngine(source.open(), source.caps, max_parallel=source.max_parallel)
-    if kind == "shift":
-        from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine
-
-        if source.local:
-            return LocalShiftEngine(source.open(), max_parallel=source.max_parallel)
-        return RemoteShiftEngine(source.open(), max_parallel=source.max_parallel)
-    if kind == "logits":
-        return source.open()
-    raise ValueError(f"unknown lab engine {kind!r}")
-
-
 class _Box:
     """The lab run's id in the store once the store thread has created it (read and written there)."""
 
@@ -134,16 +113,17 @@ class LabRunner(QObject):
         return self._experiment_id
 
     # ------------------------------------------------------------------ engines (lab worker)
-    def engine(self, source: LabSource, kind: str = "vs"):
-        """The cached engine of ``kind`` for ``source``, created on first use. Call only from
-        inside a job (the lab worker). Engines of other sources are closed first, so at most
-        one model's worth of lab engines is held in memory."""
-        key = (kind, source.capabilities.kind, source.location, id(source.model),
+    def engine(self, source: LabSource, lab: str | None = None):
+        """The cached engine of the lab named ``lab`` (the registry's ``LabSpec.engine``) for
+        ``source``, or with no ``lab`` a plain backend (``source.open()``), created on first use.
+        Call only from inside a job (the lab worker). Engines of other sources are closed first,
+        so at most one model's worth of lab engines is held in memory."""
+        key = (lab, source.capabilities.kind, source.location, id(source.model),
                source.config.model if source.config else None, source.n_ctx, source.max_parallel)
         if key in self._engines:
             return self._engines[key]
         self._close_engines()
-        engine = _make_engine(kind, source)
+        engine = source.open() if lab is None else lab_named(lab).make_engine(source)
         self._engines[key] = engine
         return engine
 

@@ -34,11 +34,9 @@ from app.controller import WorkbenchController
 from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
 from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
-from app.align_lab import AlignLab
-from app.decoding_lab import DecodingLab
+from app.lab_presenter import LabPresenter
+from app.lab_registry import LABS, lab_for_kind
 from app.redraw_pacer import RedrawPacer
-from app.shift_lab import ShiftLab
-from app.vs_lab import VSLab
 from backends.base import Finished, ModelInfo, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
 from widgets.connection_panel import ConnectionPanel
@@ -52,10 +50,6 @@ from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.steady_label import SteadyLabel
 from widgets.token_view import TokenView
-from widgets.align_lab_panel import AlignLabPanel
-from widgets.decoding_lab_panel import DecodingLabPanel
-from widgets.shift_lab_panel import ShiftLabPanel
-from widgets.vs_lab_panel import VSLabPanel
 
 log = logging.getLogger(__name__)
 
@@ -171,25 +165,18 @@ class MainWindow(QMainWindow):
         plots.addWidget(self.entropy_plot)
         split.addWidget(plots)
         split.setSizes([140, 260, 380])
-        self.vs_panel = VSLabPanel()
         self.lab_tabs = QTabWidget()
         self.lab_tabs.setDocumentMode(True)
         self.lab_tabs.addTab(split, "Workbench")
-        self.lab_tabs.addTab(self.vs_panel, "Verbalized Sampling")
-        self.lab_tabs.setTabToolTip(1, "Ask for k answers with stated probabilities, compare with Direct "
-                                       "prompting over N runs (the VS paper's metrics)")
-        self.shift_panel = ShiftLabPanel()
-        self.lab_tabs.addTab(self.shift_panel, "Sampled vs ideal")
-        self.lab_tabs.setTabToolTip(2, "Does a sampled value drift from the average toward an ideal? "
-                                       "S = A + alpha_hat (I - A) per concept, with exact distributions")
-        self.align_panel = AlignLabPanel()
-        self.lab_tabs.addTab(self.align_panel, "P(token) vs P(task)")
-        self.lab_tabs.setTabToolTip(3, "Asked for draws from a stated distribution, does the model's next-token "
-                                       "distribution follow it, steadily (E-model) or swinging (D-model)?")
-        self.decoding_panel = DecodingLabPanel()
-        self.lab_tabs.addTab(self.decoding_panel, "Decoding && branches")
-        self.lab_tabs.setTabToolTip(4, "Strategies side by side in lockstep (greedy, beam, top-k, top-p, "
-                                       "temperature, min-p), the branch tree of the roads not taken, A/B")
+        #: name -> panel of every registered lab (app.lab_registry), in tab order; each is also
+        #: the attribute ``<name>_panel`` (and its presenter ``<name>_lab``, made in _connect)
+        self.lab_panels: dict[str, QWidget] = {}
+        for spec in LABS:
+            panel = spec.make_panel()
+            self.lab_panels[spec.name] = panel
+            setattr(self, f"{spec.name}_panel", panel)
+            index = self.lab_tabs.addTab(panel, spec.title)
+            self.lab_tabs.setTabToolTip(index, spec.tooltip)
         outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
@@ -311,12 +298,14 @@ class MainWindow(QMainWindow):
         self.history_panel.deleteRequested.connect(self._delete_run)
         self.history_panel.openLabRequested.connect(self.open_lab_run)
         self.history_panel.deleteLabRequested.connect(self._delete_lab_run)
-        self.vs_lab = VSLab(self.vs_panel, c, self.settings)
-        self.shift_lab = ShiftLab(self.shift_panel, c)
-        self.align_lab = AlignLab(self.align_panel, c)
-        self.decoding_lab = DecodingLab(self.decoding_panel, c, self.settings)
+        #: name -> presenter of every registered lab
+        self.lab_presenters: dict[str, LabPresenter] = {}
+        for spec in LABS:
+            lab = spec.make_presenter(self.lab_panels[spec.name], c, self.settings)
+            self.lab_presenters[spec.name] = lab
+            setattr(self, f"{spec.name}_lab", lab)
         c.labs.failed.connect(self._on_failure)
-        for panel in (self.vs_panel, self.shift_panel, self.align_panel, self.decoding_panel):
+        for panel in self.lab_panels.values():
             panel.openTraceRequested.connect(self.open_generation)
         c.labs.finished.connect(lambda *_: self._refresh_history())
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
@@ -492,8 +481,8 @@ class MainWindow(QMainWindow):
     def stop(self) -> None:
         """Esc: stop the lab run when its tab is showing, else the generation."""
         current = self.lab_tabs.currentWidget()
-        for panel, lab in ((self.vs_panel, self.vs_lab), (self.shift_panel, self.shift_lab),
-                           (self.align_panel, self.align_lab), (self.decoding_panel, self.decoding_lab)):
+        for name, panel in self.lab_panels.items():
+            lab = self.lab_presenters[name]
             if current is panel and lab.running:
                 lab.stop()
                 return
@@ -508,19 +497,16 @@ class MainWindow(QMainWindow):
         self.vs_lab.compare()
 
     def show_lab(self, name: str) -> None:
-        """Open the tab ``name``: "workbench", "vs", "shift", "align" or "decoding"."""
-        panels = {"workbench": 0, "vs": self.vs_panel, "shift": self.shift_panel, "align": self.align_panel,
-                  "decoding": self.decoding_panel}
-        target = panels[name]
-        if isinstance(target, int):
-            self.lab_tabs.setCurrentIndex(target)
+        """Open the tab ``name``: "workbench" or a registered lab's name ("vs", "shift", ...)."""
+        if name == "workbench":
+            self.lab_tabs.setCurrentIndex(0)
         else:
-            self.lab_tabs.setCurrentWidget(target)
+            self.lab_tabs.setCurrentWidget(self.lab_panels[name])
 
     def _current_lab(self):
         """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
         panel = self.lab_tabs.currentWidget()
-        if panel in (self.vs_panel, self.shift_panel, self.align_panel, self.decoding_panel):
+        if panel in self.lab_panels.values():
             return panel
         self.statusBar().showMessage("Open a lab tab first: these exports are of a lab's results.", 5000)
         return None
@@ -768,8 +754,8 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001
             self.show_banner(f"Lab run not opened: {exc}")
             return
-        lab = {"vs": self.vs_lab, "shift": self.shift_lab, "glub": self.shift_lab, "align": self.align_lab,
-               "decoding": self.decoding_lab}.get(exp.kind)
+        spec = lab_for_kind(exp.kind)
+        lab = self.lab_presenters.get(spec.name) if spec is not None else None
         if lab is None:
             self.show_banner(f"Lab run #{experiment_id} is of a kind this version does not know ({exp.kind}).")
             return

@@ -20,7 +20,16 @@ from app.core.shift_concepts import ConceptFileError, concepts_from_csv, concept
 from app.lab_presenter import LabPresenter
 from widgets.shift_lab_panel import ShiftLabPanel
 
-__all__ = ["ShiftLab", "KIND"]
+__all__ = ["ShiftLab", "KIND", "make_engine"]
+
+
+def make_engine(source):
+    """The shift lab's engine for a ``LabSource`` (lab worker; the registry's ``LabSpec.engine``)."""
+    from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine
+
+    if source.local:
+        return LocalShiftEngine(source.open(), max_parallel=source.max_parallel)
+    return RemoteShiftEngine(source.open(), max_parallel=source.max_parallel)
 
 KIND = "shift"
 
@@ -28,7 +37,7 @@ KIND = "shift"
 class ShiftLab(LabPresenter):
     KIND = KIND
 
-    def __init__(self, panel: ShiftLabPanel, controller) -> None:
+    def __init__(self, panel: ShiftLabPanel, controller, settings_provider=None) -> None:
         super().__init__(panel, controller)
         panel.runRequested.connect(self.run)
         panel.glubRequested.connect(self.run_glub)

@@ -20,7 +20,18 @@ from backends.base import SamplerSettings
 from widgets.sampling_panel import describe_chain
 from widgets.vs_lab_panel import VSLabPanel
 
-__all__ = ["VSLab"]
+__all__ = ["VSLab", "make_engine"]
+
+
+def make_engine(source):
+    """The VS lab's engine for a ``LabSource``: sequences of a context on the loaded model, or
+    the server's client (lab worker; the registry's ``LabSpec.engine``)."""
+    from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
+
+    if source.local:
+        return LocalVSEngine(source.model, n_ctx=source.n_ctx, n_threads=source.n_threads,
+                             max_parallel=source.max_parallel)
+    return RemoteVSEngine(source.open(), source.caps, max_parallel=source.max_parallel)
 
 
 class VSLab(LabPresenter):
@@ -67,7 +78,7 @@ class VSLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            engine = labs.engine(source)
+            engine = labs.engine(source, "vs")
             yield single_run_record(engine, request, settings, settings.seed, tau=p["tau"], cancel=cancel)
             return None
 
@@ -93,7 +104,7 @@ class VSLab(LabPresenter):
         labs = self.labs
 
         def body(cancel: threading.Event):
-            engine = labs.engine(source)
+            engine = labs.engine(source, "vs")
             result = yield from iter_compare(
                 engine, p["prompt"], p["method"], p["k"], p["n"], p["t"], p["tau"], settings, settings.seed,
                 cancel, reference, p["reference"], p["style"], p["direct_max_tokens"], direct_request, vs_request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.lab_registry import LABS
 from backends.base import LoadSettings, SamplerSettings
 
 __all__ = ["build_parser", "settings_from_args", "load_settings_from_args", "TRACES_HELP"]
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--prompt", help="start with this prompt in the editor")
     gui.add_argument("--run", action="store_true", help="generate as soon as the model is ready")
     gui.add_argument("--step-mode", action="store_true", help="start in step mode (classroom demos)")
-    gui.add_argument("--lab", choices=["workbench", "vs", "shift", "align", "decoding"],
+    gui.add_argument("--lab", choices=["workbench", *(spec.name for spec in LABS)],
                      help="open on this tab (the workbench by default)")
     g = sub.add_parser("generate", help="generate headless and print every step")
     g.add_argument("--prompt", required=True)
