@@ -1,22 +1,24 @@
-"""The main window: panels, prompt, token view and live plots wired to the controller.
+"""The main window: the shell and the Workbench tab, wired to the controller.
 
-Owns: ``MainWindow`` (menus, shortcuts, drag-and-drop, status bar, the 30 Hz redraw timer,
-selection between token view, bar chart and entropy timeline, exports, the error banner).
-Runs on the GUI thread. It never touches the model: it asks the ``WorkbenchController``.
+Owns: ``MainWindow`` (the layout, menus and shortcuts, the lab tabs made from
+``app.lab_registry``, the Workbench's generation and step mode, the 30 Hz redraw timer and its
+pacer, selection between token view, bar chart and entropy timeline, state and failures, the
+error banner, view options, drag-and-drop, closing). Its other parts are mixins beside it:
+``app.window_model`` (model and server), ``app.window_labs`` (lab runs and generations),
+``app.window_exports`` (exports). About 630 lines: building the widgets and menus is long but
+one job, kept with the slots it connects. Runs on the GUI thread. It never touches the model: it
+asks the ``WorkbenchController``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -31,21 +33,22 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import WorkbenchController
-from app.core.export import write_lab_csv, write_lab_json
 from app.core.settings import AppSettings
 from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
 from app.lab_presenter import LabPresenter
-from app.lab_registry import LABS, lab_for_kind
+from app.lab_registry import LABS
 from app.redraw_pacer import RedrawPacer
-from backends.base import Finished, ModelInfo, SamplerSettings, Step
+from app.window_exports import ExportsMixin
+from app.window_labs import LabsMixin
+from app.window_model import ModelMixin
+from backends.base import Finished, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
 from widgets.connection_panel import ConnectionPanel
 from widgets.distribution_plot import DistributionPlot
 from widgets.entropy_plot import EntropyPlot
-from widgets.formatting import menu_text, plain_tip
 from widgets.history_panel import HistoryPanel
 from widgets.message_banner import MessageBanner
-from widgets.model_panel import ModelPanel, show_progress
+from widgets.model_panel import ModelPanel
 from widgets.palettes import PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.steady_label import SteadyLabel
@@ -68,7 +71,7 @@ def _window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
     def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
         super().__init__()
         self.controller = controller
@@ -342,124 +345,6 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
 
-    # ------------------------------------------------------------------ model
-    def _load(self, path: str | None, *, n_ctx: int | None = None, n_gpu: int | None = None,
-              n_threads: int | None = None) -> None:
-        mp = self.model_panel
-        self.hide_banner()
-        self._loading_path = path
-        self.controller.load_model(
-            path,
-            n_ctx=n_ctx if n_ctx is not None else mp.n_ctx.value(),
-            n_gpu_layers=n_gpu if n_gpu is not None else mp.n_gpu.value(),
-            n_threads=n_threads if n_threads is not None else mp.n_threads.value(),
-        )
-
-    def _set_parallel(self, n: int) -> None:
-        """The labs' parallel sequences (0 = automatic: 8 locally, 4 to a server)."""
-        self.controller.max_parallel = int(n) or 8
-        self.controller.max_parallel_remote = int(n) or 4
-
-    def run_when_ready(self) -> None:
-        """Generate (or take the first step in step mode) once the first model has loaded."""
-
-        def go(_info) -> None:
-            self.controller.modelLoaded.disconnect(go)
-            QTimer.singleShot(0, self.generate)
-
-        self.controller.modelLoaded.connect(go)
-
-    def load_path(self, path: str) -> None:
-        """Load a GGUF file given by the user (menu, drop, recent list)."""
-        self.model_panel.select_path(path)
-        self._load(path)
-
-    def open_model_dialog(self) -> None:
-        start = os.path.dirname(self.app_settings.recent_models[0]) if self.app_settings.recent_models else str(Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Open GGUF model", start, "GGUF models (*.gguf);;All files (*)")
-        if path:
-            self.load_path(path)
-
-    # ------------------------------------------------------------------ remote server
-    def _test_remote(self, config) -> None:
-        self.connection_panel.show_status(f"Testing {config.base_url}…")
-        self.controller.test_remote(config)
-
-    def _connect_remote(self, config) -> None:
-        self.connection_panel.show_status(f"Connecting to {config.base_url}…")
-        self.controller.connect_remote(config)
-
-    def _save_key(self, entry: str, key: str) -> None:
-        from backends.secrets import keyring_available, store_in_keyring
-
-        ok, reason = keyring_available()
-        if not ok:
-            self.connection_panel.show_status(f"No system keyring here: {reason} Use an environment variable.",
-                                              error=True)
-            return
-        try:
-            store_in_keyring(entry, key)
-        except Exception as exc:  # noqa: BLE001 - the keyring backend's own errors
-            self.connection_panel.show_status(f"The keyring refused the key: {type(exc).__name__}", error=True)
-            return
-        self.connection_panel.show_status(f"Key stored in the system keyring as '{entry}'.")
-
-    def _on_remote_tested(self, models, caps) -> None:
-        self.connection_panel.set_models(list(models))
-        self.connection_panel.show_capabilities(caps)
-        self.connection_panel.show_status(f"Server answered: {len(models)} model(s).")
-
-    def _on_remote_connected(self, caps) -> None:
-        cfg = self.controller.remote_config
-        self.connection_panel.show_status(f"Connected: {self.controller.model_info.name} at {cfg.base_url}.")
-        reasons = {n: "remote servers do not take this setting" for n in
-                   ("typical_p", "repeat_penalty", "penalty_last_n", "min_keep")}
-        for knob in ("top_k", "min_p", "seed"):
-            if not getattr(caps, knob, False):
-                reasons[knob] = f"this server ignores {knob} (found by the capability probe)"
-        if not getattr(caps, "top_n_max", 0):
-            reasons["top_n"] = "this server returns no log-probabilities"
-        self.sampling_panel.set_unsupported(reasons)
-        self.distribution_plot.set_stage_note(
-            "Disabled: the stage view " + self.controller.capabilities.why_not("sampler_stages") + "."
-        )
-        self.prompt_stack.setCurrentWidget(self.chat_editor if cfg.chat else self.prompt_edit)
-        self.step_mode_action.setChecked(False)
-
-    def _on_wait(self, seconds: float, reason: str) -> None:
-        self.statusBar().showMessage(f"{reason} — retrying in {seconds:.0f} s", 1500)
-
-    def _show_load_progress(self, done: int, total: int, what: str) -> None:
-        show_progress(self.status_progress, done, total, what)
-
-    def _on_model_loaded(self, info: ModelInfo) -> None:
-        self._on_state(self.controller.state)  # enable the local- or remote-only controls
-        if self.controller.remote is not None:
-            self.setWindowTitle(f"Samplescope — {info.name} (remote)")
-            return
-        self.sampling_panel.set_unsupported({})
-        self.distribution_plot.set_stage_note("")
-        self.prompt_stack.setCurrentWidget(self.prompt_edit)
-        self.connection_panel.show_status("Not connected: using the local model.")
-        self.model_panel.show_model(info)
-        path = getattr(self, "_loading_path", None)
-        if path:
-            self.app_settings.add_recent(path)
-            self._update_recent()
-            self.model_panel.select_path(path)
-        self.app_settings.last_model_path = path
-        self.setWindowTitle(f"Samplescope — {info.name}")
-
-    def _update_recent(self) -> None:
-        recent = list(self.app_settings.recent_models)
-        self.model_panel.set_recent(recent, getattr(self, "_loading_path", None))
-        self.recent_menu.clear()
-        for p in recent:
-            act = self.recent_menu.addAction(menu_text(os.path.basename(p)))
-            act.setToolTip(plain_tip(p))
-            act.triggered.connect(lambda _=False, path=p: self.load_path(path))
-        self.recent_menu.setEnabled(bool(recent))
-
     # ------------------------------------------------------------------ generation
     def prompt(self) -> str:
         return self.prompt_edit.toPlainText()
@@ -487,73 +372,6 @@ class MainWindow(QMainWindow):
                 lab.stop()
                 return
         self.controller.stop()
-
-    def _vs_run_once(self) -> None:
-        self.lab_tabs.setCurrentWidget(self.vs_panel)
-        self.vs_lab.run_once()
-
-    def _vs_compare(self) -> None:
-        self.lab_tabs.setCurrentWidget(self.vs_panel)
-        self.vs_lab.compare()
-
-    def show_lab(self, name: str) -> None:
-        """Open the tab ``name``: "workbench" or a registered lab's name ("vs", "shift", ...)."""
-        if name == "workbench":
-            self.lab_tabs.setCurrentIndex(0)
-        else:
-            self.lab_tabs.setCurrentWidget(self.lab_panels[name])
-
-    def _current_lab(self):
-        """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
-        panel = self.lab_tabs.currentWidget()
-        if panel in self.lab_panels.values():
-            return panel
-        self.statusBar().showMessage("Open a lab tab first: these exports are of a lab's results.", 5000)
-        return None
-
-    def _save_path(self, title: str, name: str, filters: str, path: str | None) -> str | None:
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, title, name, filters)
-        return path or None
-
-    def export_lab_results(self, path: str | None = None) -> str | None:
-        """The open lab's knobs, records and summary as one JSON file (no secrets: an API key
-        is never part of them)."""
-        panel = self._current_lab()
-        if panel is None or not (path := self._save_path("Export lab results", "samplescope-lab.json",
-                                                          "JSON (*.json)", path)):
-            return None
-        try:
-            write_lab_json(panel.export_data(), path)
-        except (OSError, TypeError, ValueError) as exc:
-            self.show_banner(f"Export failed: {exc}")
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 5000)
-        return path
-
-    def export_lab_table(self, path: str | None = None) -> str | None:
-        panel = self._current_lab()
-        if panel is None or not (path := self._save_path("Export lab table", "samplescope-lab.csv",
-                                                          "CSV (*.csv)", path)):
-            return None
-        header, rows = panel.csv_rows()
-        try:
-            write_lab_csv(header, rows, path)
-        except OSError as exc:
-            self.show_banner(f"Export failed: {exc}")
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 5000)
-        return path
-
-    def export_lab_plot(self, path: str | None = None) -> str | None:
-        panel = self._current_lab()
-        if panel is None:
-            return None
-        plot = panel.current_plot()
-        if plot is None:
-            self.statusBar().showMessage("This view has no plot: pick a plot tab of the lab.", 5000)
-            return None
-        return self.export_plot(plot, path)
 
     def set_step_mode(self, on: bool) -> None:
         self.step_mode_button.blockSignals(True)
@@ -733,7 +551,7 @@ class MainWindow(QMainWindow):
     def banner_text(self) -> str:
         return self.banner.text()
 
-    # ------------------------------------------------------------------ history & export
+    # ------------------------------------------------------------------ history
     def _refresh_history(self) -> None:
         store = self.controller.store
         if store is None:
@@ -743,47 +561,6 @@ class MainWindow(QMainWindow):
             self.history_panel.set_lab_runs(store.list_experiments())
         except Exception as exc:  # noqa: BLE001
             self.show_banner(f"History unavailable: {exc}")
-
-    def open_lab_run(self, experiment_id: int) -> None:
-        """Show a stored lab run in its lab tab (its records replayed into the panel)."""
-        if self.controller.labs.busy:
-            self.show_banner("A lab run is going: stop it (Esc) before opening another one.")
-            return
-        try:
-            exp = self.controller.store.load_experiment(experiment_id)
-        except Exception as exc:  # noqa: BLE001
-            self.show_banner(f"Lab run not opened: {exc}")
-            return
-        spec = lab_for_kind(exp.kind)
-        lab = self.lab_presenters.get(spec.name) if spec is not None else None
-        if lab is None:
-            self.show_banner(f"Lab run #{experiment_id} is of a kind this version does not know ({exp.kind}).")
-            return
-        self.lab_tabs.setCurrentWidget(lab.panel)
-        lab.reopen(exp)
-
-    def _delete_lab_run(self, experiment_id: int) -> None:
-        try:
-            self.controller.store.delete_experiment(experiment_id)
-        except Exception as exc:  # noqa: BLE001
-            self.show_banner(f"Lab run not deleted: {exc}")
-        self._refresh_history()
-
-    def open_generation(self, record: dict) -> bool:
-        """Show a generation made in a lab (a VS answer, a sampled answer, an align run, a
-        decoding column, a beam, a branch) in the Workbench tab, with the settings that made it."""
-        from app.core.export import TraceFormatError, trace_from_generation
-
-        try:
-            trace = trace_from_generation(record)
-        except TraceFormatError as exc:
-            self.show_banner(f"Not opened: {exc}")
-            return False
-        if not self.controller.open_trace(trace):
-            return False
-        self.lab_tabs.setCurrentIndex(0)
-        self.statusBar().showMessage(f"Opened a lab generation: {len(trace)} tokens", 5000)
-        return True
 
     def open_run(self, run_id: int) -> None:
         if self.controller.busy:
@@ -796,41 +573,6 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001
             self.show_banner(f"Run not deleted: {exc}")
         self._refresh_history()
-
-    def export_run(self, fmt: str, path: str | None = None) -> str | None:
-        from app.core.export import write_csv, write_json
-
-        trace = self.controller.trace
-        if trace is None or not trace.steps:
-            self.show_banner("Nothing to export yet: generate or open a run first.")
-            return None
-        if path is None:
-            filt = "JSON (*.json)" if fmt == "json" else "CSV (*.csv)"
-            path, _ = QFileDialog.getSaveFileName(self, f"Export run as {fmt.upper()}", f"samplescope-run.{fmt}", filt)
-            if not path:
-                return None
-        try:
-            (write_json if fmt == "json" else write_csv)(trace, path)
-        except OSError as exc:
-            self.show_banner(f"Export failed: {exc}")
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 5000)
-        return path
-
-    def export_plot(self, plot, path: str | None = None) -> str | None:
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export plot", "samplescope-plot.png", "PNG image (*.png);;SVG vector (*.svg)"
-            )
-            if not path:
-                return None
-        try:
-            plot.export(path)
-        except Exception as exc:  # noqa: BLE001
-            self.show_banner(f"Plot export failed: {exc}")
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 5000)
-        return path
 
     # ------------------------------------------------------------------ view options
     def set_palette(self, name: str) -> None:
