@@ -28,6 +28,10 @@ Sections (``--skip`` leaves any out):
 - ``long``: a 2,048-token run's speed and memory.
 
 Qt-free; runs on the CLI's main thread (the window runs in child processes).
+
+Over 500 lines on purpose: one section per figure the issues name, each short, sharing one
+``_Bench`` state; splitting them would scatter the measurement rules (interleaving, warm-up,
+medians) that must stay identical.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Owns: the loaded backend (used only inside jobs on the worker thread), the curre
 jobs to a ``GeneratorWorker``, receives frozen values from it, appends them to the trace on
 the GUI thread, drops values from stale jobs, saves finished runs to the run store, and turns
 errors into signals with messages a user can act on.
+
+Over 500 lines on purpose: the Workbench's state machine (load, connect, generate, step) in one
+place, so every transition is seen together.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Owns: the frozen value types that cross threads (``SamplerSettings``, ``TokenAlt
 
 Every value here is immutable (``frozen=True, slots=True``) so a worker thread can hand
 it to the GUI thread without copying or locking.
+
+Over 500 lines on purpose: the frozen value types every thread exchanges and the error tree,
+kept in one module so both backends and the app share one definition.
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ crash for bad input: tokens, positions and sequence ids are checked before they 
 Threads: a model may serve contexts on several threads at once (llama.cpp allows it; the piece
 cache is locked). A context and its sequences belong to the thread that uses them (the model
 worker, a lab worker). ``THREADS`` shares the cores among the contexts decoding at the same time.
+
+Over 500 lines on purpose: the contract above and the three classes that share llama.cpp's
+context, batch and KV-cache state (model, context, sequence); splitting them would expose that
+private C state across modules.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Owns: ``DecodingLabPanel`` with three tabs.
   their agreement and the first fork.
 It only shows and asks (signals); ``app.decoding_lab`` runs the jobs. GUI thread only. Model
 output appears only in plain-text widgets (table and tree items, plain labels).
+
+Over 500 lines on purpose: one panel (grid, tree, A/B) of one lab; its parts share the panel's
+record replay.
 """
 
 from __future__ import annotations

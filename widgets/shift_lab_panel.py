@@ -12,6 +12,9 @@ valence). It only shows and asks: ``app.shift_lab`` runs the jobs and feeds reco
 
 GUI thread only. Model answers appear only in plain-text widgets (table items, labels set as
 plain text).
+
+Over 500 lines on purpose: one panel (knobs, tables, plots) of one lab; its parts share the
+panel's record replay.
 """
 
 from __future__ import annotations

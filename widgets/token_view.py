@@ -10,6 +10,9 @@ document character ranges to step indices for hovering and clicking.
 
 Appending is incremental: ``refresh()`` (called by the controller's ~30 Hz timer) inserts only the
 steps added to the trace since the previous call, so thousands of tokens stay cheap.
+
+Over 500 lines on purpose: one widget whose painting, hit-testing, selection and tooltips all
+read the same laid-out cells.
 """
 
 from __future__ import annotations

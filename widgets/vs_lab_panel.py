@@ -11,6 +11,9 @@ reference distribution). The panel only shows and asks: it emits ``runOnceReques
 
 GUI thread only. Model output appears only in plain-text widgets (table items, a read-only
 QPlainTextEdit, axis labels drawn as plain text).
+
+Over 500 lines on purpose: one panel (knobs, tables, plots) of one lab; its parts share the
+panel's record replay.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Pure numpy + stdlib: no Qt, no llama_cpp import. It runs on whatever thread call
 generation worker in the app). The caller's logits may be a view into llama.cpp's memory: they
 are only read, never written, and a ``ChainResult`` keeps no reference to them. A
 ``ChainResult`` is not meant to be shared across threads.
+
+Over 500 lines on purpose: one sampler chain with llama.cpp's semantics; the stages share the
+private candidate array and its cached exponentials, which must not leak out of this module.
 """
 
 from __future__ import annotations

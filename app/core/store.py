@@ -28,6 +28,9 @@ Older databases are upgraded in place when opened (version 1 gains the experimen
 version 2 the status and owner columns).
 The journal is WAL, so reading the history never waits for a save. Nothing secret is
 stored: a remote ``model_path`` that is a URL loses its user name, password and query string.
+
+Over 500 lines on purpose: one SQLite schema, its migrations and every query against it, so a
+schema change is made and reviewed in one file.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ Candidates with an empty text (after stripping whitespace) are dropped (problem)
 are kept and noted (problem); a count different from the requested ``k`` is noted (problem).
 Nothing fails silently: when no candidate can be read, ``VSParseError`` is raised, with a message
 a user can read. It is the only exception ``parse_vs_answer`` raises.
+
+Over 500 lines on purpose: one lenient parser; its repair passes feed each other and are tested
+as one.
 """
 
 from __future__ import annotations

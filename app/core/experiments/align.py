@@ -61,6 +61,9 @@ outcome that never appeared among the alternatives is named in ``problems``); an
 is a prefix of another ("1" of "10") cannot be scored with its end, so it also takes the
 probability of the longer one where that begins with the same token (noted in ``problems``).
 Every remote step and run is marked ``estimated``.
+
+Over 500 lines: the P(token) lab's engine (local and remote decision steps and their scoring);
+it moves into the lab's own package with its typed records (issue 13, not done yet).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Threads: everything runs on the thread that calls it (the lab's worker thread in
 the main thread in ``samplescope vs``). An engine holds a llama.cpp context or an HTTP client
 and must be used by one thread at a time. ``compare`` checks its ``cancel`` event between runs.
 No Qt.
+
+Over 500 lines: the VS lab's engines, runs and comparisons; it moves into the lab's own package
+with its typed records (issue 13, not done yet).
 """
 
 from __future__ import annotations
