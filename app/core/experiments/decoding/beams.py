@@ -284,6 +284,7 @@ def beam_search(backend: Backend, prompt: str, width: int, max_tokens: int, leng
                 pool.append((-score(f.logprob, len(f.tokens)), 0, f_i, 0))
             for h_i, h in enumerate(live):
                 a = h.analysis
+                assert a is not None, "every live beam was given its logits' analysis"
                 for r in range(min(k_expand, a.ids.shape[0])):
                     pool.append((-score(h.logprob + float(a.logprobs[r]), len(h.tokens) + 1), 1, h_i, r))
             pool.sort()
@@ -297,6 +298,7 @@ def beam_search(backend: Backend, prompt: str, width: int, max_tokens: int, leng
                     continue
                 h = live[p]
                 a = h.analysis
+                assert a is not None, "every live beam was given its logits' analysis"
                 tok = int(a.ids[r])
                 lp = float(a.logprobs[r])
                 top = tuple((int(i), backend.piece(int(i)), math.exp(float(v)))
@@ -320,6 +322,7 @@ def beam_search(backend: Backend, prompt: str, width: int, max_tokens: int, leng
                     kids.setdefault(p, []).append(c)
             # give the children of the surviving parents their logits
             if method == "sequences":
+                assert seqctx is not None, "the 'sequences' method opened its context before the first step"
                 for p, h in enumerate(live):
                     if p not in kids:
                         seqctx.retire(h.seq)

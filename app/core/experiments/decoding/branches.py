@@ -272,8 +272,9 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
                   cancel: threading.Event | None, run: int) -> Generator[BranchNode, None, tuple[int, str]]:
     if tree.prompt_tokens is None:
         raise ValueError("this tree was grown on a server (no prompt tokens): continue it there")
-    path = tree.path_tokens(node_id)
-    if any(t is None for t in path):
+    path_ids = tree.path_tokens(node_id)
+    path = [t for t in path_ids if t is not None]
+    if len(path) != len(path_ids):
         raise ValueError("the path to this node has no token ids (it came from a server)")
     if token_id is not None and not 0 <= int(token_id) < backend.n_vocab:
         raise ValueError(f"token id {token_id} is outside the vocabulary (0..{backend.n_vocab - 1})")
@@ -290,8 +291,9 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
             break
         window = history[-st.penalty_last_n:] if st.penalty_last_n > 0 else ()
         res = apply_chain(backend.logits(), st, window, top_n=st.top_n)
-        forced = i == 0 and token_id is not None
-        tok = int(token_id) if forced else int(res.draw(rng))
+        forced_id = token_id if i == 0 else None
+        forced = forced_id is not None
+        tok = int(forced_id) if forced_id is not None else int(res.draw(rng))
         step = res.to_step(tok, index=len(history) - len(tree.prompt_tokens), position=len(history), text="",
                            piece=backend.piece(tok), piece_of=backend.piece, forced=forced)
         eog = backend.is_eog(tok)

@@ -217,7 +217,9 @@ class _ColumnEngine:
     def logits(self) -> np.ndarray:
         s = self.session
         sh = self.shared
+        assert s is not None, "lockstep hands the column its session before the session starts"
         if not s.generated:
+            assert sh.prompt_logits is not None, "prepare (the session's start) keeps the prompt's logits"
             return sh.prompt_logits
         sc = sh.seqctx
         if sc is None:

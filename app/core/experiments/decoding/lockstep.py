@@ -25,7 +25,7 @@ import dataclasses
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Sequence, cast
 
 from app.core.export import generation_record
 from app.core.jsonsafe import json_safe
@@ -40,7 +40,8 @@ from .strategies import NEUTRAL, Strategy, parse_strategies
 if TYPE_CHECKING:
     from app.core.session import GenerationSession
 
-    from backends.kinds import Backend
+    from backends.kinds import Backend, LocalEngine
+    from backends.openai_compat import OpenAICompatBackend
 
 __all__ = ["first_fork", "column_totals", "lockstep", "run_lockstep"]
 
@@ -185,7 +186,7 @@ def lockstep(backend: Backend, prompt: str, strategies: str | Iterable[str | Str
             c.settings.validate()
         columns.append(c)
     if remote:
-        caps = backend.server_capabilities()
+        caps = cast("OpenAICompatBackend", backend).server_capabilities()  # remote: is_remote(backend)
         for s in strats:
             why = remote_support(s, caps)
             if why:
@@ -218,7 +219,11 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
     t0 = time.perf_counter()
     cancelled = False
     prompt_len = 0
-    model_name = (backend.model or "") if remote else backend.info.name
+    # ``remote`` is ``is_remote(backend)``, decided in ``lockstep``: the casts below follow it
+    if remote:
+        model_name = cast("OpenAICompatBackend", backend).model or ""
+    else:
+        model_name = cast("LocalEngine", backend).info.name
     for c in columns:
         yield {"kind": "column", "column": c.index, "strategy": c.strategy.spec, "label": c.strategy.label,
                "beam": c.strategy.is_beam, "settings": c.settings.to_dict() if c.settings else None}
@@ -230,18 +235,20 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
                                  parse_special=parse_special)
             cancelled = c.beam.cancelled
             best = c.beam.best
+            beam_backend = cast("LocalEngine", backend)  # beam_search raised RemoteUnsupported on a server
             # the visible text per step, decoded incrementally like a session does
             dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for st in best.steps:
-                eog = backend.is_eog(st.token_id) if not remote else False
-                c.beam_texts.append("" if eog else dec.decode(backend.token_bytes(st.token_id)))
+                eog = beam_backend.is_eog(st.token_id) if not remote else False
+                c.beam_texts.append("" if eog else dec.decode(beam_backend.token_bytes(st.token_id)))
             prompt_len = c.beam.prompt_tokens
     if remote:
+        server = cast("OpenAICompatBackend", backend)
         for c in columns:
             if cancelled or (cancel is not None and cancel.is_set()):
                 cancelled = True
                 break
-            for item in remote_column(backend, prompt, c.strategy, max_tokens, seed, cancel, top_n=top_n, stop=stop,
+            for item in remote_column(server, prompt, c.strategy, max_tokens, seed, cancel, top_n=top_n, stop=stop,
                                       messages=messages):
                 if isinstance(item, Finished):
                     c.remote_fin = item
@@ -250,21 +257,25 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
             if c.remote_fin is not None and c.remote_fin.reason == "cancelled":
                 cancelled = True
     else:
+        local = cast("LocalEngine", backend)
         sampled = [c for c in columns if not c.strategy.is_beam]
         if sampled and not cancelled:
-            n_prompt = len(_tokenize(backend, prompt, parse_special))
+            n_prompt = len(_tokenize(local, prompt, parse_special))
             if column_method == "sequences":
-                shared.seqctx = _SeqContext(backend, len(sampled), n_prompt + len(sampled) * max_tokens + 64)
+                shared.seqctx = _SeqContext(local, len(sampled), n_prompt + len(sampled) * max_tokens + 64)
             else:
-                backend.reset()  # from an empty cache: a seed repeats a run
+                local.reset()  # from an empty cache: a seed repeats a run
+        sessions: list[GenerationSession] = []
         for c in sampled:
-            eng = _ColumnEngine(backend, shared)
+            eng = _ColumnEngine(local, shared)
+            assert c.settings is not None, "lockstep gave every sampled column its settings"
             c.session = GenerationSession(eng, prompt, c.settings, parse_special=parse_special)
             eng.session = c.session
+            sessions.append(c.session)
         if not cancelled:
-            for c in sampled:  # every column takes its sequence before any token is drawn
-                c.session.start()
-                prompt_len = len(c.session.prompt_tokens)
+            for session in sessions:  # every column takes its sequence before any token is drawn
+                session.start()
+                prompt_len = len(session.prompt_tokens)
     k = 0
     fork_step: int | None = None
     while not cancelled:
@@ -289,17 +300,19 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
             elif remote:
                 if k < len(c.remote_steps):
                     last = k == len(c.remote_steps) - 1
-                    reason = (c.remote_fin.reason if c.remote_fin else "incomplete") if last else None
+                    end_reason = c.remote_fin.reason if c.remote_fin else "incomplete"
+                    reason = end_reason if last else None
                     rec = _step_record(c.index, c.strategy, k, c.remote_steps[k], top_n, reason)
                     c.done = last
                     if last:
-                        c.reason = reason
+                        c.reason = end_reason
                         c.text = c.remote_fin.text if c.remote_fin else ""
                 else:
                     c.done = True
                     c.reason = c.remote_fin.reason if c.remote_fin else "incomplete"
             else:
                 s = c.session
+                assert s is not None, "every sampled column of a local run has its session"
                 if s.finished is None:
                     step = s.commit()
                     fin = s.finished
@@ -333,6 +346,7 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
     for c in columns:
         recs = c.records
         keys.append([_tok_key(r) for r in recs])
+        lps: list[float | None]
         if c.beam is not None:
             best = c.beam.best
             lps = [s.logprob for s in best.steps]
@@ -390,6 +404,7 @@ def _column_generation(c: _Column, prompt: str, n_prompt: int, text: str, reason
         return generation_record(prompt, NEUTRAL.replace(temperature=0.0), steps,
                                  Finished(reason, text, len(steps), 0.0), model)
     if c.session is not None:
+        assert c.settings is not None, "a column with a session is a sampled one, with its settings"
         return generation_record(prompt, c.settings, c.session.steps, c.session.finished, model)
     return generation_record(prompt, c.settings or NEUTRAL, c.remote_steps,
                              c.remote_fin or Finished(reason or "cancelled", text, len(c.remote_steps), 0.0), model)

@@ -21,6 +21,8 @@ from backends.base import Finished, Step
 from .strategies import Strategy, parse_strategy
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
     from backends.kinds import Backend
     from backends.openai_compat import OpenAICompatBackend, ServerCapabilities
 
@@ -44,8 +46,10 @@ class RemoteUnsupported(ValueError):
     """A strategy or feature a remote backend cannot take part in (the message says why)."""
 
 
-def is_remote(backend: Backend) -> bool:
-    """A backend without the model's logits (an OpenAI-compatible server), by its ``capabilities``."""
+def is_remote(backend: Backend) -> TypeIs[OpenAICompatBackend]:
+    """A backend without the model's logits (an OpenAI-compatible server), by its ``capabilities``.
+    A plain bool at run time; for mypy it tells the two kinds of ``Backend`` apart (True: the
+    server, False: the local ``Sequence``)."""
     return not backend.capabilities.full_logits
 
 

@@ -44,6 +44,14 @@ class Strategy:
     length_penalty: float = 0.0
 
     @property
+    def _knob(self) -> float:
+        """``value``, which every kind but greedy has (``parse_strategy`` always sets it); a
+        TypeError without one, as ``int(None)`` / ``float(None)`` would raise."""
+        if self.value is None:
+            raise TypeError(f"a {self.kind} strategy needs a value")
+        return self.value
+
+    @property
     def spec(self) -> str:
         if self.kind == "greedy":
             return "greedy"
@@ -51,7 +59,7 @@ class Strategy:
             lp = f":lp={self.length_penalty:g}" if self.length_penalty else ""
             return f"beam:{self.width}{lp}"
         if self.kind == "top-k":
-            return f"top-k:{int(self.value)}"
+            return f"top-k:{int(self._knob)}"
         return f"{self.kind}:{self.value:g}"
 
     def __str__(self) -> str:
@@ -65,7 +73,7 @@ class Strategy:
     def width(self) -> int:
         if self.kind != "beam":
             raise ValueError(f"{self.spec} is not a beam search")
-        return int(self.value)
+        return int(self._knob)
 
     @property
     def label(self) -> str:
@@ -77,7 +85,7 @@ class Strategy:
         if self.kind == "temp":
             return f"T {self.value:g}"
         if self.kind == "top-k":
-            return f"top-k {int(self.value)}"
+            return f"top-k {int(self._knob)}"
         return f"{self.kind} {self.value:g}"
 
     def settings(self, *, seed: int = 42, max_tokens: int = 128, top_n: int = 20,
@@ -88,15 +96,15 @@ class Strategy:
         if self.kind == "greedy":
             return base.replace(temperature=0.0)
         if self.kind == "temp":
-            return base.replace(temperature=float(self.value))
+            return base.replace(temperature=float(self._knob))
         if self.kind == "top-k":
-            return base.replace(top_k=int(self.value))
+            return base.replace(top_k=int(self._knob))
         if self.kind == "top-p":
-            return base.replace(top_p=float(self.value))
+            return base.replace(top_p=float(self._knob))
         if self.kind == "min-p":
-            return base.replace(min_p=float(self.value))
+            return base.replace(min_p=float(self._knob))
         if self.kind == "typical":
-            return base.replace(typical_p=float(self.value))
+            return base.replace(typical_p=float(self._knob))
         raise ValueError(f"{self.spec} is a beam search: it has no sampler settings")
 
     def to_dict(self) -> dict[str, Any]:
