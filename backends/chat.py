@@ -1,6 +1,6 @@
 """Chat templates: messages into the prompt text a model was trained on.
 
-Owns: ``apply_chat_template`` (llama.cpp's ``llama_chat_apply_template``, which recognises the
+Owns: ``conversation`` (the messages of one question), ``apply_chat_template`` (llama.cpp's ``llama_chat_apply_template``, which recognises the
 common template families) and ``chat_prompt`` (the same as a ``ChatPrompt`` that keeps the
 template's own parts apart from the messages' contents, so only the template's markers become
 control tokens). Qt-free; any thread.
@@ -15,7 +15,12 @@ from .base import ChatPrompt, GenerationError
 from .llama_runtime import load_llama_cpp
 from .text import clean_text
 
-__all__ = ["apply_chat_template", "chat_prompt"]
+__all__ = ["apply_chat_template", "chat_prompt", "conversation"]
+
+
+def conversation(user: str, system: str | None = None) -> list[dict]:
+    """The messages of one question: the ``system`` message (when given) and the user's turn."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
 def apply_chat_template(template: str | bytes, messages: Sequence[dict]) -> str:

@@ -122,8 +122,9 @@ def open_model(a: argparse.Namespace, *, probe: bool = False) -> tuple[Any, str]
 
 def chat_messages(a: argparse.Namespace) -> list[dict]:
     """The conversation of ``--system`` (if given) and ``--prompt`` as the user's message."""
-    system = getattr(a, "system", None)
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": a.prompt}]
+    from backends.chat import conversation
+
+    return conversation(a.prompt, getattr(a, "system", None))
 
 
 @contextlib.contextmanager

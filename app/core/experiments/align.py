@@ -86,6 +86,7 @@ from app.core.jsonsafe import json_safe
 from app.core.parallel import TICK
 from app.core.streams import drain
 from backends.base import Finished, GenerationError, SamplerSettings, Step
+from backends.chat import conversation
 from backends.kinds import Backend, LocalEngine
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ def _score_sequences(backend: LocalEngine, prefix: list[int], root: np.ndarray,
 
 
 def _chat_text(backend: LocalEngine, prompt: str, system: str | None) -> str:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    messages = conversation(prompt, system)
     try:
         return backend.format_chat(messages)
     except GenerationError as exc:
@@ -464,7 +465,7 @@ def _iter_remote(backend: OpenAICompatBackend, task: TaskDistribution, n_draws: 
     prompt, st = _check(task, n_draws, settings, seed, style, template, max_tokens)
     messages = None
     if style == "chat":
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        messages = conversation(prompt, system)
     items = backend.stream(None if messages else prompt, st, messages=messages, cancel=cancel)
     steps: list[AlignStep] = []
     problems: list[str] = []

@@ -45,6 +45,7 @@ from app.core.shift_concepts import Concept, render
 from app.core.shift_numbers import extract_number
 from app.core.shift_stats import concept_result, distribution_mean, summarise
 from backends.base import GenerationError, SamplerSettings
+from backends.chat import conversation
 
 if TYPE_CHECKING:
     from backends.llama_local import LlamaCppBackend
@@ -82,7 +83,7 @@ def _answers(vs, prompt: str, settings: SamplerSettings, seeds: Sequence[int], s
     left out."""
     from app.core.parallel import JobResult
 
-    kw = {"messages": [{"role": "user", "content": prompt}]} if style == "chat" else {"text": prompt}
+    kw = {"messages": conversation(prompt)} if style == "chat" else {"text": prompt}
     jobs = [(lambda where, seed=int(seed) & 0xFFFFFFFF: vs.answer(where, settings=settings, seed=seed,
                                                                   cancel=cancel, **kw)) for seed in seeds]
     out: list = [None] * len(jobs)
@@ -130,7 +131,7 @@ class LocalShiftEngine:
 
     def _prompt(self, prompt: str, style: str) -> tuple[str, bool]:
         if style == "chat":
-            return self.backend.format_chat([{"role": "user", "content": prompt}]), True
+            return self.backend.format_chat(conversation(prompt)), True
         return prompt, False
 
     def answer(self, prompt: str, settings: SamplerSettings, seed: int, *, style: str = "completion",

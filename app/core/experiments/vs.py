@@ -36,6 +36,7 @@ from app.core.streams import drain
 from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, SamplerSettings
+from backends.chat import conversation
 from backends.kinds import Backend, LocalEngine
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ class RemoteVSEngine:
                 if messages is None and self.caps.chat:
                     # the probe verified the response format on the chat endpoint (it tries chat
                     # first), so a completion-style request goes there as one user message
-                    messages = [{"role": "user", "content": text}]
+                    messages = conversation(text or "")
         if messages is not None:
             body["messages"] = list(messages)
             obj = b._request_json("POST", "/chat/completions", body, model=b.model, cancel=cancel)
