@@ -112,9 +112,24 @@ class _Bench:
 
 # ============================================================================ sections
 
+def _instrumented_tps(b: _Bench, r: int) -> float:
+    """Tokens per second of our instrumented stream on the Workbench's context, repeat ``r``
+    (its own seed), EOS suppressed; the prompt's evaluation is not counted."""
+    from app.core.session import GenerationSession
+
+    s = b.settings
+    b.backend.reset()
+    session = GenerationSession(b.backend, BENCH_PROMPT, s.replace(seed=s.seed + r), banned_tokens=[b.eos])
+    session.start()
+    t0 = time.perf_counter()
+    for _item in session.run():
+        pass
+    dt = time.perf_counter() - t0
+    return session.finished.n_tokens / dt
+
+
 def _baseline(b: _Bench) -> dict:
     from app.core import sampling
-    from app.core.session import GenerationSession
     from backends.baselines import llama_cpp_baselines
 
     s, n, a = b.settings, b.n, b.a
@@ -123,23 +138,17 @@ def _baseline(b: _Bench) -> dict:
                                   n_threads=b.threads, n_gpu_layers=a.n_gpu_layers)
     gc.collect()
     ours = []
-    session = None
     for r in range(b.repeats + 1):
-        b.backend.reset()
-        session = GenerationSession(b.backend, BENCH_PROMPT, s.replace(seed=s.seed + r), banned_tokens=[b.eos])
-        session.start()
-        t0 = time.perf_counter()
-        for _item in session.run():
-            pass
-        dt = time.perf_counter() - t0
+        tps = _instrumented_tps(b, r)
         if r:
-            ours.append(session.finished.n_tokens / dt)
+            ours.append(tps)
     analysis_ms = []  # the per-step analysis alone, on the logits of the last position
+    rng = np.random.default_rng(s.seed)
     logits = b.backend.logits().copy()
     for _ in range(50):
         t0 = time.perf_counter()
         res = sampling.apply_chain(logits, s, (), top_n=s.top_n)
-        res.to_step(int(res.draw(session.rng)), index=0, position=0, text="", piece="", piece_of=b.backend.piece)
+        res.to_step(int(res.draw(rng)), index=0, position=0, text="", piece="", piece_of=b.backend.piece)
         analysis_ms.append((time.perf_counter() - t0) * 1e3)
     r = {
         "baseline_create_completion_tps": round(_median(cc), 2),
@@ -162,24 +171,17 @@ def _baseline(b: _Bench) -> dict:
 
 
 def _engine(b: _Bench) -> dict:
-    from app.core.session import GenerationSession
     from backends.baselines import bare_decode
 
-    s, n = b.settings, b.n
+    n = b.n
     prompt = b.model.tokenize(BENCH_PROMPT)
     ours, bare = [], []
     for r in range(b.repeats + 1):
         run = bare_decode(b.backend.context, prompt, [n])
-        b.backend.reset()
-        session = GenerationSession(b.backend, BENCH_PROMPT, s.replace(seed=s.seed + r), banned_tokens=[b.eos])
-        session.start()
-        t0 = time.perf_counter()
-        for _item in session.run():
-            pass
-        dt = time.perf_counter() - t0
+        tps = _instrumented_tps(b, r)
         if r:
             bare.append(run.tokens / run.decode_s)
-            ours.append(session.finished.n_tokens / dt)
+            ours.append(tps)
     r = {"bare_decode_tps": round(_median(bare), 2), "engine_instrumented_tps": round(_median(ours), 2),
          "single_vs_bare_decode": _ratio(_median(ours), _median(bare))}
     b.out(f"bare llama_decode loop (argmax, no analysis):    {r['bare_decode_tps']:7.2f} tokens/s")
