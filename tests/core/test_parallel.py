@@ -65,7 +65,7 @@ def test_a_failing_job_ends_only_itself():
 
     def bad(b):
         raise ValueError("this one breaks")
-        yield  # noqa: unreachable
+        yield  # unreachable: makes this a generator
 
     out = list(run_jobs([good, bad, good], backend=backend, max_parallel=2))
     ends = {i: r for i, r in out if isinstance(r, JobResult)}
@@ -82,7 +82,7 @@ def test_a_stop_before_a_job_starts_leaves_it_without_a_result():
         started.append(i)
         cancel.set()  # the first job to run presses Stop
         return i
-        yield  # noqa: unreachable
+        yield  # unreachable: makes this a generator
 
     out = list(run_jobs([lambda b, i=i: job(b, i) for i in range(6)], backend=object(), max_parallel=1, cancel=cancel))
     ends = {i: r for i, r in out if isinstance(r, JobResult)}
