@@ -199,7 +199,7 @@ def _quiet(b: _Bench) -> None:
 
 
 def _shift_question() -> str:
-    from app.core.shift_concepts import BUILTIN_CONCEPTS, render
+    from app.labs.shift.concepts import BUILTIN_CONCEPTS, render
 
     return render(BUILTIN_CONCEPTS[0], "sample", "completion")
 
@@ -260,9 +260,9 @@ def _parallel(b: _Bench) -> dict:
     batched limit: 8 N-children of one node (the decoding lab: 32-token continuations, decode-
     bound; the headline keys) and 8 sampled answers of one shift-lab question (a few tokens
     each: mostly the shared prompt; keys ending in ``_shift``)."""
-    from app.core.experiments.decoding import BranchTree, children
-    from app.core.experiments.shift import SAMPLE_SETTINGS, _answers
-    from app.core.experiments.vs import LocalVSEngine
+    from app.labs.decoding import BranchTree, children
+    from app.labs.shift.engine import SAMPLE_SETTINGS, _answers
+    from app.labs.vs.engine import LocalVSEngine
     from backends.baselines import bare_decode
 
     k = N_PARALLEL
@@ -348,9 +348,9 @@ def _parallel(b: _Bench) -> dict:
 
 
 def _grammar(b: _Bench) -> dict:
-    from app.core.experiments.vs import LocalVSEngine
+    from app.labs.vs.engine import LocalVSEngine
     from app.core.session import GenerationSession
-    from app.core.vs_prompts import build_request
+    from app.labs.vs.prompts import build_request
 
     req = build_request("VS-Standard", "Write a one-sentence story about a lighthouse.", 5)
     settings = SamplerSettings(temperature=0.7, top_k=0, top_p=1.0, min_p=0.0, max_tokens=256)  # the VS lab's
@@ -425,8 +425,8 @@ def _gui(b: _Bench) -> dict:
 
 
 def _remote(b: _Bench) -> dict:
-    from app.core.experiments.shift import SAMPLE_SETTINGS, _answers
-    from app.core.experiments.vs import RemoteVSEngine
+    from app.labs.shift.engine import SAMPLE_SETTINGS, _answers
+    from app.labs.vs.engine import RemoteVSEngine
     from backends.local_server import ServerUnavailable, start_local_server
     from backends.open import open_backend
     from backends.sources import RemoteConfig

@@ -5,8 +5,9 @@ Owns: ``LabSpec`` (what a lab is: its name, tab title and tooltip, its panel and
 run-store kinds it reopens, the engine its jobs use, its command-line subcommand), ``LABS`` (the
 registered labs, in tab order), ``register`` and the lookups ``lab_named`` and ``lab_for_kind``.
 
-Adding a lab: write its parts (a Qt-free generator and records, a panel, a presenter on
-``app.lab_presenter.LabPresenter``) and add one ``LabSpec`` line to ``LABS``. The parts are named
+Adding a lab: write its parts in its own package ``app/labs/NAME/`` (the Qt-free generator and
+records) and ``app/labs/NAME/_qt/`` (a panel, a presenter on ``app.lab_presenter.LabPresenter``)
+and add one ``LabSpec`` line to ``LABS``. The parts are named
 by import path ("module:attribute") and imported only when used, so this module imports no Qt
 and the command line can read it without loading the window. Any thread (read-only after
 start-up).
@@ -62,21 +63,21 @@ LABS: list[LabSpec] = [
     LabSpec("vs", "Verbalized Sampling",
             "Ask for k answers with stated probabilities, compare with Direct prompting over N runs (the VS "
             "paper's metrics)",
-            "widgets.vs_lab_panel:VSLabPanel", "app.vs_lab:VSLab", ("vs",), "app.vs_lab:make_engine",
+            "app.labs.vs._qt.panel:VSLabPanel", "app.labs.vs._qt.presenter:VSLab", ("vs",), "app.labs.vs._qt.presenter:make_engine",
             "vs"),
     LabSpec("shift", "Sampled vs ideal",
             "Does a sampled value drift from the average toward an ideal? S = A + alpha_hat (I - A) per concept, "
             "with exact distributions",
-            "widgets.shift_lab_panel:ShiftLabPanel", "app.shift_lab:ShiftLab", ("shift", "glub"),
-            "app.shift_lab:make_engine", "shift"),
+            "app.labs.shift._qt.panel:ShiftLabPanel", "app.labs.shift._qt.presenter:ShiftLab", ("shift", "glub"),
+            "app.labs.shift._qt.presenter:make_engine", "shift"),
     LabSpec("align", "P(token) vs P(task)",
             "Asked for draws from a stated distribution, does the model's next-token distribution follow it, "
             "steadily (E-model) or swinging (D-model)?",
-            "widgets.align_lab_panel:AlignLabPanel", "app.align_lab:AlignLab", ("align",), None, "align"),
+            "app.labs.align._qt.panel:AlignLabPanel", "app.labs.align._qt.presenter:AlignLab", ("align",), None, "align"),
     LabSpec("decoding", "Decoding && branches",
             "Strategies side by side in lockstep (greedy, beam, top-k, top-p, temperature, min-p), the branch "
             "tree of the roads not taken, A/B",
-            "widgets.decoding_lab_panel:DecodingLabPanel", "app.decoding_lab:DecodingLab", ("decoding",), None,
+            "app.labs.decoding._qt.panel:DecodingLabPanel", "app.labs.decoding._qt.presenter:DecodingLab", ("decoding",), None,
             "compare"),
 ]
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.core.align_measures import VERDICT_LABELS, Thresholds
-from app.core.align_task import (PRESETS, decision_sequences, ends_item, in_context_tokenizer, make_task,
+from app.labs.align.measures import VERDICT_LABELS, Thresholds
+from app.labs.align.task import (PRESETS, decision_sequences, ends_item, in_context_tokenizer, make_task,
                                  parse_draws, render_prompt)
-from app.core.experiments.align import (DEFAULT_SETTINGS, _RemoteDecision, default_max_tokens, iter_align,
+from app.labs.align.engine import (DEFAULT_SETTINGS, _RemoteDecision, default_max_tokens, iter_align,
                                         local_run, remote_run)
 from backends.base import Step, TokenAlt
 

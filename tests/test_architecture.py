@@ -12,11 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _modules(package: str) -> list[str]:
     pkg_dir = ROOT.joinpath(*package.split("."))
-    return [package] + [f"{package}.{m.name}" for m in pkgutil.walk_packages([str(pkg_dir)])]
+    return [package] + [m.name for m in pkgutil.walk_packages([str(pkg_dir)], prefix=f"{package}.")]
+
+
+def _qt_free_lab_modules() -> list[str]:
+    """Every module of app.labs outside the labs' ``_qt`` packages."""
+    return [m for m in _modules("app.labs") if "._qt" not in m]
 
 
 def test_core_and_backends_import_no_qt():
-    mods = _modules("app.core") + _modules("backends")
+    mods = _modules("app.core") + _modules("backends") + _qt_free_lab_modules()
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
@@ -27,6 +32,22 @@ def test_core_and_backends_import_no_qt():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"Qt imported by the core/backends: {out.stdout}"
     assert len(mods) >= 8  # the walk found the modules
+    assert {"app.labs.vs.engine", "app.labs.shift.engine", "app.labs.align.engine", "app.labs.decoding.beams"} <= set(mods)
+
+
+def test_a_lab_is_one_package():
+    """Every lab of the registry lives in its own package app.labs.<name> (Qt-free parts) with its
+    Qt parts in app.labs.<name>._qt; no lab code is left in app/core, app/ or widgets/."""
+    from app.lab_registry import LABS
+
+    for spec in LABS:
+        for path in (spec.panel, spec.presenter, spec.engine or ""):
+            if path:
+                assert path.startswith(f"app.labs.{spec.name}._qt."), path
+        assert (ROOT / "app" / "labs" / spec.name / "__init__.py").exists()
+    leftovers = [p.name for folder in ("app/core", "app", "widgets") for p in (ROOT / folder).glob("*.py")
+                 if any(w in p.name for w in ("vs_", "shift_", "align_", "decoding_", "glub"))]
+    assert leftovers == []
 
 
 def test_every_module_has_a_docstring():
@@ -88,7 +109,7 @@ def test_backend_and_engine_parameters_are_typed():
     import ast
 
     missing = []
-    for folder in ("app/core", "backends"):
+    for folder in ("app/core", "app/labs", "backends"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):

@@ -96,7 +96,7 @@ def test_generate_remote_refuses_a_missing_key_variable(capsys, monkeypatch):
 
 
 def test_shift_json_prints_one_record_per_concept_then_the_summary(capsys, tmp_path):
-    from app.core.shift_concepts import BUILTIN_CONCEPTS, concepts_to_csv
+    from app.labs.shift.concepts import BUILTIN_CONCEPTS, concepts_to_csv
 
     csv_path = tmp_path / "two.csv"
     concepts_to_csv(BUILTIN_CONCEPTS[3:5], csv_path)

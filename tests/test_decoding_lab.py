@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.core.experiments.decoding import (NEUTRAL, BranchTree, RemoteUnsupported, ab_compare, ab_run, beam_search,
+from app.labs.decoding import (NEUTRAL, BranchTree, RemoteUnsupported, ab_compare, ab_run, beam_search,
                                            branch, brute_force_best, children, first_fork, goto_prefix, lockstep,
                                            parse_strategies, parse_strategy, remote_column, run_lockstep,
                                            step_distance)

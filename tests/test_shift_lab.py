@@ -12,10 +12,10 @@ import numpy as np
 from backends.llama_local import LOCAL_CAPABILITIES
 import pytest
 
-from app.core.experiments.shift import (SAMPLE_SETTINGS, LocalShiftEngine, bare_number, exact_distribution,
+from app.labs.shift.engine import (SAMPLE_SETTINGS, LocalShiftEngine, bare_number, exact_distribution,
                                         glub_record, iter_shift)
-from app.core.glubbing import GlubSpec
-from app.core.shift_concepts import BUILTIN_CONCEPTS, render
+from app.labs.shift.glubbing import GlubSpec
+from app.labs.shift.concepts import BUILTIN_CONCEPTS, render
 from backends.base import SamplerSettings
 
 # ----------------------------------------------------------------------------- a toy model

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.experiments.vs import (DEFAULT_SETTINGS, LocalVSEngine, RemoteVSEngine, compare, draw,
+from app.labs.vs.engine import (DEFAULT_SETTINGS, LocalVSEngine, RemoteVSEngine, compare, draw,
                                      model_distribution, run_vs_once)
-from app.core.vs_prompts import build_request
+from app.labs.vs.prompts import build_request
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = replace(DEFAULT_SETTINGS, max_tokens=110)

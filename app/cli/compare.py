@@ -33,7 +33,7 @@ def _print_compare_row(k: int, row: dict[int, dict], n_cols: int, width: int) ->
 
 def cmd_compare(a: argparse.Namespace) -> int:
     """``samplescope compare``: decoding strategies side by side in lockstep, then their figures."""
-    from app.core.experiments.decoding import lockstep, parse_strategies
+    from app.labs.decoding import lockstep, parse_strategies
 
     remote = bool(getattr(a, "base_url", None))
     with checking_input():
@@ -47,7 +47,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     cancel = a.cancel
     messages = None
     if remote:
-        from app.core.experiments.decoding import remote_support
+        from app.labs.decoding import remote_support
 
         for s in strategies:  # refused before any request
             if s.kind in ("beam", "typical"):

@@ -25,7 +25,7 @@ __all__ = ["cmd_vs", "cmd_align", "cmd_shift"]
 
 def cmd_vs(a: argparse.Namespace) -> int:
     """``samplescope vs``: Direct against a VS method, one record per run as it arrives."""
-    from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine, compare
+    from app.labs.vs.engine import LocalVSEngine, RemoteVSEngine, compare
 
     settings = settings_from_args(a)
     with checking_input():
@@ -34,7 +34,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
             raise ValueError("--k and --n must be at least 1")
     reference = None
     if a.reference == "us-states":
-        from app.core.reference_data import load_us_state_reference
+        from app.labs.vs.reference import load_us_state_reference
 
         reference = load_us_state_reference()
     cancel = a.cancel
@@ -78,8 +78,8 @@ def cmd_vs(a: argparse.Namespace) -> int:
 
 def _align_inputs(a: argparse.Namespace):
     """The task, template, thresholds and settings of ``align``; ValueError says what is wrong."""
-    from app.core.align_measures import Thresholds
-    from app.core.align_task import PRESETS, render_prompt, task_from_json
+    from app.labs.align.measures import Thresholds
+    from app.labs.align.task import PRESETS, render_prompt, task_from_json
 
     task = task_from_json(a.task) if a.task else PRESETS[a.preset or "extreme"]
     template = None
@@ -125,7 +125,7 @@ def _print_align_record(r: dict, outcomes: Sequence[str]) -> None:
 
 def cmd_align(a: argparse.Namespace) -> int:
     """``samplescope align``: P_token at every decision step of R lists of N draws, then the verdict."""
-    from app.core.experiments.align import iter_align
+    from app.labs.align.engine import iter_align
 
     with checking_input():
         task, template, style, thresholds, settings = _align_inputs(a)
@@ -167,8 +167,8 @@ def _print_shift_record(rec: dict) -> None:
 
 def cmd_shift(a: argparse.Namespace) -> int:
     """``samplescope shift``: A, I and S per concept as they arrive, then the set's statistics."""
-    from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine, iter_shift
-    from app.core.shift_concepts import BUILTIN_CONCEPTS, concepts_from_csv
+    from app.labs.shift.engine import LocalShiftEngine, RemoteShiftEngine, iter_shift
+    from app.labs.shift.concepts import BUILTIN_CONCEPTS, concepts_from_csv
 
     remote = is_remote(a)
     mode = a.mode or ("sampled" if remote else "exact")

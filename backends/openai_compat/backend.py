@@ -168,7 +168,7 @@ class OpenAICompatBackend:
                       model: str | None = None, cancel: threading.Event | None = None,
                       on_wait: OnWait | None = None) -> Any:
         """One request and its JSON answer, with this backend's retries and errors (also used by
-        ``app.core.experiments.vs`` for its own requests)."""
+        ``app.labs.vs.engine`` for its own requests)."""
         return self._sender.request_json(method, path, body, retry_5xx=retry_5xx, model=model, cancel=cancel,
                                          on_wait=on_wait)
 

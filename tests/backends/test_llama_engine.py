@@ -8,7 +8,7 @@ import pytest
 
 from app.core.sampling import apply_chain
 from app.core.session import GenerationSession
-from app.core.vs_prompts import build_request
+from app.labs.vs.prompts import build_request
 from backends.base import GenerationError, SamplerSettings
 from backends.grammar import Grammar
 from backends.llama_engine import ThreadBudget

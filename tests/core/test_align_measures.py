@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from app.core.align_measures import (
+from app.labs.align.measures import (
     Thresholds,
     diversity_across_runs,
     measure_run,
@@ -14,7 +14,7 @@ from app.core.align_measures import (
     summary,
     verdict,
 )
-from app.core.align_task import PRESETS, make_task
+from app.labs.align.task import PRESETS, make_task
 
 LN = math.log
 TWO = make_task("two", {"a": 0.25, "b": 0.75})
@@ -286,7 +286,7 @@ def test_summary_of_one_run():
 
 
 def test_verdict_from_pooled_figures_matches_verdict_and_follows_edited_thresholds():
-    from app.core.align_measures import Thresholds, verdict_from
+    from app.labs.align.measures import Thresholds, verdict_from
 
     assert verdict_from(0.1, 0.05, 0.2).label == "E-model"
     assert verdict_from(0.4, 0.3, 0.2).label == "D-model"

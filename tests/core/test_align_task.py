@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from app.core.align_task import (
+from app.labs.align.task import (
     DECISION_SEPARATOR,
     PRESETS,
     TEMPLATES,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from app.core.glubbing import (BIMODAL_OFFSET, GRADES, GlubSpec, grade_values, make_glub, sweep)
-from app.core.shift_numbers import extract_number
+from app.labs.shift.glubbing import (BIMODAL_OFFSET, GRADES, GlubSpec, grade_values, make_glub, sweep)
+from app.labs.shift.numbers import extract_number
 
 BIG = 5000
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.core import metrics as M
-from app.core.reference_data import load_us_state_reference
+from app.labs.vs.reference import load_us_state_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 LN2 = math.log(2)

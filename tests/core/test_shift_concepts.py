@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from app.core.shift_concepts import (BUILTIN_CONCEPTS, CSV_COLUMNS, DOMAINS, FIELDS, KINDS, STYLES, TEMPLATES,
+from app.labs.shift.concepts import (BUILTIN_CONCEPTS, CSV_COLUMNS, DOMAINS, FIELDS, KINDS, STYLES, TEMPLATES,
                                      Concept, ConceptFileError, concepts_from_csv, concepts_to_csv,
                                      question_from_name, render, slugify, template_fields)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.shift_numbers import KINDS, NO_NUMBER, NumberParse, extract_number, extract_numbers
+from app.labs.shift.numbers import KINDS, NO_NUMBER, NumberParse, extract_number, extract_numbers
 
 
 @pytest.mark.parametrize("text, value, kind, matched", [

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from app.core.shift_stats import (A_EQUALS_I, ConceptResult, alpha, alpha_hat, binomial_p, concept_result,
+from app.labs.shift.stats import (A_EQUALS_I, ConceptResult, alpha, alpha_hat, binomial_p, concept_result,
                                   distribution_mean, fit_line, pearson_r, summarise)
 
 # --------------------------------------------------------------------------- alpha, alpha_hat

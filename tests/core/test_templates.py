@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.align_task import PRESETS, TaskError, render_prompt
-from app.core.shift_concepts import BUILTIN_CONCEPTS, render
+from app.labs.align.task import PRESETS, TaskError, render_prompt
+from app.labs.shift.concepts import BUILTIN_CONCEPTS, render
 from app.core.templates import render_template, template_fields
 
 

@@ -1,4 +1,4 @@
-"""Tests for app.core.vs_parse: each accepted format and weight rule with hand-computed values,
+"""Tests for app.labs.vs.parse: each accepted format and weight rule with hand-computed values,
 then property-based fuzzing (hypothesis, > 10,000 generated answers, derandomized) checking that
 the parser returns a proper distribution or raises VSParseError and nothing else."""
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.core.vs_parse import Candidate, ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
+from app.labs.vs.parse import Candidate, ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 
 STD = '{"responses": [{"text": "Paris", "probability": 0.5}, {"text": "Lyon", "probability": 0.3}, ' \
       '{"text": "Nice", "probability": 0.2}]}'

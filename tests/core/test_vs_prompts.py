@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.core.vs_prompts import (METHODS, PROMPT_FIELD, STYLES, answer_schema, build_request, default_template,
+from app.labs.vs.prompts import (METHODS, PROMPT_FIELD, STYLES, answer_schema, build_request, default_template,
                                   parse_messages, request_from_template, tail_instruction)
 
 PROMPT = "Write a short joke about cats."

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from app.core.align_task import PRESETS
+from app.labs.align.task import PRESETS
 from tests.widgets.factory import wait_saved
 
 

@@ -126,12 +126,12 @@ def test_warnings_at_start_are_all_shown(qapp, tmp_path, monkeypatch):
 def test_a_bug_in_a_lab_run_is_reported_and_the_lab_can_run_again(window, qtbot, monkeypatch):
     """An unexpected error inside a lab job: a short message with the traceback behind Details,
     and the lab's panel is usable again (its buttons were left disabled before)."""
-    import app.vs_lab
+    import app.labs.vs._qt.presenter
 
     def broken(*a, **kw):
         raise ZeroDivisionError("a bug inside the lab")
 
-    monkeypatch.setattr(app.vs_lab, "single_run_record", broken)
+    monkeypatch.setattr(app.labs.vs._qt.presenter, "single_run_record", broken)
     p = window.vs_panel
     window.hide_banner()
     with qtbot.waitSignal(window.controller.labs.failed, timeout=60_000) as blocker:

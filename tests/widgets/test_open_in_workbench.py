@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.experiments.decoding import BranchTree
+from app.labs.decoding import BranchTree
 from widgets.sampling_panel import describe_chain
 from tests.widgets.factory import wait_saved
 

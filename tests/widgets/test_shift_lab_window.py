@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from app.core.shift_concepts import BUILTIN_CONCEPTS
+from app.labs.shift.concepts import BUILTIN_CONCEPTS
 from tests.widgets.factory import wait_saved
 
 

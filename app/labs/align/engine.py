@@ -77,9 +77,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence, cast
 
 import numpy as np
 
-from app.core.align_measures import RunMeasures, StepMeasure, Thresholds, measure_run, p_token_over_outcomes, \
+from app.labs.align.measures import RunMeasures, StepMeasure, Thresholds, measure_run, p_token_over_outcomes, \
     summary, verdict
-from app.core.align_task import (STYLES, CandidateSequence, TaskDistribution, TaskError, decision_sequences,
+from app.labs.align.task import (STYLES, CandidateSequence, TaskDistribution, TaskError, decision_sequences,
                                  ends_item, in_context_tokenizer, opens_decision, outcome_spellings, parse_draws,
                                  render_prompt)
 from app.core.jsonsafe import json_safe

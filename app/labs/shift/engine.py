@@ -9,7 +9,7 @@ Owns:
   concurrent requests).
 - ``exact_distribution`` -> ``ExactDistribution``; ``concept_record`` (one concept: A, I and S
   each measured the same way, alpha_hat, kept or dropped and why); ``iter_shift`` (a concept set, one record per concept
-  as it arrives; returns the summary of ``app.core.shift_stats.summarise``); ``glub_record`` /
+  as it arrives; returns the summary of ``app.labs.shift.stats.summarise``); ``glub_record`` /
   ``iter_glub`` (synthetic "glubbing" concepts: the sample against the shown average).
 
 The exact method. After the prompt, the answer is read as a bare numeral: an optional single
@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence, TypeAlias
 
 import numpy as np
 
-from app.core.glubbing import GlubSpec, make_glub
+from app.labs.shift.glubbing import GlubSpec, make_glub
 from app.core.sampling import apply_chain
-from app.core.shift_concepts import Concept, render
-from app.core.shift_numbers import extract_number
-from app.core.shift_stats import concept_result, distribution_mean, summarise
+from app.labs.shift.concepts import Concept, render
+from app.labs.shift.numbers import extract_number
+from app.labs.shift.stats import concept_result, distribution_mean, summarise
 from backends.base import GenerationError, SamplerSettings
 from backends.chat import conversation
 
@@ -112,7 +112,7 @@ class LocalShiftEngine:
     def _vs(self):
         """The parallel answer engine, made on first use (a second context on the same model)."""
         if self._vs_engine is None:
-            from app.core.experiments.vs import LocalVSEngine
+            from app.labs.vs.engine import LocalVSEngine
 
             self._vs_engine = LocalVSEngine(self.backend.model, n_ctx=min(self.backend.n_ctx, 512),
                                             max_parallel=self._max_parallel)
@@ -169,7 +169,7 @@ class RemoteShiftEngine:
     method), as concurrent requests. Chat style sends the prompt as the user message."""
 
     def __init__(self, backend: OpenAICompatBackend, *, max_parallel: int = 4) -> None:
-        from app.core.experiments.vs import RemoteVSEngine
+        from app.labs.vs.engine import RemoteVSEngine
 
         self._vs = RemoteVSEngine(backend, None, max_parallel=max_parallel)
         self.backend = backend
@@ -417,7 +417,7 @@ def concept_record(engine: ShiftEngine, concept: Concept, *, mode: str = "sample
 
 
 def _result_from_record(rec: Mapping[str, Any]):
-    from app.core.shift_stats import ConceptResult
+    from app.labs.shift.stats import ConceptResult
 
     return ConceptResult(rec["concept_id"], rec["name"], rec["domain"], rec["A"], rec["I"], rec["S"],
                          rec["alpha"], rec["alpha_hat"], rec["kept"], rec["reason"])

@@ -14,18 +14,18 @@ from dataclasses import replace
 
 from PySide6.QtWidgets import QFileDialog
 
-from app.core.experiments.shift import SAMPLE_SETTINGS, iter_glub, iter_shift
-from app.core.glubbing import GlubSpec, sweep
-from app.core.shift_concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
+from app.labs.shift.engine import SAMPLE_SETTINGS, iter_glub, iter_shift
+from app.labs.shift.glubbing import GlubSpec, sweep
+from app.labs.shift.concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
 from app.lab_presenter import LabPresenter
-from widgets.shift_lab_panel import ShiftLabPanel
+from app.labs.shift._qt.panel import ShiftLabPanel
 
 __all__ = ["ShiftLab", "KIND", "make_engine"]
 
 
 def make_engine(source):
     """The shift lab's engine for a ``LabSource`` (lab worker; the registry's ``LabSpec.engine``)."""
-    from app.core.experiments.shift import LocalShiftEngine, RemoteShiftEngine
+    from app.labs.shift.engine import LocalShiftEngine, RemoteShiftEngine
 
     if source.local:
         return LocalShiftEngine(source.open(), max_parallel=source.max_parallel)

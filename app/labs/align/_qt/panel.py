@@ -6,7 +6,7 @@ prompt template (``{n}``, ``{distribution}``, ``{outcomes}``), draws N, runs R, 
 temperature and seed, the verdict's thresholds (editable: the verdict is recomputed at once),
 Run / Stop and a progress bar; on the right the steps-by-outcomes heatmap of P_token with the
 P_task strip, the distances over the steps, P_result against P_task as bars, the verdict with
-its reasons, and the model's text. It only shows and asks; ``app.align_lab`` runs the jobs.
+its reasons, and the model's text. It only shows and asks; ``app.labs.align._qt.presenter`` runs the jobs.
 
 GUI thread only. Model output appears only in plain-text widgets.
 """
@@ -38,9 +38,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.align_measures import Thresholds, verdict_from
-from app.core.align_task import PRESETS, TEMPLATES, TaskDistribution, make_task
-from widgets.align_plots import DistancePlot, TokenTaskHeatmap
+from app.labs.align.measures import Thresholds, verdict_from
+from app.labs.align.task import PRESETS, TEMPLATES, TaskDistribution, make_task
+from app.labs.align._qt.plots import DistancePlot, TokenTaskHeatmap
 from widgets.bar_chart import BarChart
 from widgets.lab_controls import OPEN_IN_WORKBENCH, RunControls, fmt_number, plain_label
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from app.core import metrics
 from app.core.streams import drain
-from app.core.vs_parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
-from app.core.vs_prompts import MULTI_TURN_METHODS, VSRequest, build_request
+from app.labs.vs.parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
+from app.labs.vs.prompts import MULTI_TURN_METHODS, VSRequest, build_request
 from backends.base import BackendError, GenerationError, SamplerSettings
 from backends.chat import conversation
 from backends.kinds import Backend, LocalEngine

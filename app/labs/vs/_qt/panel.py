@@ -7,7 +7,7 @@ a progress bar; on the right three tabs: "Answer" (stated probabilities beside t
 probabilities of each candidate, the KL between them, the raw answer), "Comparison" (VS/Direct
 ratio of each metric, the metrics table, one row per run) and "Reference" (answers against the
 reference distribution). The panel only shows and asks: it emits ``runOnceRequested`` /
-``compareRequested`` / ``stopRequested`` and is fed records and summaries by ``app.vs_lab``.
+``compareRequested`` / ``stopRequested`` and is fed records and summaries by ``app.labs.vs._qt.presenter``.
 
 GUI thread only. Model output appears only in plain-text widgets (table items, a read-only
 QPlainTextEdit, axis labels drawn as plain text).
@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import metrics
-from app.core.vs_prompts import METHODS, MULTI_TURN_METHODS, VS_METHODS, default_template, request_from_template
+from app.labs.vs.prompts import METHODS, MULTI_TURN_METHODS, VS_METHODS, default_template, request_from_template
 from widgets.bar_chart import BarChart
 from widgets.lab_controls import OPEN_IN_WORKBENCH, fmt_number, offer_traces, table_item
 

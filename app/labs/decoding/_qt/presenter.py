@@ -14,11 +14,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from app.core.experiments.decoding import (REMOTE_LIMITS, BranchTree, ab_run, children, iter_branch, lockstep,
+from app.labs.decoding import (REMOTE_LIMITS, BranchTree, ab_run, children, iter_branch, lockstep,
                                            parse_strategies, parse_strategy)
 from app.core.streams import mapped
 from app.lab_presenter import LabPresenter
-from widgets.decoding_lab_panel import DecodingLabPanel
+from app.labs.decoding._qt.panel import DecodingLabPanel
 
 __all__ = ["DecodingLab", "KIND"]
 

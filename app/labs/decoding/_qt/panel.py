@@ -14,7 +14,7 @@ Owns: ``DecodingLabPanel`` with three tabs.
 - "A/B": two strategies (and optionally a second GGUF model) on one prompt; per step the KL
   and total variation between their next-token distributions over the union of their top-N,
   their agreement and the first fork.
-It only shows and asks (signals); ``app.decoding_lab`` runs the jobs. GUI thread only. Model
+It only shows and asks (signals); ``app.labs.decoding._qt.presenter`` runs the jobs. GUI thread only. Model
 output appears only in plain-text widgets (table and tree items, plain labels).
 
 Over 500 lines on purpose: one panel (grid, tree, A/B) of one lab; its parts share the panel's
@@ -396,7 +396,7 @@ class DecodingLabPanel(QWidget):
     def open_path_in_workbench(self) -> None:
         """The path shown, token by token, in the Workbench."""
         if self._tree and self._path:
-            from app.core.experiments.decoding import BranchTree
+            from app.labs.decoding import BranchTree
 
             self.openTraceRequested.emit(BranchTree.from_dict(self._tree).path_generation(self._path[-1]))
 

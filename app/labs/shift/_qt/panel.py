@@ -8,7 +8,7 @@ alpha_hat, kept or why dropped), the selected concept's distribution of S with A
 marked, the across-concept scatter with the fitted line and r, the summary (fraction with
 alpha_hat > 0 and the exact binomial p-values), the table of runs of several models, and the
 glubbing sub-lab (synthetic concepts swept over the mean; the sample against the average per
-valence). It only shows and asks: ``app.shift_lab`` runs the jobs and feeds records back.
+valence). It only shows and asks: ``app.labs.shift._qt.presenter`` runs the jobs and feeds records back.
 
 GUI thread only. Model answers appear only in plain-text widgets (table items, labels set as
 plain text).
@@ -44,9 +44,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.shift_concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
+from app.labs.shift.concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
 from widgets.lab_controls import RunControls, fmt_number, offer_traces, plain_label, table_item
-from widgets.shift_plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
+from app.labs.shift._qt.plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
 
 __all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
 

@@ -15,11 +15,11 @@ from dataclasses import replace
 
 from PySide6.QtWidgets import QFileDialog
 
-from app.core.align_task import TaskError, render_prompt, task_from_json
-from app.core.experiments.align import DEFAULT_SETTINGS, default_max_tokens, iter_align
+from app.labs.align.task import TaskError, render_prompt, task_from_json
+from app.labs.align.engine import DEFAULT_SETTINGS, default_max_tokens, iter_align
 from app.core.paths import atomic_write_text
 from app.lab_presenter import LabPresenter
-from widgets.align_lab_panel import AlignLabPanel
+from app.labs.align._qt.panel import AlignLabPanel
 
 __all__ = ["AlignLab", "KIND"]
 

@@ -13,12 +13,12 @@ import threading
 from dataclasses import replace
 from typing import Callable
 
-from app.core.experiments.vs import iter_compare, single_run_record
-from app.core.reference_data import load_us_state_reference
+from app.labs.vs.engine import iter_compare, single_run_record
+from app.labs.vs.reference import load_us_state_reference
 from app.lab_presenter import LabPresenter
 from backends.base import SamplerSettings
 from widgets.sampling_panel import describe_chain
-from widgets.vs_lab_panel import VSLabPanel
+from app.labs.vs._qt.panel import VSLabPanel
 
 __all__ = ["VSLab", "make_engine"]
 
@@ -26,7 +26,7 @@ __all__ = ["VSLab", "make_engine"]
 def make_engine(source):
     """The VS lab's engine for a ``LabSource``: sequences of a context on the loaded model, or
     the server's client (lab worker; the registry's ``LabSpec.engine``)."""
-    from app.core.experiments.vs import LocalVSEngine, RemoteVSEngine
+    from app.labs.vs.engine import LocalVSEngine, RemoteVSEngine
 
     if source.local:
         return LocalVSEngine(source.model, n_ctx=source.n_ctx, n_threads=source.n_threads,

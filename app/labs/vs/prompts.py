@@ -12,7 +12,7 @@ prompt goes (chat messages as ``[role]`` blocks); the window lets the user edit 
 
 Multi-turn methods (Multi-turn, VS-Multi) are one request per turn: ``VSRequest`` holds the
 first turn, the number of turns and the follow-up text; the lab's runner
-(``app.core.experiments.vs.run_vs_once``) plays the turns, appending each answer.
+(``app.labs.vs.engine.run_vs_once``) plays the turns, appending each answer.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.align_task import TaskDistribution
+from app.labs.align.task import TaskDistribution
 from app.core.jsonsafe import json_safe
 from app.core.metrics import entropy, js, kl, total_variation
 

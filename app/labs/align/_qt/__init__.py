@@ -1,0 +1,1 @@
+"""The P(token) vs P(task) lab's Qt parts: ``panel``, ``plots`` and ``presenter`` (GUI thread)."""

@@ -1,0 +1,1 @@
+"""The decoding lab's Qt parts: ``panel`` and ``presenter`` (GUI thread)."""

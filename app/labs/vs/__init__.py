@@ -1,0 +1,3 @@
+"""The Verbalized Sampling lab, Qt-free: ``engine`` (the VS engines, runs and comparisons),
+``prompts`` (the paper's prompts and schemas), ``parse`` (the lenient answer parser),
+``reference`` (the US-state reference data). Its Qt parts are in ``_qt``."""

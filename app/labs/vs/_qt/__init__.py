@@ -1,0 +1,1 @@
+"""The Verbalized Sampling lab's Qt parts: ``panel`` and ``presenter`` (GUI thread)."""
