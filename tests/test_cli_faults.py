@@ -63,6 +63,21 @@ def test_ctrl_c_during_a_local_generation_prints_the_summary(embedded_model):
     assert summary["text"] == "".join(s["token"] for s in steps)
 
 
+def test_ctrl_c_twice_during_a_lab_command_exits_130_without_a_traceback(embedded_model):
+    """A second Ctrl+C quits at once: exit code 130 and a clean stderr, whichever Ctrl+C ends it."""
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-m", "app", "compare", "--prompt", "Once upon a time", "--json",
+                          "--strategies", "greedy,temp:1.3", "--max-tokens", "500", "--threads", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(3):  # a few records first: the command is running
+        assert p.stdout.readline(), p.stderr.read().decode(errors="replace")
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and b"Traceback" not in err, err.decode(errors="replace")
+
+
 def test_traces_add_every_generations_steps_to_the_lab_records(capsys, embedded_model):
     base = ["compare", "--prompt", "Once upon a time", "--strategies", "greedy,top-k:20", "--max-tokens", "3",
             "--threads", "2", "--n-ctx", "512", "--json"]

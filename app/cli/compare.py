@@ -95,13 +95,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
                 groups = " | ".join(",".join(labels[i] for i in g) for g in rec["groups"])
                 print(f"      ^ the columns part here (step {rec['step']}): {groups}", flush=True)
 
-        try:
-            summary = print_records(gen, a, show)
-            if row and not a.json:
-                _print_compare_row(row_step, row, len(labels), width)
-        except KeyboardInterrupt:
-            cancel.set()
-            return 130
+        summary = print_records(gen, a, show)
+        if row and not a.json:
+            _print_compare_row(row_step, row, len(labels), width)
     finally:
         backend.close()
     summary = {**summary, "model": model_name}

@@ -55,14 +55,10 @@ def cmd_vs(a: argparse.Namespace) -> int:
             local = load_backend(a)
             engine = LocalVSEngine(local.model, n_ctx=a.n_ctx, n_threads=a.threads or None,
                                    max_parallel=a.parallel or None)
-        try:
-            result = compare(engine, a.prompt, a.method, k=a.k, n=a.n, t=a.t, tau=a.tau, settings=settings,
-                             seed=a.seed, cancel=cancel, on_record=record, reference=reference,
-                             reference_name=a.reference, style="chat" if a.chat_style else "completion",
-                             direct_max_tokens=a.direct_max_tokens)
-        except KeyboardInterrupt:
-            cancel.set()
-            return 130
+        result = compare(engine, a.prompt, a.method, k=a.k, n=a.n, t=a.t, tau=a.tau, settings=settings,
+                         seed=a.seed, cancel=cancel, on_record=record, reference=reference,
+                         reference_name=a.reference, style="chat" if a.chat_style else "completion",
+                         direct_max_tokens=a.direct_max_tokens)
     finally:
         if engine is not None:
             engine.close()
@@ -135,11 +131,7 @@ def cmd_align(a: argparse.Namespace) -> int:
         gen = iter_align(backend, task, a.draws, a.runs, settings, a.seed, style=style, template=template,
                          max_parallel=a.parallel or 8,
                          cancel=cancel, max_tokens=a.max_tokens or None, thresholds=thresholds, system=a.system)
-        try:
-            result = print_records(gen, a, lambda rec: _print_align_record(rec, task.outcomes))
-        except KeyboardInterrupt:
-            cancel.set()
-            return 130
+        result = print_records(gen, a, lambda rec: _print_align_record(rec, task.outcomes))
     finally:
         backend.close()
     result = {**result, "model": model_name}
@@ -206,11 +198,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
                          style=style, min_mass=a.min_mass, cancel=cancel)
         if not a.json:
             print(f"{'concept':<44} {'A':>9} {'I':>9} {'S':>9} {'alpha_hat':>9}  kept / why dropped")
-        try:
-            summary = print_records(gen, a, _print_shift_record)
-        except KeyboardInterrupt:
-            cancel.set()
-            return 130
+        summary = print_records(gen, a, _print_shift_record)
     finally:
         if engine is not None:
             engine.close()

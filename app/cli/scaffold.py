@@ -54,12 +54,18 @@ def say(message: object) -> None:
 
 def run_command(command: Callable[[argparse.Namespace], int], a: argparse.Namespace, *,
                 value_error_exit: int = 1) -> int:
-    """``command(a)`` with the exit codes every command shares: ``UsageError`` 2, a
+    """``command(a)`` with the exit codes every command shares: a second Ctrl+C 130 (the
+    command's ``finally`` blocks close its backend on the way), ``UsageError`` 2, a
     ``BackendError`` 1, another ``ValueError`` ``value_error_exit`` (what the model or the
     backend refused: 1 for most commands, 2 where it means a flag the backend cannot take);
     each said in one line on stderr, never a traceback."""
     try:
         return command(a)
+    except KeyboardInterrupt:  # a second Ctrl+C: what was printed stays printed
+        cancel = getattr(a, "cancel", None)
+        if cancel is not None:
+            cancel.set()
+        return 130
     except UsageError as exc:
         say(exc)
         return 2
