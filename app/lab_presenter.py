@@ -8,7 +8,9 @@ signals back: records and the summary to the subclass's hooks (by default the pa
 the message itself). Records of another lab's job are ignored. GUI thread.
 
 A lab panel offers: ``show_status(text)``, ``show_error(text)``, ``set_running(bool, total)``,
-``add_record(dict)``, ``show_summary(summary, status)``.
+``add_record(record)``, ``show_summary(summary, status)``; records, params and summaries are the
+lab's typed values (``app.core.records.Record``), live and reopened alike: a reopened run
+arrives read through the lab's ``RecordTypes`` (the window does that).
 """
 
 from __future__ import annotations
@@ -68,12 +70,13 @@ class LabPresenter(QObject):
     def replay(self, exp) -> None:
         """Default replay: every record, then the summary. Labs whose panels need a start
         (``start_results`` with their own arguments) override this."""
+        mode = getattr(exp.params, "mode", "")
         for record in exp.records:
-            self.on_record(exp.params.get("mode", ""), record)
-        self.on_finished(exp.params.get("mode", ""), exp.summary, exp.status)
+            self.on_record(mode, record)
+        self.on_finished(mode, exp.summary, exp.status)
 
     # ------------------------------------------------------------------ hooks
-    def on_record(self, what: str, record: dict) -> None:
+    def on_record(self, what: str, record) -> None:
         self.panel.add_record(record)
 
     def on_finished(self, what: str, summary: dict | None, status: str) -> None:

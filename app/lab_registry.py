@@ -2,11 +2,11 @@
 History and the command line read it.
 
 Owns: ``LabSpec`` (what a lab is: its name, tab title and tooltip, its panel and presenter, the
-run-store kinds it reopens, the engine its jobs use, its command-line subcommand), ``LABS`` (the
+run-store kinds it reopens, its typed record types, the engine its jobs use, its command-line subcommand), ``LABS`` (the
 registered labs, in tab order), ``register`` and the lookups ``lab_named`` and ``lab_for_kind``.
 
 Adding a lab: write its parts in its own package ``app/labs/NAME/`` (the Qt-free generator and
-records) and ``app/labs/NAME/_qt/`` (a panel, a presenter on ``app.lab_presenter.LabPresenter``)
+its typed records, ``records.py`` with a ``RecordTypes``) and ``app/labs/NAME/_qt/`` (a panel, a presenter on ``app.lab_presenter.LabPresenter``)
 and add one ``LabSpec`` line to ``LABS``. The parts are named
 by import path ("module:attribute") and imported only when used, so this module imports no Qt
 and the command line can read it without loading the window. Any thread (read-only after
@@ -31,7 +31,9 @@ def resolve(path: str) -> Any:
 @dataclass(frozen=True)
 class LabSpec:
     """One lab. ``name`` is its short name (``--lab NAME``, the window's ``NAME_panel`` and
-    ``NAME_lab``); ``panel`` and ``presenter`` are import paths of the panel class (made with no
+    ``NAME_lab``); ``records`` is the import path of its ``app.core.records.RecordTypes`` (the
+typed params, records and summary its runs store; the History reads stored runs through it);
+``panel`` and ``presenter`` are import paths of the panel class (made with no
     arguments) and of the presenter class (made with the panel, the controller and the sampling
     settings provider); ``kinds`` are the run-store kinds of its runs (the History reopens them
     here); ``engine`` is the import path of ``make(source)`` building the engine its jobs ask
@@ -44,8 +46,13 @@ class LabSpec:
     panel: str
     presenter: str
     kinds: tuple[str, ...]
+    records: str
     engine: str | None = None
     cli: str | None = None
+
+    def record_types(self):
+        """The lab's ``RecordTypes``."""
+        return resolve(self.records)
 
     def make_panel(self):
         return resolve(self.panel)()
@@ -63,22 +70,23 @@ LABS: list[LabSpec] = [
     LabSpec("vs", "Verbalized Sampling",
             "Ask for k answers with stated probabilities, compare with Direct prompting over N runs (the VS "
             "paper's metrics)",
-            "app.labs.vs._qt.panel:VSLabPanel", "app.labs.vs._qt.presenter:VSLab", ("vs",), "app.labs.vs._qt.presenter:make_engine",
-            "vs"),
+            "app.labs.vs._qt.panel:VSLabPanel", "app.labs.vs._qt.presenter:VSLab", ("vs",), "app.labs.vs.records:RECORDS",
+            "app.labs.vs._qt.presenter:make_engine", "vs"),
     LabSpec("shift", "Sampled vs ideal",
             "Does a sampled value drift from the average toward an ideal? S = A + alpha_hat (I - A) per concept, "
             "with exact distributions",
             "app.labs.shift._qt.panel:ShiftLabPanel", "app.labs.shift._qt.presenter:ShiftLab", ("shift", "glub"),
-            "app.labs.shift._qt.presenter:make_engine", "shift"),
+            "app.labs.shift.records:RECORDS", "app.labs.shift._qt.presenter:make_engine", "shift"),
     LabSpec("align", "P(token) vs P(task)",
             "Asked for draws from a stated distribution, does the model's next-token distribution follow it, "
             "steadily (E-model) or swinging (D-model)?",
-            "app.labs.align._qt.panel:AlignLabPanel", "app.labs.align._qt.presenter:AlignLab", ("align",), None, "align"),
+            "app.labs.align._qt.panel:AlignLabPanel", "app.labs.align._qt.presenter:AlignLab", ("align",),
+            "app.labs.align.records:RECORDS", None, "align"),
     LabSpec("decoding", "Decoding && branches",
             "Strategies side by side in lockstep (greedy, beam, top-k, top-p, temperature, min-p), the branch "
             "tree of the roads not taken, A/B",
-            "app.labs.decoding._qt.panel:DecodingLabPanel", "app.labs.decoding._qt.presenter:DecodingLab", ("decoding",), None,
-            "compare"),
+            "app.labs.decoding._qt.panel:DecodingLabPanel", "app.labs.decoding._qt.presenter:DecodingLab", ("decoding",),
+            "app.labs.decoding.records:RECORDS", None, "compare"),
 ]
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from PySide6.QtCore import QObject, Signal
 
 from app.core.errors import describe_unexpected
+from app.core.records import Record, plain
 from app.lab_registry import lab_named
 from app.workbench_control import BusyFailure, LabFailure, UnexpectedFailure
 from backends.base import Capabilities, LoadSettings
@@ -86,8 +87,8 @@ class LabRunner(QObject):
     """One lab run at a time on the "lab-worker" thread (see the module docstring)."""
 
     started = Signal(int)  # the lab run's id in the store, once its row is written
-    record = Signal(object)  # dict, in arrival order
-    finished = Signal(object, str)  # summary dict (or None), status
+    record = Signal(object)  # a typed Record, in arrival order
+    finished = Signal(object, str)  # the typed summary (or None), status
     failed = Signal(object)  # a WorkbenchFailure (BusyFailure, LabFailure, UnexpectedFailure with the traceback)
     busyChanged = Signal(bool)
 
@@ -102,7 +103,7 @@ class LabRunner(QObject):
         self._job: Job | None = None
         self._experiment_id: int | None = None
         self._engines: dict[tuple, Any] = {}  # used on the lab worker only
-        self.records: list[dict] = []
+        self.records: list[Record] = []
 
     @property
     def busy(self) -> bool:
@@ -136,10 +137,12 @@ class LabRunner(QObject):
         self._engines.clear()
 
     # ------------------------------------------------------------------ runs (GUI thread)
-    def run(self, kind: str, title: str, params: dict, body: Callable[[threading.Event], Iterator[dict]],
+    def run(self, kind: str, title: str, params: Record, body: Callable[[threading.Event], Iterator[Record]],
             source: LabSource) -> Job | None:
-        """Start a lab run: ``body(cancel)`` runs on the lab worker, yields record dicts and
-        returns a summary dict (or None). Returns None (and says why) if a run is going."""
+        """Start a lab run: ``body(cancel)`` runs on the lab worker, yields typed records
+        (``app.core.records.Record``) and returns a typed summary (or None); the store gets
+        their ``to_dict`` forms, the presenters the records themselves. Returns None (and says
+        why) if a run is going."""
         if self._job is not None:
             self.failed.emit(BusyFailure("A lab run is still going: stop it (Esc) or wait for it to finish."))
             return None
@@ -148,7 +151,7 @@ class LabRunner(QObject):
         self._box = box = _Box()
         if self.writer is not None:
             def start(store) -> int:
-                box.id = store.start_experiment(kind, title, params, model_name=source.name,
+                box.id = store.start_experiment(kind, title, plain(params), model_name=source.name,
                                                 model_path=source.location, model_sha256=source.model_sha256)
                 return box.id
 
@@ -171,7 +174,7 @@ class LabRunner(QObject):
         return self._job is not None and job_id == self._job.id
 
     def _on_yielded(self, job_id: int, item: object) -> None:
-        if not self._mine(job_id) or not isinstance(item, dict):
+        if not self._mine(job_id) or not isinstance(item, (Record, dict)):  # dict: until every lab is typed
             return
         self.records.append(item)
         if self.writer is not None:
@@ -179,18 +182,18 @@ class LabRunner(QObject):
 
             def add(store) -> None:
                 if box.id is not None:  # None: the start failed, and the writer said so
-                    store.add_record(box.id, item)
+                    store.add_record(box.id, plain(item))
 
             self.writer.submit(add)
         self.record.emit(item)
 
-    def _end(self, summary: dict | None, status: str) -> None:
+    def _end(self, summary: Record | None, status: str) -> None:
         if self.writer is not None:
             box = self._box
 
             def finish(store) -> None:
                 if box.id is not None:
-                    store.finish_experiment(box.id, summary, status)
+                    store.finish_experiment(box.id, plain(summary), status)
 
             self.writer.submit(finish)
         self._job = None
@@ -200,8 +203,9 @@ class LabRunner(QObject):
         if not self._mine(job_id):
             return
         cancelled = self._job.cancel.is_set()
-        summary = result if isinstance(result, dict) else None
-        status = "stopped" if cancelled or (summary or {}).get("cancelled") else "done"
+        summary = result if isinstance(result, (Record, dict)) else None
+        done = summary.get("cancelled") if isinstance(summary, dict) else getattr(summary, "cancelled", False)
+        status = "stopped" if cancelled or done else "done"
         self._end(summary, status)
         self.finished.emit(summary, status)
 

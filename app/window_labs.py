@@ -6,6 +6,7 @@ Owns: ``LabsMixin``, a part of ``MainWindow``; the labs themselves come from
 
 from __future__ import annotations
 
+from app.core.records import RecordError
 from app.lab_registry import lab_for_kind
 
 __all__ = ["LabsMixin"]
@@ -41,11 +42,19 @@ class LabsMixin:
             return
         spec = lab_for_kind(exp.kind)
         lab = self.lab_presenters.get(spec.name) if spec is not None else None
-        if lab is None:
+        if spec is None or lab is None:
             self.show_banner(f"Lab run #{experiment_id} is of a kind this version does not know ({exp.kind}).")
+            return
+        try:
+            exp = spec.record_types().read_experiment(exp)
+        except RecordError as exc:
+            self.show_banner(f"Lab run #{experiment_id} not opened: {exc}")
             return
         self.lab_tabs.setCurrentWidget(lab.panel)
         lab.reopen(exp)
+        if exp.problems:
+            self.show_banner(f"Lab run #{experiment_id}: {len(exp.problems)} record(s) could not be read and are "
+                             f"not shown ({exp.problems[0]}{'; …' if len(exp.problems) > 1 else ''}).")
 
     def _delete_lab_run(self, experiment_id: int) -> None:
         try:

@@ -16,7 +16,9 @@ from backends.text import clean_text
 from .args import build_parser, load_settings_from_args
 from .compare import cmd_compare
 from .generate import cmd_generate
-from .labs import cmd_align, cmd_shift, cmd_vs
+from .align import cmd_align
+from .shift import cmd_shift
+from .vs import cmd_vs
 from .scaffold import UsageError, dumps, interruptible, run_command, safe_stdout, say
 
 __all__ = ["main", "cmd_bench"]

@@ -22,6 +22,7 @@ import threading
 from dataclasses import replace
 from typing import Any, Callable, Iterator
 
+from app.core.records import plain
 from app.core.jsonsafe import json_safe
 from app.core.streams import drain
 from backends.base import BackendError, Finished, Step
@@ -183,14 +184,15 @@ def traced(obj, keep: bool):
     return obj
 
 
-def print_record(record: dict, a: argparse.Namespace) -> None:
-    """One JSON line of a lab record (non-finite numbers as null; step records with ``--traces``)."""
-    print(dumps(json_safe(traced(record, getattr(a, "traces", False)))), flush=True)
+def print_record(record, a: argparse.Namespace) -> None:
+    """One JSON line of a lab record (a typed ``Record`` as its ``to_dict``; non-finite numbers
+    as null; step records with ``--traces``)."""
+    print(dumps(json_safe(traced(plain(record), getattr(a, "traces", False)))), flush=True)
 
 
-def print_summary(summary: dict, a: argparse.Namespace) -> None:
+def print_summary(summary, a: argparse.Namespace) -> None:
     """The last JSON line, ``{"summary": ...}``."""
-    print_record({"summary": summary}, a)
+    print_record({"summary": plain(summary)}, a)
 
 
 def print_records(gen, a: argparse.Namespace, print_row: Callable[[dict], None]) -> object:

@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core.export import finished_from_dict, finished_to_dict
@@ -217,9 +217,12 @@ class Experiment:
     model_path: str | None
     model_sha256: str | None
     status: str
-    params: dict
+    #: the stored dicts; a lab's ``RecordTypes.read_experiment`` gives them typed
+    params: Any
     records: tuple
-    summary: dict | None
+    summary: Any
+    #: records that could not be read back (``RecordTypes.read_experiment``), one line each
+    problems: tuple[str, ...] = ()
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:

@@ -47,7 +47,7 @@ def test_a_registered_toy_lab_has_its_tab_runs_is_stored_and_reopens(toy_window,
     with qtbot.waitSignal(w.controller.labs.finished, timeout=120_000) as blocker:
         w.toy_lab.run(n=3)
     summary, status = blocker.args
-    assert status == "done" and summary["n"] == 3
+    assert status == "done" and summary.n == 3
     assert panel.rows.count() == 3
     wait_saved(w, qtbot)
     exp_id = w.controller.labs.experiment_id
@@ -58,4 +58,4 @@ def test_a_registered_toy_lab_has_its_tab_runs_is_stored_and_reopens(toy_window,
     w.show_lab("workbench")
     w.open_lab_run(exp_id)
     assert w.lab_tabs.currentWidget() is panel and panel.rows.count() == 3
-    assert panel.summary[0]["text"] == summary["text"]
+    assert panel.summary[0] == summary  # the typed summary read back equals the one made live
