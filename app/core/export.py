@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 from app.core.paths import atomic_write_text
 from app.core.trace import Trace
 from app.core.jsonsafe import json_safe
+from app.core.records import plain
 from backends.base import Finished, SamplerSettings, Step
 from backends.text import clean_json, clean_text, loads_json
 
@@ -245,10 +246,10 @@ def write_csv(trace: Trace, path: str | os.PathLike[str], *, excel_safe: bool = 
 
 
 def write_lab_json(data: dict, path: str | os.PathLike[str]) -> None:
-    """A lab's export (knobs, records, summary) as UTF-8 JSON; NaN becomes null. The whole
-    document is made first and then written atomically: a failure (a value JSON cannot hold, a
-    full disk) leaves an existing file as it was."""
-    text = json.dumps(clean_json(json_safe(data)), ensure_ascii=False, indent=1, allow_nan=False)
+    """A lab's export (knobs, records, summary) as UTF-8 JSON; typed records as their
+    ``to_dict``, NaN as null. The whole document is made first and then written atomically: a
+    failure (a value JSON cannot hold, a full disk) leaves an existing file as it was."""
+    text = json.dumps(clean_json(json_safe(plain(data))), ensure_ascii=False, indent=1, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
 
