@@ -1,0 +1,231 @@
+"""The stages of the sampler chain, each a function from the candidate array to a new one.
+
+Owns ``_Cands`` (llama.cpp's ``llama_token_data_array`` between stages) and one
+``_stage_NAME`` per sampler, with llama.cpp's semantics (see the package docstring), plus the
+grammar stage (``GRAMMAR_TAIL``, ``GrammarDeadEnd``). Private to ``app.core.sampling``: the
+chain (``chain.apply_chain``) calls them in order. Any thread (pure numpy); no Qt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.base import GenerationError, SamplerSettings
+
+from .numeric import _F32, _argsort_desc, _expf, _logf, _logf_scalar, _seqsum, _top_desc
+
+
+class _Cands:
+    """The candidate array between stages, in llama.cpp's array order.
+
+    ``ids`` None means the whole vocabulary in id order (position == id). ``lg`` holds the
+    current float32 logits (may be the caller's array: never written). ``ecache`` optionally
+    holds ``(ref, exp(lg - ref))`` in float32 (numpy's fast exp) so the statistics of a
+    whole-vocabulary stage need no second exp; it is never used where llama.cpp's rounding
+    decides the kept set."""
+
+    __slots__ = ("ids", "lg", "sorted", "ecache")
+
+    def __init__(self, ids, lg, is_sorted, ecache=None):
+        self.ids = ids
+        self.lg = lg
+        self.sorted = is_sorted
+        self.ecache = ecache
+
+    def __len__(self) -> int:
+        return self.lg.shape[0]
+
+    def take(self, pos: np.ndarray, is_sorted: bool) -> "_Cands":
+        ids = pos.astype(np.int64, copy=False) if self.ids is None else self.ids[pos]
+        return _Cands(ids, self.lg[pos], is_sorted)
+
+    def head(self, k: int) -> "_Cands":
+        if self.ids is None:  # copy: lg may be the caller's array
+            return _Cands(np.arange(k, dtype=np.int64), self.lg[:k].copy(), True)
+        return _Cands(self.ids[:k], self.lg[:k], True)
+
+    def sort(self) -> "_Cands":
+        return self if self.sorted else self.take(_argsort_desc(self.lg), True)
+
+    def exp_from_max(self) -> tuple[np.float32, np.ndarray]:
+        """llama.cpp's softmax numerators: expf(logit - max) over the array."""
+        mx = self.lg[0] if self.sorted else self.lg.max()
+        return mx, _expf(self.lg - mx)
+
+
+def _stage_penalties(c: _Cands, s: SamplerSettings, window: np.ndarray) -> _Cands:
+    n = len(c)
+    if window.shape[0]:
+        uniq, counts = np.unique(window, return_counts=True)
+        ok = (uniq >= 0) & (uniq < n)
+        uniq, counts = uniq[ok], counts[ok]
+        if uniq.shape[0]:
+            lg = c.lg.copy()
+            rp, fq, pr = _F32(s.repeat_penalty), _F32(s.frequency_penalty), _F32(s.presence_penalty)
+            v = lg[uniq]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                v = np.where(v <= 0, v * rp, v / rp).astype(_F32)
+                v = v - (counts.astype(_F32) * fq + _F32(1.0) * pr).astype(_F32)
+            lg[uniq] = v
+            # keep exp(lg - m0) of the untouched tokens instead of another exp over the vocab
+            if c.ecache is not None:
+                m0, e0 = c.ecache
+                if v.max() <= m0:
+                    e = e0.copy()
+                    e[uniq] = np.exp(v - m0)
+                    return _Cands(None, lg, False, (m0, e))
+            return _Cands(None, lg, False)
+    return _Cands(None, c.lg, False, c.ecache)
+
+
+#: The grammar stage checks the tokens that hold all but at most this much of the probability
+#: mass entering it; see ``_stage_grammar``.
+GRAMMAR_TAIL = 2e-3
+#: ... and checks every token when the tail could be more than this share of the allowed mass.
+GRAMMAR_REL_ERROR = 0.01
+#: Past this many candidates the check is made over the whole vocabulary at once.
+_GRAMMAR_MAX_CHECKED = 40000
+
+
+def _stage_grammar(c: _Cands, grammar) -> _Cands:
+    """Keep the tokens ``grammar`` allows next (``grammar.allowed(ids)``: llama.cpp's own grammar
+    sampler on exactly those candidates), before any truncation, as llama.cpp's "grammar first"
+    path does (masking commutes with the penalties and the temperature, not with top-k/top-p).
+
+    Deliberate difference from llama.cpp, whose sampler checks every token of the vocabulary
+    (about 60 ms a step for 262,144 tokens here): only the tokens within 10 or 15 nats of the
+    best are checked, enough to hold all but ``GRAMMAR_TAIL`` of the mass (a few thousand to
+    some 25,000 tokens for a small model's flat tail: 1 to 4 ms); the rest is dropped. When that
+    unchecked tail could be more than ``GRAMMAR_REL_ERROR`` of the allowed mass (the model wants
+    what the grammar forbids, e.g. prose where the JSON must start), every token is checked, as
+    llama.cpp does. So the kept set is llama.cpp's over the checked candidates, and the
+    constrained distribution is within 1% of llama.cpp's at every step."""
+    lg = c.lg
+    n = lg.shape[0]
+    if c.ecache is not None:
+        m, e = c.ecache
+    else:
+        m = lg.max()
+        with np.errstate(under="ignore"):
+            e = np.exp(lg - m)
+    total = float(e.sum(dtype=np.float64))
+    cand = None
+    tail = 1.0
+    for delta in (10.0, 15.0):
+        mask = lg >= _F32(m - delta)
+        cnt = int(np.count_nonzero(mask))
+        if cnt > _GRAMMAR_MAX_CHECKED:
+            break
+        tail = max(0.0, 1.0 - float(e[mask].sum(dtype=np.float64)) / total)
+        if tail <= GRAMMAR_TAIL or delta == 15.0:
+            cand = np.flatnonzero(mask)
+            break
+    if cand is not None and tail <= GRAMMAR_TAIL:
+        ok = grammar.allowed(cand)
+        kept = cand[ok]
+        allowed_mass = float(e[kept].sum(dtype=np.float64)) / total if kept.shape[0] else 0.0
+        if allowed_mass * GRAMMAR_REL_ERROR < tail or kept.shape[0] == 0:
+            cand = None
+    else:
+        cand = None
+    if cand is None:
+        cand = np.arange(n, dtype=np.int64)
+        kept = cand[grammar.allowed(cand)]
+    if kept.shape[0] == 0:
+        raise GrammarDeadEnd("The grammar allows no token here: the constrained answer cannot go on.")
+    kept = kept.astype(np.int64, copy=False)
+    return _Cands(kept, lg[kept], False)
+
+
+class GrammarDeadEnd(GenerationError):
+    """No token is allowed by the grammar at this step."""
+
+
+def _stage_top_k(c: _Cands, k: int, known_top: np.ndarray | None) -> _Cands:
+    k = min(k, len(c))
+    if c.sorted:
+        return c.head(k)
+    if known_top is not None and known_top.shape[0] >= k:
+        return c.take(known_top[:k], True)
+    return c.take(_top_desc(c.lg, k), True)
+
+
+def _stage_typical(c: _Cands, p: np.float32, min_keep: int) -> _Cands:
+    c = c.sort()
+    lg = c.lg
+    e = _expf(lg - lg[0])
+    pr = e / _seqsum(e)
+    logp = _logf(pr)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(pr > 0, (-pr) * logp, _F32(0.0)).astype(_F32)
+    ent = _seqsum(terms)
+    shifted = np.abs(-logp - ent)
+    order = np.argsort(shifted, kind="stable")
+    cum = np.cumsum(pr[order], dtype=_F32)
+    ok = cum > p
+    if min_keep > 1:
+        ok[: min_keep - 1] = False
+    hit = np.flatnonzero(ok)
+    last = int(hit[0]) + 1 if hit.shape[0] else len(c)
+    return c.take(order[:last], False)
+
+
+def _stage_top_p(c: _Cands, p: np.float32, min_keep: int) -> _Cands:
+    n = len(c)
+    mx, e = c.exp_from_max()
+    S = _seqsum(e)  # llama.cpp sums in array order, in float32
+    if c.sorted or n <= 1024:
+        c2 = c
+        if not c.sorted:
+            order = _argsort_desc(c.lg)
+            c2, e = c.take(order, True), e[order]
+        cum = np.cumsum(e / S, dtype=_F32)
+        ok = cum >= p
+        if min_keep > 1:
+            ok[: min_keep - 1] = False
+        hit = np.flatnonzero(ok)
+        last = int(hit[0]) + 1 if hit.shape[0] else n
+        return c2.head(last)
+    # large unsorted: grow a partial sort until the cumulative mass reaches p
+    k = max(64, min_keep)
+    while True:
+        k = min(k, n)
+        idx = _top_desc(c.lg, k)
+        cum = np.cumsum(e[idx] / S, dtype=_F32)
+        ok = cum >= p
+        if min_keep > 1:
+            ok[: min_keep - 1] = False
+        hit = np.flatnonzero(ok)
+        if hit.shape[0]:
+            return c.take(idx[: int(hit[0]) + 1], True)
+        if k >= n:
+            return c.take(idx, True)
+        k *= 16
+
+
+def _stage_min_p(c: _Cands, p: np.float32, min_keep: int) -> _Cands:
+    logp = _logf_scalar(p)
+    n = len(c)
+    if not c.sorted:
+        thr = _F32(c.lg.max() + logp)
+        mask = c.lg >= thr
+        cnt = int(np.count_nonzero(mask))
+        if cnt > 0 and cnt >= min_keep:
+            if cnt == n:
+                return c
+            return c.take(np.flatnonzero(mask), False)
+        c = c.sort()
+    thr = _F32(c.lg[0] + logp)
+    cnt = int(np.count_nonzero(c.lg >= thr))
+    keep = min(n, max(cnt, min_keep, 1))
+    return c if keep == n else c.head(keep)
+
+
+def _stage_temperature(c: _Cands, t: np.float32) -> _Cands:
+    if t <= 0:
+        i = int(np.argmax(c.lg))
+        return c.take(np.array([i], dtype=np.int64), True)
+    ids = c.ids
+    with np.errstate(over="ignore"):
+        lg = (c.lg / t).astype(_F32, copy=False)
+    return _Cands(ids, lg, c.sorted)
