@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 __all__ = [
     "SamplerSettings",
     "SAMPLER_ORDER",
+    "samplers_from_string",
+    "samplers_to_string",
     "GRAMMAR_FORCED",
     "TokenAlt",
     "StageInfo",
@@ -41,8 +43,52 @@ __all__ = [
 #: A grammar-held token the model gave less than this before the constraint is flagged.
 GRAMMAR_FORCED = 0.01
 
-#: The default order of llama.cpp's chain (common/sampling.cpp) that we follow.
-SAMPLER_ORDER: tuple[str, ...] = ("penalties", "top_k", "typical", "top_p", "min_p", "temperature")
+#: The default order of llama.cpp's chain (common/sampling.cpp, ``--samplers``), by our stage
+#: names (llama.cpp's ``typ_p`` is our ``typical``; ``samplers_from_string`` reads its names).
+SAMPLER_ORDER: tuple[str, ...] = ("penalties", "dry", "top_n_sigma", "top_k", "typical", "top_p", "min_p", "xtc",
+                                  "temperature")
+
+#: llama.cpp's name of each stage in a ``--samplers`` string, where it differs from ours
+_LLAMA_NAME = {"typical": "typ_p"}
+#: every spelling llama.cpp's ``common_sampler_types_from_names`` accepts (canonical, kebab-case,
+#: without the underscore, and its aliases), lower case, to our stage names; plus "typical"
+_SAMPLER_NAMES: dict[str, str] = {}
+for _stage in SAMPLER_ORDER:
+    _canon = _LLAMA_NAME.get(_stage, _stage)
+    for _spelling in {_canon, _canon.replace("_", "-"), _canon.replace("_", ""), _stage}:
+        _SAMPLER_NAMES[_spelling] = _stage
+_SAMPLER_NAMES.update({"nucleus": "top_p", "temp": "temperature", "typ": "typical"})
+#: llama.cpp's one-letter names (``--sampling-seq``)
+_SAMPLER_CHARS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k", "y": "typical", "p": "top_p",
+                  "m": "min_p", "x": "xtc", "t": "temperature"}
+
+
+def samplers_from_string(text: str) -> tuple[str, ...]:
+    """A chain order from llama.cpp's ``--samplers`` syntax ("top_k;top_p;temperature", any
+    letter case, llama.cpp's aliases such as "top-p", "nucleus", "temp") or its one-letter form
+    (``--sampling-seq`` "kpt"). ValueError names what it cannot read (llama.cpp only warns and
+    drops it; a workbench should say so)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the sampler order is empty: name at least one sampler, e.g. "
+                         + samplers_to_string(SAMPLER_ORDER))
+    if ";" not in text and text.lower() not in _SAMPLER_NAMES and all(ch in _SAMPLER_CHARS for ch in text.lower()):
+        return tuple(_SAMPLER_CHARS[ch] for ch in text.lower())
+    out = []
+    for part in text.split(";"):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in _SAMPLER_NAMES:
+            known = ", ".join(_LLAMA_NAME.get(n, n) for n in SAMPLER_ORDER)
+            raise ValueError(f"unknown sampler {part.strip()!r} in the order; the samplers are {known}")
+        out.append(_SAMPLER_NAMES[name])
+    return tuple(out)
+
+
+def samplers_to_string(order: Sequence[str]) -> str:
+    """``order`` in llama.cpp's ``--samplers`` syntax."""
+    return ";".join(_LLAMA_NAME.get(n, n) for n in order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +96,11 @@ class SamplerSettings:
     """Every knob of the sampler chain, with llama.cpp's meaning for each.
 
     A value that switches a stage off: top_k <= 0, top_p >= 1, min_p <= 0, typical_p >= 1,
-    repeat_penalty == 1 with frequency and presence 0. temperature <= 0 means greedy.
+    repeat_penalty == 1 with frequency and presence 0, top_n_sigma <= 0, xtc_probability <= 0
+    or xtc_threshold > 0.5, dynatemp_range <= 0 (plain temperature). temperature <= 0 means
+    greedy. ``samplers`` is the order of the chain (``SAMPLER_ORDER`` by default; llama.cpp's
+    ``--samplers``); ``logit_bias`` holds (token id or text, bias) pairs, added to the logits
+    before the chain as llama.cpp does (a text biases each of its tokens; -inf bans a token).
     """
 
     temperature: float = 0.8
@@ -67,6 +117,13 @@ class SamplerSettings:
     max_tokens: int = 128
     stop: tuple[str, ...] = ()
     top_n: int = 20
+    top_n_sigma: float = -1.0
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    logit_bias: tuple[tuple[int | str, float], ...] = ()
+    samplers: tuple[str, ...] = SAMPLER_ORDER
 
     #: (name, minimum, maximum) checked by ``validate``; the widgets use the same limits.
     LIMITS = {
@@ -83,6 +140,11 @@ class SamplerSettings:
         "seed": (0, 2**32 - 1),
         "max_tokens": (1, 32768),
         "top_n": (1, 200),
+        "top_n_sigma": (-1.0, 100.0),
+        "xtc_probability": (0.0, 1.0),
+        "xtc_threshold": (0.0, 1.0),
+        "dynatemp_range": (0.0, 5.0),
+        "dynatemp_exponent": (0.0, 100.0),
     }
 
     @property
@@ -97,6 +159,25 @@ class SamplerSettings:
                 raise ValueError(f"{name} is not a number")
             if not lo <= value <= hi:
                 raise ValueError(f"{name} = {value} is outside the allowed range {lo} .. {hi}")
+        unknown = [n for n in self.samplers if n not in SAMPLER_ORDER]
+        if unknown:
+            raise ValueError(f"unknown sampler {unknown[0]!r} in the order; the samplers are "
+                             f"{samplers_to_string(SAMPLER_ORDER)}")
+        for entry in self.logit_bias:
+            if len(entry) != 2:
+                raise ValueError(f"a logit bias is a (token, bias) pair, not {entry!r}")
+            tok, bias = entry
+            if isinstance(tok, bool) or not isinstance(tok, (int, str)) or (isinstance(tok, str) and not tok):
+                raise ValueError(f"a logit bias names a token id or a non-empty text, not {tok!r}")
+            if isinstance(tok, int) and tok < 0:
+                raise ValueError(f"logit bias token id {tok} is negative")
+            if math.isnan(float(bias)) or float(bias) == math.inf:
+                raise ValueError(f"the logit bias of {tok!r} must be a number or -inf, not {bias!r}")
+
+    @property
+    def order_string(self) -> str:
+        """The chain order in llama.cpp's ``--samplers`` syntax."""
+        return samplers_to_string(self.samplers)
 
     def replace(self, **changes: Any) -> "SamplerSettings":
         return dataclasses.replace(self, **changes)
@@ -104,6 +185,9 @@ class SamplerSettings:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["stop"] = list(self.stop)
+        d["samplers"] = list(self.samplers)
+        # JSON has no infinity: a ban is written "-inf" (float("-inf") reads it back)
+        d["logit_bias"] = [[t, b if math.isfinite(b) else "-inf"] for t, b in self.logit_bias]
         return d
 
     @classmethod
@@ -112,6 +196,11 @@ class SamplerSettings:
         kwargs = {k: v for k, v in d.items() if k in names}
         if "stop" in kwargs:
             kwargs["stop"] = tuple(kwargs["stop"])
+        if "samplers" in kwargs:
+            order = kwargs["samplers"]
+            kwargs["samplers"] = samplers_from_string(order) if isinstance(order, str) else tuple(order)
+        if "logit_bias" in kwargs:
+            kwargs["logit_bias"] = tuple((t, -math.inf if b is None else float(b)) for t, b in kwargs["logit_bias"])
         return cls(**kwargs)
 
 
@@ -214,6 +303,9 @@ class StageInfo:
     removed_mass: float
     removed_raw: float
     probs: tuple[float, ...]
+    #: what the stage decided from this step's distribution: the temperature dynamic
+    #: temperature used, XTC's draw (it acts when the draw is at most ``xtc_probability``)
+    value: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +382,7 @@ class Step:
                     "removed_mass": s.removed_mass,
                     "removed_raw": s.removed_raw,
                     "probs": list(s.probs),
+                    **({"value": s.value} if s.value is not None else {}),
                 }
                 for s in self.stages
             ],
@@ -311,7 +404,7 @@ class Step:
             kl_final_raw=d["kl_final_raw"],
             top=tuple(TokenAlt(a["id"], a["token"], a["p_raw"], a["p_final"]) for a in d.get("top", ())),
             stages=tuple(
-                StageInfo(s["name"], s["kept"], s["removed_mass"], s["removed_raw"], tuple(s["probs"]))
+                StageInfo(s["name"], s["kept"], s["removed_mass"], s["removed_raw"], tuple(s["probs"]), s.get("value"))
                 for s in d.get("stages", ())
             ),
             kept=d.get("kept", 0),

@@ -8,9 +8,10 @@ engine takes). Runs on the main thread; no model, no Qt.
 from __future__ import annotations
 
 import argparse
+import re
 
 from app.lab_registry import LABS
-from backends.base import LoadSettings, SamplerSettings
+from backends.base import LoadSettings, SamplerSettings, samplers_from_string, samplers_to_string
 
 __all__ = ["build_parser", "settings_from_args", "load_settings_from_args", "TRACES_HELP"]
 
@@ -33,6 +34,42 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--top-n", type=int, default=d.top_n, help="alternatives recorded per step")
+    p.add_argument("--top-nsigma", "--top-n-sigma", dest="top_n_sigma", type=float, default=d.top_n_sigma,
+                   help="keep tokens within N standard deviations of the best logit (-1 = off)")
+    p.add_argument("--xtc-probability", type=float, default=d.xtc_probability,
+                   help="XTC: chance per step of removing the top choices (0 = off)")
+    p.add_argument("--xtc-threshold", type=float, default=d.xtc_threshold,
+                   help="XTC: tokens at or above this probability are the top choices (> 0.5 = off)")
+    p.add_argument("--dynatemp-range", type=float, default=d.dynatemp_range,
+                   help="dynamic temperature: temperature +/- this range by the step's entropy (0 = off)")
+    p.add_argument("--dynatemp-exp", dest="dynatemp_exponent", type=float, default=d.dynatemp_exponent,
+                   help="dynamic temperature exponent")
+    p.add_argument("--samplers", type=_sampler_order, default=d.samplers, metavar="ORDER",
+                   help="the chain's order, separated by ';' (default: " + samplers_to_string(d.samplers) + ")")
+    p.add_argument("-l", "--logit-bias", action="append", type=_logit_bias, default=[],
+                   metavar="TOKEN(+/-)BIAS",
+                   help="add BIAS to a token's logit, e.g. 15043+1 or 15043-inf (ban); TOKEN may be a text, "
+                   "biasing each of its tokens (repeatable)")
+
+
+def _sampler_order(text: str) -> tuple[str, ...]:
+    try:
+        return samplers_from_string(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _logit_bias(text: str) -> tuple[int | str, float]:
+    """llama.cpp's TOKEN_ID(+/-)BIAS ("15043+1", "15043-inf"); a TOKEN that is not a number is
+    a text ("' Paris'-inf" arrives as " Paris-inf")."""
+    m = re.fullmatch(r"(.+?)([+-])(inf|\d+(?:\.\d*)?|\.\d+)", text, flags=re.S | re.I)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not TOKEN+BIAS or TOKEN-BIAS (e.g. 15043+1, 15043-inf)")
+    token, sign, amount = m.groups()
+    bias = float(amount) * (1 if sign == "+" else -1)
+    if bias == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a bias of +inf would force the token; use a large number")
+    return (int(token) if token.strip().isdigit() else token), bias
 
 
 def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
@@ -184,6 +221,13 @@ def settings_from_args(a: argparse.Namespace) -> SamplerSettings:
         max_tokens=a.max_tokens,
         stop=tuple(a.stop),
         top_n=a.top_n,
+        top_n_sigma=a.top_n_sigma,
+        xtc_probability=a.xtc_probability,
+        xtc_threshold=a.xtc_threshold,
+        dynatemp_range=a.dynatemp_range,
+        dynatemp_exponent=a.dynatemp_exponent,
+        samplers=tuple(a.samplers),
+        logit_bias=tuple(a.logit_bias),
     )
 
 

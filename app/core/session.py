@@ -22,7 +22,7 @@ import numpy as np
 from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, require_prompt
 from backends.text import Utf8Stream
 
-from .sampling import ChainResult, apply_chain
+from .sampling import ChainResult, apply_chain, resolve_logit_bias
 
 __all__ = ["GenerationSession", "LogitsEngine", "Utf8Stream"]
 
@@ -72,6 +72,10 @@ class GenerationSession:
         self.prompt = prompt
         self.settings = settings
         self.rng = np.random.Generator(np.random.PCG64(settings.seed))
+        # XTC's draw ("does it act this step?") has a generator of its own, so switching XTC on
+        # does not change which tokens the main draw picks where XTC leaves the candidates alone
+        self.xtc_rng = np.random.Generator(np.random.PCG64([settings.seed, 0x585443]))
+        self._logit_bias: tuple[np.ndarray, np.ndarray] | None = None  # resolved at start (a text needs the tokenizer)
         self.prompt_tokens: list[int] = []
         self.generated: list[int] = []
         self.text = ""
@@ -96,6 +100,9 @@ class GenerationSession:
                 f"The prompt is {len(self.prompt_tokens):,} tokens but the context holds "
                 f"{self.engine.n_ctx:,}. Shorten the prompt or load the model with a larger context."
             )
+        if self.settings.logit_bias:
+            self._logit_bias = resolve_logit_bias(
+                self.settings, lambda text: self.engine.tokenize(text, add_special=False))
         self.reused_tokens = self.engine.prepare(self.prompt_tokens)
         self._t0 = time.perf_counter()  # tokens/s counts generation, not prompt evaluation
         self._started = True
@@ -115,7 +122,8 @@ class GenerationSession:
             if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
                 logits = logits.copy()
                 logits[list(self.banned_tokens)] = _BANNED
-            self._pending = apply_chain(logits, s, window, top_n=s.top_n, grammar=self.grammar)
+            self._pending = apply_chain(logits, s, window, top_n=s.top_n, grammar=self.grammar,
+                                        logit_bias=self._logit_bias, rng=self.xtc_rng)
         return self._pending
 
     def commit(self, token_id: int | None = None) -> Step:

@@ -5,6 +5,7 @@ No llama_cpp, no Qt. The comparison with llama.cpp itself is in test_sampling_re
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -250,7 +251,7 @@ def test_penalties_on_large_vocab_then_chain():
     hist = rng.integers(0, 50000, 40).tolist()
     s = SamplerSettings(repeat_penalty=1.3, frequency_penalty=0.2, presence_penalty=0.1)
     r = apply_chain(v, s, hist)
-    assert [st.name for st in r.stages] == list(SAMPLER_ORDER[:2]) + ["top_p", "min_p", "temperature"]
+    assert [st.name for st in r.stages] == ["penalties", "top_k", "top_p", "min_p", "temperature"]
     pen = v.astype(np.float64).copy()
     for t in set(hist[-64:]):
         c = hist[-64:].count(t)
@@ -511,3 +512,58 @@ def test_module_imports_neither_qt_nor_llama_cpp():
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sampler_order_reads_llama_cpp_syntax_and_round_trips():
+    from backends.base import samplers_from_string, samplers_to_string
+
+    default = "penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature"
+    assert samplers_to_string(SAMPLER_ORDER) == default and samplers_from_string(default) == SAMPLER_ORDER
+    assert samplers_from_string("Top-K; nucleus ;TEMP") == ("top_k", "top_p", "temperature")
+    assert samplers_from_string("kypmxt") == ("top_k", "typical", "top_p", "min_p", "xtc", "temperature")
+    with pytest.raises(ValueError, match="unknown sampler 'top_q'"):
+        samplers_from_string("top_k;top_q")
+    s = SamplerSettings(samplers=("temperature", "top_k"), logit_bias=((3, float("-inf")), ("hi", 1.5)))
+    back = SamplerSettings.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and back.order_string == "temperature;top_k"
+    with pytest.raises(ValueError, match="unknown sampler"):
+        SamplerSettings(samplers=("nope",)).validate()
+
+
+def test_a_custom_order_is_the_order_of_the_recorded_stages():
+    v = np.random.default_rng(3).normal(0, 2, 5000).astype(np.float32)
+    s = SamplerSettings(samplers=("temperature", "min_p", "top_k"), temperature=1.5, top_k=10, min_p=0.01)
+    r = apply_chain(v, s)
+    assert [st.name for st in r.stages] == ["temperature", "min_p", "top_k"] and r.kept == 10
+    # temperature first flattens what min_p sees: it keeps more than min_p after temperature would
+    later = apply_chain(v, s.replace(samplers=("min_p", "temperature")))
+    first = apply_chain(v, s.replace(samplers=("temperature", "min_p")))
+    assert first.kept > later.kept
+
+
+def test_xtc_acts_only_when_its_draw_says_so_and_records_the_draw():
+    v = np.array([5.0, 4.5, 4.0, 1.0, 0.0, -1.0], dtype=np.float32)
+    s = SamplerSettings(samplers=("xtc",), xtc_probability=0.5, xtc_threshold=0.1, temperature=1.0)
+    acted = apply_chain(v, s, xtc_draw=0.2)
+    idle = apply_chain(v, s, xtc_draw=0.9)
+    assert acted.stages[0].value == 0.2 and idle.stages[0].value == 0.9
+    assert idle.kept == 6 and idle.stages[0].removed_mass == 0.0
+    # the two most likely of the three above 0.1 are removed; the least likely of them stays
+    assert acted.kept == 4 and acted.p_final(0) == 0.0 and acted.p_final(1) == 0.0 and acted.p_final(2) > 0
+
+
+def test_dynamic_temperature_follows_the_entropy():
+    flat = np.zeros(100, dtype=np.float32)
+    peaked = np.array([10.0] + [0.0] * 99, dtype=np.float32)
+    s = SamplerSettings(samplers=("temperature",), temperature=1.0, dynatemp_range=0.5)
+    t_flat = apply_chain(flat, s).stages[0].value
+    t_peaked = apply_chain(peaked, s).stages[0].value
+    assert t_flat == pytest.approx(1.5, abs=1e-5)  # normalised entropy 1: the top of the range
+    assert 0.5 <= t_peaked < 0.7  # nearly certain: near the bottom
+
+
+def test_a_text_logit_bias_needs_a_tokenizer():
+    from backends.base import GenerationError
+
+    with pytest.raises(GenerationError, match="tokenizer"):
+        apply_chain(np.zeros(10, dtype=np.float32), SamplerSettings(logit_bias=(("hi", -1.0),)))

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 import llama_cpp
-from app.core.sampling import apply_chain
-from backends.base import SAMPLER_ORDER, SamplerSettings
+from app.core.sampling import apply_chain, resolve_logit_bias
+from backends.base import SamplerSettings
 
 OFF = SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0)
 TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
@@ -48,7 +48,16 @@ def _make_sampler(name: str, s: SamplerSettings, n_vocab: int):
     if name == "min_p":
         return llama_cpp.llama_sampler_init_min_p(s.min_p, s.min_keep)
     if name == "temperature":
-        return llama_cpp.llama_sampler_init_temp(s.temperature)
+        return llama_cpp.llama_sampler_init_temp_ext(s.temperature, s.dynatemp_range, s.dynatemp_exponent)
+    if name == "top_n_sigma":
+        return llama_cpp.llama_sampler_init_top_n_sigma(s.top_n_sigma)
+    if name == "xtc":  # seed fixed; the tests use probability 1 (XTC acts at every step) or 0
+        return llama_cpp.llama_sampler_init_xtc(s.xtc_probability, s.xtc_threshold, s.min_keep, 1234)
+    if name == "logit_bias":
+        ids, bias = resolve_logit_bias(s)
+        arr = (llama_cpp.llama_logit_bias * len(ids))(*[llama_cpp.llama_logit_bias(int(t), float(b))
+                                                        for t, b in zip(ids, bias)])
+        return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(ids), arr)
     raise ValueError(name)
 
 
@@ -68,13 +77,16 @@ def llama_chain(logits: np.ndarray, s: SamplerSettings, history=(), single: str 
         smpl = _make_sampler(single, s, n)
     else:
         smpl = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        for name in SAMPLER_ORDER:  # the chain owns and frees what is added
+        names = (("logit_bias",) if s.logit_bias else ()) + tuple(nm for nm in s.samplers if nm != "dry")
+        for name in names:  # the chain owns and frees what is added
             llama_cpp.llama_sampler_chain_add(smpl, _make_sampler(name, s, n))
     try:
         for t in history:
             llama_cpp.llama_sampler_accept(smpl, int(t))
         llama_cpp.llama_sampler_apply(smpl, ctypes.byref(cur))
-        out = arr[: cur.size].copy()
+        # a sampler may move the start of the array (XTC drops its head by advancing ``data``)
+        start = (ctypes.cast(cur.data, ctypes.c_void_p).value - arr.ctypes.data) // TOKEN_DATA.itemsize
+        out = arr[start: start + cur.size].copy()
     finally:
         llama_cpp.llama_sampler_free(smpl)
     out = out[np.isfinite(out["logit"])]  # greedy temperature leaves the rest at -inf
@@ -247,7 +259,7 @@ def _ours(v, s, history=()):
 def test_comparison_detects_a_different_setting():
     """Every stage, with a slightly different setting on the llama.cpp side, must be caught:
     the comparison above is not vacuous."""
-    caught = {name: 0 for name in SAMPLER_ORDER}
+    caught: dict[str, int] = {}
     rng = np.random.default_rng(5)
     for trial in range(10):
         v = distinct(rng.normal(0, 2.0, 3000))
@@ -260,11 +272,20 @@ def test_comparison_detects_a_different_setting():
             "top_p": (OFF.replace(top_p=0.9), OFF.replace(top_p=0.9, min_keep=2000)),
             "min_p": (OFF.replace(min_p=0.05), OFF.replace(min_p=0.04)),
             "temperature": (OFF.replace(temperature=0.8), OFF.replace(temperature=0.8001)),
+            "top_n_sigma": (OFF.replace(top_n_sigma=1.5), OFF.replace(top_n_sigma=1.49)),
+            "xtc": (OFF.replace(xtc_probability=1.0, xtc_threshold=0.01),
+                    OFF.replace(xtc_probability=1.0, xtc_threshold=0.012)),
+            "logit_bias": (OFF.replace(logit_bias=((int(np.argmax(v)), -1.0),)),
+                           OFF.replace(logit_bias=((int(np.argmax(v)), -1.01),))),
         }
+        pairs["dynatemp"] = (OFF.replace(temperature=0.8, dynatemp_range=0.5),
+                             OFF.replace(temperature=0.8, dynatemp_range=0.5, dynatemp_exponent=1.01))
         for name, (ours_s, theirs_s) in pairs.items():
+            caught.setdefault(name, 0)
+            single = "temperature" if name == "dynatemp" else name
             # sanity: with the same settings they agree
-            assert compare(*_ours(v, ours_s, history), *llama_chain(v, ours_s, history, single=name)) is None
-            if compare(*_ours(v, ours_s, history), *llama_chain(v, theirs_s, history, single=name)):
+            assert compare(*_ours(v, ours_s, history), *llama_chain(v, ours_s, history, single=single)) is None
+            if compare(*_ours(v, ours_s, history), *llama_chain(v, theirs_s, history, single=single)):
                 caught[name] += 1
     assert all(count >= 1 for count in caught.values()), caught
 

@@ -31,11 +31,11 @@ candidate array and one function per sampler), ``result`` (per-stage snapshots a
 exponentials, which must not leak out of this package.
 """
 
-from .chain import apply_chain
+from .chain import apply_chain, resolve_logit_bias
 from .numeric import _argsort_desc, _expf, _logf, _sample_index, _top_desc, softmax_stats
 from .result import ChainResult
 from .stages import GRAMMAR_TAIL, GrammarDeadEnd
 from .timing import benchmark_chain
 
-__all__ = ["softmax_stats", "apply_chain", "ChainResult", "benchmark_chain", "GRAMMAR_TAIL", "GrammarDeadEnd",
+__all__ = ["softmax_stats", "apply_chain", "resolve_logit_bias", "ChainResult", "benchmark_chain", "GRAMMAR_TAIL", "GrammarDeadEnd",
            "_argsort_desc", "_expf", "_logf", "_sample_index", "_top_desc"]

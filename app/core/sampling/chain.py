@@ -7,16 +7,38 @@ Any thread (the generation worker in the app); no Qt.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from backends.base import SAMPLER_ORDER, SamplerSettings
+from backends.base import GenerationError, SamplerSettings
 
 from .numeric import _F32, _Raw, _top_desc
 from .result import ChainResult, _raw_mass, _Snap
-from .stages import (_Cands, _stage_grammar, _stage_min_p, _stage_penalties, _stage_temperature, _stage_top_k,
-                     _stage_top_p, _stage_typical)
+from .stages import (_Cands, _stage_dynamic_temperature, _stage_grammar, _stage_logit_bias, _stage_min_p, _stage_penalties, _stage_temperature,
+                     _stage_top_k, _stage_top_n_sigma, _stage_top_p, _stage_typical, _stage_xtc)
+
+
+def _active(name: str, s: SamplerSettings, pen: bool) -> bool:
+    """Whether stage ``name`` changes anything with these settings (an inactive one is not
+    run and not recorded, as llama.cpp replaces it with an empty sampler)."""
+    if name == "penalties":
+        return pen
+    if name == "top_n_sigma":
+        return s.top_n_sigma > 0
+    if name == "top_k":
+        return s.top_k > 0
+    if name == "typical":
+        return bool(_F32(s.typical_p) < 1)
+    if name == "top_p":
+        return bool(_F32(s.top_p) < 1)
+    if name == "min_p":
+        return bool(_F32(s.min_p) > 0)
+    if name == "xtc":
+        return bool(s.xtc_probability > 0 and _F32(s.xtc_threshold) <= _F32(0.5))
+    if name == "temperature":
+        return bool(_F32(s.temperature) != 1 or s.dynatemp_range > 0)
+    return False  # "dry": not implemented yet
 
 
 def _penalties_active(s: SamplerSettings) -> bool:
@@ -26,14 +48,42 @@ def _penalties_active(s: SamplerSettings) -> bool:
                 and _F32(s.presence_penalty) == 0)
 
 
+def resolve_logit_bias(settings: SamplerSettings, tokenize: Callable[[str], Sequence[int]] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``settings.logit_bias`` as (token ids, biases): a text entry biases each of its tokens
+    (``tokenize``, without special tokens, as llama.cpp's server does for a string); without a
+    ``tokenize`` a text entry is a GenerationError that says so."""
+    ids: list[int] = []
+    bias: list[float] = []
+    for tok, b in settings.logit_bias:
+        if isinstance(tok, str):
+            if tokenize is None:
+                raise GenerationError(f"The logit bias of the text {tok!r} needs the model's tokenizer here; "
+                                      "give its token id instead.")
+            toks = [int(t) for t in tokenize(tok)]
+        else:
+            toks = [int(tok)]
+        ids += toks
+        bias += [float(b)] * len(toks)
+    return np.asarray(ids, dtype=np.int64), np.asarray(bias, dtype=_F32)
+
+
 def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence[int] = (),
-                top_n: int | None = None, grammar=None) -> ChainResult:
+                top_n: int | None = None, grammar=None, *, logit_bias: tuple[np.ndarray, np.ndarray] | None = None,
+                xtc_draw: float | None = None, rng: np.random.Generator | None = None) -> ChainResult:
     """Run the chain on one step's logits (1-D, the whole vocabulary; never modified).
 
+    The stages run in ``settings.samplers`` order (llama.cpp's ``--samplers``), after two that
+    llama.cpp also applies before its chain: ``grammar`` (an object with ``allowed(ids) -> bool
+    mask``, e.g. ``backends.grammar.Grammar``: the tokens it forbids are removed first, as
+    llama.cpp's grammar-first path does) and the logit bias (``logit_bias`` as resolved by
+    ``resolve_logit_bias``; by default the token-id entries of ``settings.logit_bias``). Each
+    active stage is recorded (``StageInfo``).
+
     ``history``: token ids seen so far; the penalties use its last ``penalty_last_n``.
-    ``top_n`` defaults to ``settings.top_n``. ``grammar`` (an object with ``allowed(ids) ->
-    bool mask``, e.g. ``backends.grammar.Grammar``) adds the "grammar" stage right after the
-    penalties (``_stage_grammar``); it is recorded like every other stage."""
+    ``top_n`` defaults to ``settings.top_n``. XTC acts at a step when its draw is at most
+    ``xtc_probability``: ``xtc_draw`` gives that draw (a recorded step replayed), else it is
+    drawn from ``rng`` (the generation's own), else XTC acts (a what-if shows what it does)."""
     raw = _Raw(logits)
     x = raw.x
     assert x is not None  # dropped only at the end of this function
@@ -41,28 +91,37 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     top_n = settings.top_n if top_n is None else top_n
     top_n = max(0, min(int(top_n), n))
 
+    order = settings.samplers
     pen = _penalties_active(settings)
     k = int(settings.top_k)
-    k_on = k > 0
     typ = _F32(settings.typical_p)
     top_p = _F32(settings.top_p)
     min_p = _F32(settings.min_p)
     temp = _F32(settings.temperature)
+    delta = _F32(settings.dynatemp_range)
+    nsig = _F32(settings.top_n_sigma)
+    xtc_p, xtc_t = _F32(settings.xtc_probability), _F32(settings.xtc_threshold)
     min_keep = max(0, int(settings.min_keep))
+    if logit_bias is None and settings.logit_bias:
+        logit_bias = resolve_logit_bias(settings)
+    bias_on = logit_bias is not None and logit_bias[0].shape[0] > 0
 
-    # one selection serves both the raw top-N and a top-k on the raw logits
+    # one selection serves both the raw top-N and a top-k on the raw logits (top_k first in the order)
+    active = [nm for nm in order if _active(nm, settings, pen)]
+    top_first = bool(active) and active[0] == "top_k" and grammar is None and not bias_on
     want = top_n
-    if k_on and not pen and grammar is None and k < n:
+    if top_first and k < n:
         want = max(top_n, k)
     top_sel = _top_desc(x, want)
     top_ids = top_sel[:top_n].astype(np.int64, copy=False)
 
     c = _Cands(None, x, False, (raw.m32, raw.e))
     snaps = [_Snap(None, raw.y, 0.0, raw.s, raw.e, raw.m)]
-    meta: list[tuple[str, int, float, float]] = []
+    meta: list[tuple[str, int, float, float, float | None]] = []
     raw_in = 1.0
+    greedy = False
 
-    def record(name: str, new: _Cands, filtering: bool | np.bool_) -> None:
+    def record(name: str, new: _Cands, filtering: bool | np.bool_, value: float | None = None) -> None:
         nonlocal raw_in
         prev = snaps[-1]
         snap = _Snap.of(new, raw)
@@ -75,12 +134,19 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
                 raw_out = _raw_mass(snap, raw)
         else:
             removed, raw_out = 0.0, raw_in
-        meta.append((name, len(new), removed, max(0.0, raw_in - raw_out)))
+        meta.append((name, len(new), removed, max(0.0, raw_in - raw_out), value))
         snaps.append(snap)
         raw_in = raw_out
 
-    for name in SAMPLER_ORDER:
-        if name == "penalties" and pen:
+    if grammar is not None:
+        c = _stage_grammar(c, grammar)
+        record("grammar", c, True)
+    if bias_on:
+        assert logit_bias is not None
+        c = _stage_logit_bias(c, logit_bias[0], logit_bias[1])
+        record("logit_bias", c, True)
+    for name in active:
+        if name == "penalties":
             last_n = int(settings.penalty_last_n)
             try:
                 tail = history[-last_n:]
@@ -89,25 +155,39 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
             window = np.asarray(tail, dtype=np.int64).reshape(-1)
             c = _stage_penalties(c, settings, window)
             record(name, c, False)
-        if name == "penalties" and grammar is not None:
-            c = _stage_grammar(c, grammar)
-            record("grammar", c, True)
-        elif name == "top_k" and k_on:
-            c = _stage_top_k(c, k, None if pen or grammar is not None else top_sel)
+        elif name == "top_n_sigma":
+            c = _stage_top_n_sigma(c, nsig)
             record(name, c, True)
-        elif name == "typical" and typ < 1:
+        elif name == "top_k":
+            untouched = c.ids is None and c.lg is x
+            c = _stage_top_k(c, k, top_sel if untouched and top_sel.shape[0] >= min(k, n) else None)
+            record(name, c, True)
+        elif name == "typical":
             c = _stage_typical(c, typ, min_keep)
             record(name, c, True)
-        elif name == "top_p" and top_p < 1:
+        elif name == "top_p":
             c = _stage_top_p(c, top_p, min_keep)
             record(name, c, True)
-        elif name == "min_p" and min_p > 0:
+        elif name == "min_p":
             c = _stage_min_p(c, min_p, min_keep)
             record(name, c, True)
-        elif name == "temperature" and temp != 1:
-            c = _stage_temperature(c, temp)
-            record(name, c, temp <= 0)
+        elif name == "xtc":
+            u = xtc_draw if xtc_draw is not None else (float(rng.random()) if rng is not None else 0.0)
+            if u <= xtc_p:
+                c = _stage_xtc(c, xtc_t, min_keep)
+            record(name, c, True, u)
+        elif name == "temperature":
+            if delta > 0:
+                if len(c) <= 1:  # llama.cpp's temp-ext leaves a single candidate as it is
+                    continue
+                c, t_used = _stage_dynamic_temperature(c, temp, delta, _F32(settings.dynatemp_exponent))
+                greedy = bool(t_used <= 0)
+                record(name, c, greedy, float(t_used))
+            else:
+                c = _stage_temperature(c, temp)
+                greedy = bool(temp <= 0)
+                record(name, c, greedy)
 
     changed = not (snaps[-1].ids is None and snaps[-1].lg is raw.y)
     raw.x = None  # may be the caller's (llama.cpp's) memory: keep no reference to it
-    return ChainResult(raw, top_ids, snaps, meta, greedy=bool(temp <= 0), changed=changed)
+    return ChainResult(raw, top_ids, snaps, meta, greedy=greedy, changed=changed)

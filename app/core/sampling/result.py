@@ -122,7 +122,7 @@ class ChainResult:
     ``probs`` aligned with ``top_ids``."""
 
     def __init__(self, raw: _Raw, top_ids: np.ndarray, snaps: list[_Snap],
-                 stage_meta: list[tuple[str, int, float, float]], greedy: bool, changed: bool):
+                 stage_meta: list[tuple[str, int, float, float, float | None]], greedy: bool, changed: bool):
         self._raw = raw
         self._snaps = snaps  # snaps[0] is raw; snaps[i + 1] is after stage i
         self.greedy = greedy
@@ -135,8 +135,8 @@ class ChainResult:
         self._ids: np.ndarray | None = None
         self._probs: np.ndarray | None = None
         self.stages = tuple(
-            StageInfo(name, kept, rm, rr, tuple(float(v) for v in snap.probs_of(top_ids)))
-            for (name, kept, rm, rr), snap in zip(stage_meta, snaps[1:])
+            StageInfo(name, kept, rm, rr, tuple(float(v) for v in snap.probs_of(top_ids)), value)
+            for (name, kept, rm, rr, value), snap in zip(stage_meta, snaps[1:])
         )
         names = [m[0] for m in stage_meta]
         self._grammar_at = names.index("grammar") if "grammar" in names else None
@@ -226,7 +226,7 @@ class ChainResult:
             q = np.array([token_id], dtype=np.int64)
             stages = tuple(
                 StageInfo(s.name, s.kept, s.removed_mass, s.removed_raw,
-                          s.probs + (float(snap.probs_of(q)[0]),))
+                          s.probs + (float(snap.probs_of(q)[0]),), s.value)
                 for s, snap in zip(self.stages, self._snaps[1:])
             )
         q = np.array(top, dtype=np.int64)

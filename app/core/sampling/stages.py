@@ -54,6 +54,8 @@ class _Cands:
 
 
 def _stage_penalties(c: _Cands, s: SamplerSettings, window: np.ndarray) -> _Cands:
+    if c.ids is not None:  # after another stage (an order of the user's): the candidates by id
+        return _penalties_on_subset(c, s, window)
     n = len(c)
     if window.shape[0]:
         uniq, counts = np.unique(window, return_counts=True)
@@ -76,6 +78,27 @@ def _stage_penalties(c: _Cands, s: SamplerSettings, window: np.ndarray) -> _Cand
                     return _Cands(None, lg, False, (m0, e))
             return _Cands(None, lg, False)
     return _Cands(None, c.lg, False, c.ecache)
+
+
+def _penalties_on_subset(c: _Cands, s: SamplerSettings, window: np.ndarray) -> _Cands:
+    assert c.ids is not None
+    if not window.shape[0]:
+        return c
+    uniq, counts = np.unique(window, return_counts=True)
+    j = np.searchsorted(uniq, c.ids)
+    jc = np.minimum(j, uniq.shape[0] - 1)
+    hit = uniq[jc] == c.ids
+    if not hit.any():
+        return c
+    pos = np.flatnonzero(hit)
+    lg = c.lg.copy()
+    rp, fq, pr = _F32(s.repeat_penalty), _F32(s.frequency_penalty), _F32(s.presence_penalty)
+    v = lg[pos]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        v = np.where(v <= 0, v * rp, v / rp).astype(_F32)
+        v = v - (counts[jc[pos]].astype(_F32) * fq + _F32(1.0) * pr).astype(_F32)
+    lg[pos] = v
+    return _Cands(c.ids, lg, False)
 
 
 #: The grammar stage checks the tokens that hold all but at most this much of the probability
@@ -229,3 +252,112 @@ def _stage_temperature(c: _Cands, t: np.float32) -> _Cands:
     with np.errstate(over="ignore"):
         lg = (c.lg / t).astype(_F32, copy=False)
     return _Cands(ids, lg, c.sorted)
+
+
+def _stage_logit_bias(c: _Cands, ids: np.ndarray, bias: np.ndarray) -> _Cands:
+    """llama.cpp's logit-bias sampler: each (token, bias) pair adds its bias to that token's
+    logit (pairs for the same token add up, in order); a token biased to -inf is removed (llama.cpp
+    leaves it at -inf, which no later stage keeps). Runs first, on the whole vocabulary."""
+    n = len(c)
+    ok = (ids >= 0) & (ids < n)
+    ids, bias = ids[ok], bias[ok]
+    if ids.shape[0] == 0:
+        return c
+    lg = c.lg.copy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.add.at(lg, ids, bias)
+    banned = ~np.isfinite(lg[ids]) & (lg[ids] < 0)
+    if banned.any():
+        keep = np.ones(n, dtype=bool)
+        keep[ids[banned]] = False
+        if not keep.any():
+            raise GenerationError("The logit bias bans every token: nothing is left to sample.")
+        pos = np.flatnonzero(keep)
+        return _Cands(pos.astype(np.int64), lg[pos], False)
+    if c.ecache is not None:  # keep exp(lg - m0) of the untouched tokens
+        m0, e0 = c.ecache
+        v = lg[ids]
+        if v.max() <= m0:
+            e = e0.copy()
+            e[ids] = np.exp(v - m0)
+            return _Cands(None, lg, False, (m0, e))
+    return _Cands(None, lg, False)
+
+
+def _stage_top_n_sigma(c: _Cands, n_sigma: np.float32) -> _Cands:
+    """llama.cpp's top-n-sigma: keep the tokens whose logit is at least max - n * sigma, with
+    the mean and the standard deviation of the candidates' finite logits, summed in float32 in
+    array order as llama.cpp's loops do. llama.cpp sets the others to -inf; we remove them (the
+    same distribution; "kept" counts the tokens left).
+
+    Deliberate difference: llama.cpp's cut tokens stay in its array at -inf, so a later stage's
+    ``min_keep`` counts them and a typical-p after top-n-sigma computes a NaN entropy there
+    (0 * log 0); here a later stage sees only the tokens that can still be drawn. The same
+    holds for a token the logit bias bans."""
+    if len(c) <= 1:
+        return c
+    lg = c.lg
+    fin = lg != _F32(-np.inf)
+    v = lg if fin.all() else lg[fin]
+    if v.shape[0] == 0:
+        return c
+    mx = v.max()
+    count = _F32(v.shape[0])
+    mean = _F32(_seqsum(v) / count)
+    d = (v - mean).astype(np.float64)
+    acc = _seqsum((d * d).astype(_F32))
+    std = _F32(np.sqrt(np.float64(_F32(acc / count))))
+    thr = _F32(mx - _F32(n_sigma * std))
+    keep = lg >= thr
+    cnt = int(np.count_nonzero(keep))
+    if cnt == len(c):
+        return c
+    return c.take(np.flatnonzero(keep), c.sorted)
+
+
+def _stage_xtc(c: _Cands, threshold: np.float32, min_keep: int) -> _Cands:
+    """llama.cpp's XTC ("exclude top choices"), when its draw says it acts this step: of the
+    tokens with probability >= ``threshold`` (the top of the distribution), all but the least
+    likely one are removed, unless that would leave fewer than ``min_keep`` tokens or only one
+    token reaches the threshold. Probabilities are llama.cpp's float32 softmax; its sum runs in
+    sorted order, ours in array order (a last-bit difference that can move a token only when
+    its probability equals the threshold to 7 digits)."""
+    n = len(c)
+    if n < 2:
+        return c
+    mx, e = c.exp_from_max()
+    p = e / _seqsum(e)
+    cnt = int(np.count_nonzero(p >= threshold))
+    pos_last = cnt - 1 if cnt > 0 else 0
+    if not (n - pos_last >= min_keep and pos_last > 0):
+        return c
+    if c.sorted:
+        return _Cands(c.ids[pos_last:] if c.ids is not None else np.arange(pos_last, n, dtype=np.int64),
+                      c.lg[pos_last:].copy() if c.ids is None else c.lg[pos_last:], True)
+    top = _top_desc(c.lg, pos_last)
+    keep = np.ones(n, dtype=bool)
+    keep[top] = False
+    return c.take(np.flatnonzero(keep), False)
+
+
+def _stage_dynamic_temperature(c: _Cands, t: np.float32, delta: np.float32, exponent: np.float32
+                                ) -> tuple[_Cands, np.float32]:
+    """llama.cpp's temp-ext: the temperature for this step, from the normalised entropy of the
+    candidates' distribution, min_temp + (max_temp - min_temp) * (H / log n) ** exponent with
+    min_temp = max(0, t - delta) and max_temp = t + delta, then that temperature applied.
+    As in llama.cpp the candidates are sorted first and the softmax and entropy are float32
+    sums in that order (on 262,144 tokens the summation order moves the temperature in the 5th
+    digit); the candidates leave sorted, as llama.cpp's do. Returns (candidates, temperature)."""
+    n = len(c)
+    c = c.sort()
+    min_t = _F32(max(_F32(0.0), _F32(t - delta)))
+    max_t = _F32(t + delta)
+    max_entropy = _F32(-_logf_scalar(_F32(1.0) / _F32(n)))
+    e = _expf(c.lg - c.lg[0])
+    p = e / _seqsum(e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * _logf(p), _F32(0.0)).astype(_F32)
+    entropy = _F32(-_seqsum(terms))
+    norm = _F32(entropy / max_entropy)
+    t_used = _F32(min_t + _F32((max_t - min_t) * _F32(np.power(np.float64(norm), np.float64(exponent)))))
+    return _stage_temperature(c, t_used), t_used
