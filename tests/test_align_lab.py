@@ -16,14 +16,21 @@ import numpy as np
 import pytest
 
 from app.cli import main
+from app.core.jsonsafe import json_safe
+from app.core.records import plain
+from app.core.store import RunStore
 from app.labs.align.measures import VERDICT_LABELS, Thresholds
+from app.labs.align.measures import summary as summary_of_measures
+from app.labs.align.records import RECORDS, AlignParams, AlignRunRecord, AlignStepRecord, AlignSummary
 from app.labs.align.task import (PRESETS, decision_sequences, ends_item, in_context_tokenizer, make_task,
                                  parse_draws, render_prompt)
 from app.labs.align.engine import (DEFAULT_SETTINGS, _RemoteDecision, default_max_tokens, iter_align,
                                         local_run, remote_run)
 from backends.base import Step, TokenAlt
+from tests.stored_forms import as_stored
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "data" / "runs-2026-12-02.sqlite3"  # written by the app of 2026-12-02
 EXTREME = PRESETS["extreme"]
 WARM = DEFAULT_SETTINGS.replace(temperature=0.7)
 GREEDY = DEFAULT_SETTINGS.replace(temperature=0.0)
@@ -138,35 +145,60 @@ def test_the_generation_is_a_plain_sessions_and_a_seed_repeats_it(backend):
     assert default_max_tokens(5) == 46 and a.n_tokens <= 46
 
 
+def _nan_json(value) -> str:
+    """``value`` as JSON text with NaN written as NaN: equal texts, equal records (NaN != NaN)."""
+    return json.dumps(value, allow_nan=True, sort_keys=True)
+
+
+def _stored(record):
+    """``record`` as the store keeps it and gives it back: its dict form, NaN as null."""
+    return json.loads(json.dumps(json_safe(record.to_dict()), allow_nan=False))
+
+
 def test_iter_align_streams_step_and_run_records_in_order_and_summarises(backend):
     th = Thresholds(max_mean_tv=0.3, max_variability=0.2, warn_mass_outside=0.6)
     records, summary = _drain(iter_align(backend, EXTREME, 4, runs=2, settings=WARM, seed=5, thresholds=th))
-    json.dumps(records + [summary], allow_nan=False)  # JSON-safe throughout
-    kinds = [(r["run"], r["kind"]) for r in records]
-    run_at = [i for i, r in enumerate(records) if r["kind"] == "run"]
+    json.dumps(json_safe([r.to_dict() for r in records] + [summary.to_dict()]), allow_nan=False)  # JSON-ready
+    kinds = [(r.run, r.KIND) for r in records]
+    run_at = [i for i, r in enumerate(records) if isinstance(r, AlignRunRecord)]
     assert len(run_at) == 2 and run_at[1] == len(records) - 1
     assert all(k == (0, "step") for k in kinds[:run_at[0]]) and all(k == (1, "step") for k in kinds[run_at[0] + 1:-1])
     for r_index, (lo, hi) in enumerate(((0, run_at[0]), (run_at[0] + 1, run_at[1]))):
         steps, run = records[lo:hi], records[hi]
-        assert [s["step"] for s in steps] == list(range(len(steps))) == list(range(run["n_steps"]))
-        assert run["seed"] == 5 + r_index and run["estimated"] is False and run["cancelled"] is False
-        assert run["verdict"]["label"] in VERDICT_LABELS and len(run["p_result"]) == 4
+        assert [s.step for s in steps] == list(range(len(steps))) == list(range(run.n_steps))
+        assert run.seed == 5 + r_index and run.estimated is False and run.cancelled is False
+        assert run.verdict.label in VERDICT_LABELS and len(run.p_result) == 4
         for s in steps:
-            assert set(s) >= {"p_token", "mass_outside", "unseen_mass", "drawn", "kl", "js", "tv", "tv_prev",
-                              "max_prob", "entropy", "estimated", "item"}
-            assert s["estimated"] is False and s["unseen_mass"] == 0.0 and 0 <= s["mass_outside"] <= 1
-            assert (s["tv_prev"] is None) == (s["step"] == 0)
-            if s["p_token"][0] is not None:
-                assert sum(s["p_token"]) == pytest.approx(1.0) and 0 <= s["tv"] <= 1
-                assert s["max_prob"] == pytest.approx(max(s["p_token"]))
+            assert isinstance(s, AlignStepRecord)
+            assert set(s.to_dict()) >= {"p_token", "mass_outside", "unseen_mass", "drawn", "kl", "js", "tv",
+                                        "tv_prev", "max_prob", "entropy", "estimated", "item"}
+            assert s.estimated is False and s.unseen_mass == 0.0 and 0 <= s.mass_outside <= 1
+            assert (s.tv_prev is None) == (s.step == 0)
+            if not math.isnan(s.p_token[0]):
+                assert sum(s.p_token) == pytest.approx(1.0) and 0 <= s.tv <= 1
+                assert s.max_prob == pytest.approx(max(s.p_token))
     # run r uses seed + r
-    assert records[run_at[1]]["text"] == local_run(backend, EXTREME, 4, WARM, seed=6).text
-    assert summary["verdict"]["label"] in VERDICT_LABELS and summary["verdict"]["reasons"]
-    assert summary["thresholds"] == {"max_mean_tv": 0.3, "max_variability": 0.2, "warn_mass_outside": 0.6}
-    assert summary["verdict"]["thresholds"] == summary["thresholds"]
-    assert summary["cancelled"] is False and summary["runs_done"] == 2 and len(summary["runs"]) == 2
-    assert summary["estimated"] is False and summary["backend"] == "local"
-    assert summary["task"]["outcomes"] == {"1": 0.1, "2": 0.7, "3": 0.1, "4": 0.1}
+    assert records[run_at[1]].text == local_run(backend, EXTREME, 4, WARM, seed=6).text
+    assert summary.verdict.label in VERDICT_LABELS and summary.verdict.reasons
+    assert plain(summary.thresholds) == {"max_mean_tv": 0.3, "max_variability": 0.2, "warn_mass_outside": 0.6}
+    assert summary.verdict.thresholds == summary.thresholds
+    assert summary.cancelled is False and summary.runs_done == 2 and len(summary.runs) == 2
+    assert summary.estimated is False and summary.backend == "local"
+    assert summary.task.outcomes == {"1": 0.1, "2": 0.7, "3": 0.1, "4": 0.1}
+
+    # the typed records round-trip through their dict forms, directly and as the store keeps them
+    for rec in records + [summary]:
+        assert _nan_json(type(rec).from_dict(rec.to_dict()).to_dict()) == _nan_json(rec.to_dict())
+        assert _nan_json(type(rec).from_dict(_stored(rec)).to_dict()) == _nan_json(rec.to_dict())
+        assert rec.to_dict()["schema"] == 1
+    for rec in records:
+        assert _nan_json(RECORDS.read_record(_stored(rec)).to_dict()) == _nan_json(rec.to_dict())
+    assert RECORDS.read_summary(_stored(summary)) == summary
+    assert "trace" in records[-1].to_dict() and records[-1].trace["prompt"] == records[-1].prompt
+    # the summary's first keys are measures.summary's, key for key
+    whole = json_safe(summary.to_dict())
+    parts = summary_of_measures([local_run(backend, EXTREME, 4, WARM, seed=5 + r).measures for r in range(2)], th)
+    assert {k: whole[k] for k in parts} == parts
 
 
 def test_cancel_after_k_steps_keeps_them_and_starts_no_further_run(backend):
@@ -180,17 +212,18 @@ def test_cancel_after_k_steps_keeps_them_and_starts_no_further_run(backend):
             summary = stop.value
             break
         records.append(r)
-        if sum(x["kind"] == "step" for x in records) == 2:
+        if sum(x.KIND == "step" for x in records) == 2:
             cancel.set()
-    assert [r["kind"] for r in records] == ["step", "step", "run"]
+    assert [r.KIND for r in records] == ["step", "step", "run"]
     run = records[-1]
-    assert run["cancelled"] is True and run["finish_reason"] == "cancelled" and run["n_steps"] == 2
-    assert summary["cancelled"] is True and summary["runs_done"] == 1 and summary["runs_requested"] == 2
-    assert summary["runs"][0]["n_steps"] == 2
+    assert run.cancelled is True and run.finish_reason == "cancelled" and run.n_steps == 2
+    assert summary.cancelled is True and summary.runs_done == 1 and summary.runs_requested == 2
+    assert summary.runs[0].n_steps == 2
     # cancelled before anything: no record, an undetermined verdict
     records, summary = _drain(iter_align(backend, EXTREME, 4, runs=2, settings=GREEDY, cancel=cancel))
-    assert records == [] and summary["runs"] == [] and summary["verdict"]["label"] == "undetermined"
-    assert summary["cancelled"] is True and summary["runs_done"] == 0
+    assert records == [] and summary.runs == () and summary.verdict.label == "undetermined"
+    assert summary.cancelled is True and summary.runs_done == 0
+    assert _nan_json(AlignSummary.from_dict(_stored(summary)).to_dict()) == _nan_json(summary.to_dict())
     # the backend is still usable
     assert local_run(backend, EXTREME, 2, GREEDY).steps
 
@@ -251,21 +284,24 @@ def test_remote_scoring_follows_the_drawn_prefix_and_counts_the_unseen_mass():
 def test_remote_run_is_estimated_and_agrees_with_the_local_model(remote, backend):
     records, summary = _drain(iter_align(remote, EXTREME, 4, runs=1, settings=GREEDY, seed=1, max_tokens=16))
     steps, run = records[:-1], records[-1]
-    assert run["kind"] == "run" and run["estimated"] is True and summary["estimated"] is True
-    assert summary["backend"] == "remote" and steps
+    assert run.KIND == "run" and run.estimated is True and summary.estimated is True
+    assert summary.backend == "remote" and steps
     for s in steps:
-        assert s["estimated"] is True and 0.0 <= s["unseen_mass"] <= 1.0
-        assert s["unseen_mass"] <= s["mass_outside"] + 1e-9 <= 1.0 + 1e-9
-        if s["p_token"][0] is not None:
-            assert sum(s["p_token"]) == pytest.approx(1.0)
+        assert s.estimated is True and 0.0 <= s.unseen_mass <= 1.0
+        assert s.unseen_mass <= s.mass_outside + 1e-9 <= 1.0 + 1e-9
+        if not math.isnan(s.p_token[0]):
+            assert sum(s.p_token) == pytest.approx(1.0)
+    # a remote run has no generation to open: its dict form has no trace, as before
+    assert run.trace is None and "trace" not in run.to_dict()
+    assert _nan_json(AlignRunRecord.from_dict(_stored(run)).to_dict()) == _nan_json(run.to_dict())
     # greedy on both sides: the same list, and step 0 within the server's float noise
     local = local_run(backend, EXTREME, 4, GREEDY, seed=1, max_tokens=16)
-    assert run["text"] == local.text and run["draws"] == list(local.draws)
+    assert run.text == local.text and run.draws == local.draws
     # the server evaluates the prompt after whatever prefix it still holds, in other batch shapes:
     # llama.cpp's batching noise, which differs by processor (measured largest difference 0.004 on
     # an AVX-512 build, 0.011 on an AVX2-only build; the bound leaves room for others)
-    np.testing.assert_allclose(steps[0]["p_outcomes"], local.steps[0].p_outcomes, atol=0.05)
-    assert int(np.argmax(steps[0]["p_outcomes"])) == int(np.argmax(local.steps[0].p_outcomes))
+    np.testing.assert_allclose(steps[0].p_outcomes, local.steps[0].p_outcomes, atol=0.05)
+    assert int(np.argmax(steps[0].p_outcomes)) == int(np.argmax(local.steps[0].p_outcomes))
     direct = remote_run(remote, EXTREME, 2, GREEDY, seed=1, max_tokens=8)
     assert direct.estimated and direct.steps and direct.finish_reason in ("draws", "length")
 
@@ -314,13 +350,52 @@ def test_runs_as_parallel_sequences_keep_run_order_and_repeat(backend):
     below 0.01, bound 0.05)."""
     args = dict(runs=3, settings=WARM, seed=7)
     records, summary = _drain(iter_align(backend, EXTREME, 3, max_parallel=3, **args))
-    kinds = [(r["run"], r["kind"]) for r in records]
+    kinds = [(r.run, r.KIND) for r in records]
     assert kinds == sorted(kinds, key=lambda k: (k[0], k[1] == "run"))  # run 0's records, then run 1's, ...
-    runs = [r for r in records if r["kind"] == "run"]
-    assert [r["seed"] for r in runs] == [7, 8, 9] and summary["runs_done"] == 3
+    runs = [r for r in records if isinstance(r, AlignRunRecord)]
+    assert [r.seed for r in runs] == [7, 8, 9] and summary.runs_done == 3
     again, _ = _drain(iter_align(backend, EXTREME, 3, max_parallel=3, **args))
-    assert [r["text"] for r in again if r["kind"] == "run"] == [r["text"] for r in runs]
+    assert [r.text for r in again if isinstance(r, AlignRunRecord)] == [r.text for r in runs]
     for r in (0, 2):
         lone = local_run(backend, EXTREME, 3, WARM, seed=7 + r)
-        first = next(x for x in records if x["run"] == r and x["kind"] == "step")
-        np.testing.assert_allclose(first["p_outcomes"], lone.steps[0].p_outcomes, atol=0.05)
+        first = next(x for x in records if x.run == r and isinstance(x, AlignStepRecord))
+        np.testing.assert_allclose(first.p_outcomes, lone.steps[0].p_outcomes, atol=0.05)
+
+
+# ---------------------------------------------------------------------------- stored shapes
+
+
+def test_a_run_stored_before_records_were_typed_reads_into_the_typed_records(tmp_path):
+    """The reference store's align run (dicts without "schema") reads as schema 1, every record
+    of its type, and the typed values write the same dicts back (plus "schema")."""
+    path = tmp_path / "runs.sqlite3"
+    path.write_bytes(REFERENCE.read_bytes())  # opening may migrate: never the reference itself
+    store = RunStore(path)
+    try:
+        (head,) = [h for h in store.list_experiments() if h.kind == "align"]
+        exp = store.load_experiment(head.id)
+    finally:
+        store.close()
+    assert "schema" not in exp.params and all("schema" not in r for r in exp.records)
+    typed = RECORDS.read_experiment(exp)
+    assert typed.problems == ()
+    assert isinstance(typed.params, AlignParams) and isinstance(typed.summary, AlignSummary)
+    assert [type(r) for r in typed.records] == [AlignStepRecord] * 5 + [AlignRunRecord]
+    p = typed.params
+    assert (p.draws, p.runs, p.style, p.seed) == (5, 1, "completion", 0) and p.task.distribution() == EXTREME
+    assert p.thresholds == Thresholds() and p.settings == DEFAULT_SETTINGS.replace(seed=42)
+    first, run = typed.records[0], typed.records[-1]
+    assert first.tv_prev is None and first.drawn is None and first.item == " 1 in a row,"
+    assert run.result_tv is None and all(math.isnan(x) for x in run.p_result) and run.verdict.label == "D-model"
+    assert run.trace is not None and run.trace["model"] == "Gemma 3 270m"
+    assert typed.summary.diversity_across_runs is None and typed.summary.runs[0].steps[0].tv_to_previous is None
+
+    def without_schema(d):
+        assert d.pop("schema") == 1
+        return d
+
+    assert as_stored(json_safe(without_schema(p.to_dict())), exp.params) == exp.params
+    assert as_stored(json_safe(without_schema(typed.summary.to_dict())), exp.summary) == exp.summary
+    for rec, old in zip(typed.records, exp.records):
+        back = json_safe(without_schema(rec.to_dict()))
+        assert back == old and list(back) == list(old)  # the same keys, in the same order

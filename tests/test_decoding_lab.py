@@ -13,14 +13,30 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.labs.decoding import (NEUTRAL, BranchTree, RemoteUnsupported, ab_compare, ab_run, beam_search,
-                                           branch, brute_force_best, children, first_fork, goto_prefix, lockstep,
-                                           parse_strategies, parse_strategy, remote_column, run_lockstep,
-                                           step_distance)
+from app.core.jsonsafe import json_safe
+from app.core.streams import drain
+from app.labs.decoding import (NEUTRAL, BranchTree, RemoteUnsupported, ab_compare, ab_run, beam_search, branch,
+                               brute_force_best, children, first_fork, goto_prefix, iter_ab, iter_grow, iter_tree,
+                               lockstep, parse_strategies, parse_strategy, remote_column, run_lockstep, step_distance)
+from app.labs.decoding.records import (ABSummary, ColumnRecord, ForkRecord, NodeRecord, StepRecord, TreeRecord,
+                                       TreeSummary)
 from app.core.session import GenerationSession
 from backends.base import Finished, Step, TokenAlt
 
 PROMPT = "The capital of France is"
+
+
+def _json(d: dict) -> str:
+    return json.dumps(d, allow_nan=True)
+
+
+def assert_round_trips(record) -> None:
+    """``record`` comes back equal from its dict form, also after JSON as the store keeps it
+    (non-finite numbers as null)."""
+    d = record.to_dict()
+    assert d["schema"] == 1
+    assert type(record).from_dict(d) == record
+    assert _json(type(record).from_dict(json.loads(json.dumps(json_safe(d)))).to_dict()) == _json(d)
 
 
 @pytest.fixture(scope="module")
@@ -176,54 +192,58 @@ def test_first_fork_on_constructed_columns():
 def test_lockstep_order_same_seed_as_a_plain_session_and_fork(backend):
     specs = ["greedy", "top-k:40", "top-p:0.9", "temp:1.3", "beam:2"]
     records, summary = run_lockstep(backend, PROMPT, specs, max_tokens=6, seed=3, top_n=4)
-    heads = [r for r in records if r["kind"] == "column"]
-    assert [h["strategy"] for h in heads] == specs and records[:5] == heads
-    assert heads[4]["beam"] and heads[4]["settings"] is None
-    steps = [r for r in records if r["kind"] == "step"]
+    heads = [r for r in records if isinstance(r, ColumnRecord)]
+    assert [h.strategy for h in heads] == specs and records[:5] == heads
+    assert heads[4].beam and heads[4].settings is None
+    steps = [r for r in records if isinstance(r, StepRecord)]
     # every column's step k before any column's step k + 1, columns in order within a step
-    assert [(r["step"], r["column"]) for r in steps] == sorted((r["step"], r["column"]) for r in steps)
-    forks = [i for i, r in enumerate(records) if r["kind"] == "fork"]
-    by_col = {c: [r for r in steps if r["column"] == c] for c in range(len(specs))}
-    expected_fork = first_fork([[r["token_id"] for r in by_col[c]] for c in by_col])
-    assert expected_fork is not None and summary["fork_step"] == expected_fork
-    assert len(forks) == 1 and records[forks[0]]["step"] == expected_fork
-    before = [r for r in records[:forks[0]] if r["kind"] == "step"]
-    assert before[-1]["step"] == expected_fork and all(r["step"] > expected_fork
-                                                       for r in records[forks[0] + 1:] if r["kind"] == "step")
+    assert [(r.step, r.column) for r in steps] == sorted((r.step, r.column) for r in steps)
+    forks = [i for i, r in enumerate(records) if isinstance(r, ForkRecord)]
+    by_col = {c: [r for r in steps if r.column == c] for c in range(len(specs))}
+    expected_fork = first_fork([[r.token_id for r in by_col[c]] for c in by_col])
+    assert expected_fork is not None and summary.fork_step == expected_fork
+    assert len(forks) == 1 and records[forks[0]].step == expected_fork
+    before = [r for r in records[:forks[0]] if isinstance(r, StepRecord)]
+    assert before[-1].step == expected_fork and all(r.step > expected_fork
+                                                    for r in records[forks[0] + 1:] if isinstance(r, StepRecord))
     # each sampled column is what a plain session with its settings and the seed draws, exactly
     for c, spec in enumerate(specs[:4]):
         backend.reset()
         s = GenerationSession(backend, PROMPT, parse_strategy(spec).settings(seed=3, max_tokens=6, top_n=4))
         plain = [x for x in s.run() if isinstance(x, Step)]
         col = by_col[c]
-        assert [r["token_id"] for r in col] == [p.token_id for p in plain], spec
-        assert [r["p_raw"] for r in col] == [p.p_raw for p in plain]
-        assert [r["p_final"] for r in col] == [p.p_final for p in plain]
-        assert summary["columns"][c]["text"] == s.text
+        assert [r.token_id for r in col] == [p.token_id for p in plain], spec
+        assert [r.p_raw for r in col] == [p.p_raw for p in plain]
+        assert [r.p_final for r in col] == [p.p_final for p in plain]
+        assert summary.columns[c].text == s.text
     # the figures
     for c, col in summary_columns(summary):
         recs = by_col[c]
-        assert col["length"] == len(recs)
-        assert col["total_logprob"] == pytest.approx(math.fsum(r["logprob"] for r in recs), abs=1e-9)
-        assert col["perplexity"] == pytest.approx(math.exp(-col["total_logprob"] / col["length"]), rel=1e-9)
-        assert col["mean_entropy"] == pytest.approx(np.mean([r["entropy_raw"] for r in recs]), rel=1e-9)
-        assert all(r["logprob"] == pytest.approx(math.log(r["p_raw"]), abs=1e-12) for r in recs)
-    beam_col = summary["columns"][4]
-    assert [r["token_id"] for r in by_col[4]] == beam_col["beam"]["beams"][0]["tokens"] == beam_col["tokens"]
-    assert beam_col["total_logprob"] == pytest.approx(beam_col["beam"]["beams"][0]["logprob"], abs=1e-9)
-    assert all(r["p_final"] is None for r in by_col[4])
+        assert col.length == len(recs)
+        assert col.total_logprob == pytest.approx(math.fsum(r.logprob for r in recs), abs=1e-9)
+        assert col.perplexity == pytest.approx(math.exp(-col.total_logprob / col.length), rel=1e-9)
+        assert col.mean_entropy == pytest.approx(np.mean([r.entropy_raw for r in recs]), rel=1e-9)
+        assert all(r.logprob == pytest.approx(math.log(r.p_raw), abs=1e-12) for r in recs)
+    beam_col = summary.columns[4]
+    assert [r.token_id for r in by_col[4]] == list(beam_col.beam.beams[0].tokens) == list(beam_col.tokens)
+    assert beam_col.total_logprob == pytest.approx(beam_col.beam.beams[0].logprob, abs=1e-9)
+    assert all(r.p_final is None for r in by_col[4])
     # the prompt once, then one token per sampled column per step (the last drawn token is never fed)
-    assert summary["column_method"] == "sequences"
-    assert summary["token_evaluations"] == summary["prompt_tokens"] + sum(len(by_col[c]) - 1 for c in range(4))
-    json.dumps(records), json.dumps(summary)  # JSON-safe
+    assert summary.column_method == "sequences"
+    assert summary.token_evaluations == summary.prompt_tokens + sum(len(by_col[c]) - 1 for c in range(4))
+    json.dumps([r.to_dict() for r in records], allow_nan=False), json.dumps(json_safe(summary.to_dict()))  # JSON-ready
+    # the typed records of the real model round-trip through their dict forms (also through JSON)
+    for r in (*records, summary):
+        assert_round_trips(r)
+    assert {"trace", "beam"} <= set(summary.to_dict()["columns"][4]) and "beam" not in summary.to_dict()["columns"][0]
     # the fallback (columns taking turns on the backend's own cache) gives the very same records
     records2, summary2 = run_lockstep(backend, PROMPT, specs, max_tokens=6, seed=3, top_n=4, column_method="prefix")
-    assert records2 == records and summary2["column_method"] == "prefix"
-    assert summary2["token_evaluations"] > summary["token_evaluations"]
+    assert records2 == records and summary2.column_method == "prefix"
+    assert summary2.token_evaluations > summary.token_evaluations
 
 
 def summary_columns(summary):
-    return list(enumerate(summary["columns"]))
+    return list(enumerate(summary.columns))
 
 
 def test_lockstep_cancel_keeps_what_was_drawn(backend):
@@ -237,11 +257,12 @@ def test_lockstep_cancel_keeps_what_was_drawn(backend):
             summary = stop.value
             break
         seen.append(r)
-        if r["kind"] == "step" and r["step"] == 1 and r["column"] == 0:
+        if isinstance(r, StepRecord) and r.step == 1 and r.column == 0:
             cancel.set()
-    steps = [r for r in seen if r["kind"] == "step"]
-    assert [(r["step"], r["column"]) for r in steps] == [(0, 0), (0, 1), (1, 0)]
-    assert summary["cancelled"] and [c["length"] for c in summary["columns"]] == [2, 1]
+    steps = [r for r in seen if isinstance(r, StepRecord)]
+    assert [(r.step, r.column) for r in steps] == [(0, 0), (0, 1), (1, 0)]
+    assert summary.cancelled and [c.length for c in summary.columns] == [2, 1]
+    assert_round_trips(summary)
     with pytest.raises(ValueError, match="Accepted forms"):
         lockstep(backend, PROMPT, "greedy,bogus", max_tokens=3)
 
@@ -306,6 +327,43 @@ def test_branching_reproduces_fresh_logits_and_the_trees_probabilities(backend, 
     assert back.path_probability(leaf2) == tree.path_probability(leaf2)
 
 
+def test_the_tree_jobs_yield_typed_records_and_grow_a_copy(backend):
+    """``iter_tree`` (a recorded run as the first path) and ``iter_grow`` (a branch, then N
+    children) as the lab runs them: typed records out, a ``TreeSummary`` back, the tree they
+    were given left as it was."""
+    backend.reset()
+    session = GenerationSession(backend, PROMPT, parse_strategy("greedy").settings(max_tokens=3, top_n=4))
+    steps = [x for x in session.run() if isinstance(x, Step)]
+    out: list = []
+    made = drain(iter_tree(PROMPT, backend.tokenize(PROMPT), steps, session.settings, "m"), out.append)
+    assert out == [TreeRecord(len(steps) + 1)] and isinstance(made, TreeSummary)
+    tree = made.tree
+    assert len(tree.nodes) == len(steps) + 1 and made.open == len(steps)
+    assert tree.path(made.open) == list(range(1, len(steps) + 1))
+    assert [tree.node(i).token_id for i in tree.path(made.open)] == [s.token_id for s in steps]
+    assert tree.runs[0]["kind"] == "recorded" and tree.prompt_tokens == tuple(backend.tokenize(PROMPT))
+    # the dict form is BranchTree.to_dict's; the typed value converts both ways
+    assert json_safe(made.to_dict()["tree"]) == BranchTree.from_data(tree).to_dict()
+    assert BranchTree.from_data(tree).data() == tree
+    assert_round_trips(made)
+    # a branch from the first token with the second alternative of the second position
+    alt = tree.node(2).top[1]
+    nodes: list = []
+    grown = drain(iter_grow(backend, tree, 1, alt.id, parse_strategy("greedy").settings(top_n=4), max_tokens=2),
+                  nodes.append)
+    assert all(isinstance(n, NodeRecord) for n in nodes) and len(nodes) == 2
+    assert nodes[0].parent == 1 and grown.tree.node(nodes[0].id).token_id == alt.id
+    assert grown.tree.node(nodes[0].id).forced and grown.open == nodes[-1].id
+    assert len(tree.nodes) == len(steps) + 1 and len(tree.runs) == 1  # the given tree is a value: untouched
+    assert [r["kind"] for r in grown.tree.runs] == ["recorded", "branch"]
+    # two children from the root, one after the other (seeds 5 and 6)
+    kids = drain(iter_grow(backend, grown.tree, 0, None, parse_strategy("temp:1.3").settings(top_n=3), max_tokens=2,
+                           seed=5, n_children=2))
+    assert [(r["kind"], r["seed"]) for r in kids.tree.runs[2:]] == [("child", 5), ("child", 6)]
+    assert kids.tree.path(kids.open)[0] in kids.tree.node(0).children
+    assert_round_trips(kids)
+
+
 def test_goto_prefix_evaluates_only_what_changed(backend):
     pt = backend.tokenize(PROMPT)
     backend.reset()
@@ -349,17 +407,19 @@ def test_ab_compare_by_hand():
     a2 = _step("x", [(1, "x", 0.6), (2, "y", 0.4)], final={"x": 0.6, "y": 0.4})
     b2 = _step("y", [(1, "x", 0.6), (2, "y", 0.4)], final={"x": 0.0, "y": 1.0})
     res = ab_compare([a0, a1, a2], [b0.to_dict(), b1.to_dict(), b2.to_dict(), b2.to_dict()])
-    assert res["first_fork"] == 0 and res["n_compared"] == 3 and res["len_b"] == 4
-    s0, s1, s2 = res["steps"]
-    assert s0["tv"] == pytest.approx(0.2) and not s0["after_fork"]
-    assert s1["kl_ab"] == 0.0 and s1["tv"] == 0.0 and s1["agree"] and s1["after_fork"]
-    assert s2["kl_ab"] is None  # A puts 0.6 on x, which B's sampler removed
-    assert s2["kl_ba"] == pytest.approx(math.log(1.0 / 0.4), abs=1e-12)
-    assert s2["tv"] == pytest.approx(0.6, abs=1e-12)
-    assert res["agreement"] == pytest.approx(1 / 3)
-    assert res["mean_tv"] == pytest.approx((0.2 + 0.0 + 0.6) / 3) and res["mean_tv_same_context"] == pytest.approx(0.2)
-    assert res["mean_kl_ab"] is None  # one infinite term
-    json.dumps(res)
+    assert res.first_fork == 0 and res.n_compared == 3 and res.len_b == 4
+    s0, s1, s2 = res.steps
+    assert s0.tv == pytest.approx(0.2) and not s0.after_fork
+    assert s1.kl_ab == 0.0 and s1.tv == 0.0 and s1.agree and s1.after_fork
+    assert s2.kl_ab is None  # A puts 0.6 on x, which B's sampler removed
+    assert s2.kl_ba == pytest.approx(math.log(1.0 / 0.4), abs=1e-12)
+    assert s2.tv == pytest.approx(0.6, abs=1e-12)
+    assert res.agreement == pytest.approx(1 / 3)
+    assert res.mean_tv == pytest.approx((0.2 + 0.0 + 0.6) / 3) and res.mean_tv_same_context == pytest.approx(0.2)
+    assert res.mean_kl_ab is None  # one infinite term
+    assert res.a == () and res.b == ()  # ab_compare alone: no runs
+    json.dumps(res.to_dict(), allow_nan=False)
+    assert_round_trips(res)
     # remote-style steps (no token ids) are matched by text
     r = step_distance(_step("x", [(0, "x", 0.7), (0, "y", 0.3)], ids=False),
                       _step("x", [(0, "x", 0.7), (0, "y", 0.3)], ids=False))
@@ -370,19 +430,25 @@ def test_ab_run_two_settings_share_the_raw_distribution_until_they_part(backend)
     greedy = parse_strategy("greedy").settings(max_tokens=3, top_n=10)
     hot = parse_strategy("temp:1.3").settings(max_tokens=3, top_n=10, seed=2)
     raw = ab_run(backend, backend, PROMPT, greedy, hot, which="raw")
-    assert len(raw["a"]) == 3 and len(raw["b"]) == 3
-    first = raw["steps"][0]
-    assert first["kl_ab"] == pytest.approx(0.0, abs=1e-12) and first["tv"] == pytest.approx(0.0, abs=1e-12)
-    fork = raw["first_fork"]
+    assert len(raw.a) == 3 and len(raw.b) == 3
+    first = raw.steps[0]
+    assert first.kl_ab == pytest.approx(0.0, abs=1e-12) and first.tv == pytest.approx(0.0, abs=1e-12)
+    fork = raw.first_fork
     if fork is None or fork > 0:  # same text so far: the same model gives the same raw distribution
-        assert raw["steps"][1]["tv"] == pytest.approx(0.0, abs=1e-12)
+        assert raw.steps[1].tv == pytest.approx(0.0, abs=1e-12)
     final = ab_run(backend, backend, PROMPT, greedy, hot)
-    assert final["which"] == "final" and final["steps"][0]["tv"] > 0.1  # one-hot against T 1.3
+    assert final.which == "final" and final.steps[0].tv > 0.1  # one-hot against T 1.3
     # A (greedy) is one-hot on the top token: KL(A||B) = -ln B(top) over the union, KL(B||A) infinite
-    b_top = final["b"][0]["top"]
+    b_top = final.b[0]["top"]
     union_mass = math.fsum(t["p_final"] for t in b_top)
-    assert final["steps"][0]["kl_ab"] == pytest.approx(-math.log(b_top[0]["p_final"] / union_mass), rel=1e-9)
-    assert final["steps"][0]["kl_ba"] is None
+    assert final.steps[0].kl_ab == pytest.approx(-math.log(b_top[0]["p_final"] / union_mass), rel=1e-9)
+    assert final.steps[0].kl_ba is None
+    assert_round_trips(final)
+    # the lab's A/B job: the same comparison, its steps yielded, the summary returned
+    job = []
+    again = drain(iter_ab(backend, backend, PROMPT, greedy, hot), job.append)
+    assert isinstance(again, ABSummary) and tuple(job) == again.steps and again.to_dict()["mode"] == "ab"
+    assert [s.kl_ab for s in again.steps] == pytest.approx([s.kl_ab for s in final.steps], abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- remote
@@ -408,11 +474,13 @@ def test_remote_sampled_column_and_what_a_server_cannot_do(remote, backend):
         lockstep(remote, PROMPT, "greedy,beam:2", max_tokens=2)
     # a lockstep of sampled columns on the server: same record shapes, estimated
     records, summary = run_lockstep(remote, PROMPT, "greedy,top-p:0.9", max_tokens=2, seed=4, top_n=3)
-    steps = [r for r in records if r["kind"] == "step"]
-    assert [(r["step"], r["column"]) for r in steps] == sorted((r["step"], r["column"]) for r in steps)
-    assert all(r["estimated"] and r["token_id"] is None for r in steps)
-    assert summary["backend"] == "remote" and [c["strategy"] for c in summary["columns"]] == ["greedy", "top-p:0.9"]
-    assert summary["columns"][0]["text"] == local.text[: len(summary["columns"][0]["text"])]
+    steps = [r for r in records if isinstance(r, StepRecord)]
+    assert [(r.step, r.column) for r in steps] == sorted((r.step, r.column) for r in steps)
+    assert all(r.estimated and r.token_id is None for r in steps)
+    assert summary.backend == "remote" and [c.strategy for c in summary.columns] == ["greedy", "top-p:0.9"]
+    assert summary.columns[0].text == local.text[: len(summary.columns[0].text)]
+    for r in (*records, summary):
+        assert_round_trips(r)
     # branches on a server: new requests continuing the path's text
     tree = BranchTree.for_backend(remote, PROMPT)
     assert tree.prompt_tokens is None
@@ -437,6 +505,13 @@ def test_cli_compare_json_prints_records_then_the_summary(capsys):
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     records, summary = lines[:-1], lines[-1]["summary"]
+    # the lines hold the keys they held before records were typed: no "schema", no trace (no --traces)
+    assert all("schema" not in r for r in records) and "schema" not in summary
+    assert set(records[0]) == {"kind", "column", "strategy", "label", "beam", "settings"}
+    assert {"prompt", "prompt_tokens", "seed", "max_tokens", "backend", "cancelled", "steps", "fork_step",
+            "pairwise_fork", "seconds", "column_method", "token_evaluations", "independent_evaluations", "columns",
+            "model"} == set(summary)
+    assert all("trace" not in c for c in summary["columns"]) and "beam" not in summary["columns"][0]
     assert [r["strategy"] for r in records if r["kind"] == "column"] == ["greedy", "beam:2", "top-k:40"]
     steps = [r for r in records if r["kind"] == "step"]
     assert [(r["step"], r["column"]) for r in steps] == sorted((r["step"], r["column"]) for r in steps)

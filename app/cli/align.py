@@ -1,17 +1,24 @@
 """``samplescope align``: P_token against P_task at every decision step, headless.
 
-Owns: ``cmd_align`` and its inputs (task, template, thresholds, settings), printing one record
-per step and per run as they arrive (JSON lines with ``--json``) and then the verdict. Main
-thread; no Qt.
+Owns: ``cmd_align`` and its inputs (task, template, thresholds, settings), printing the lab's
+typed records (``app.labs.align.records``) one per step and per run as they arrive (with
+``--json`` as JSON lines of their dict forms) and then the verdict (with ``--json`` the
+summary's dict form plus ``model``). Main thread; no Qt.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from app.core.records import plain
 
 from .args import settings_from_args
-from .scaffold import checking_input, fmt as _fmt, open_model, print_records, print_summary
+from .scaffold import checking_input, fmt, open_model, print_records, print_summary
+
+if TYPE_CHECKING:
+    from app.labs.align.records import AlignRunRecord, AlignStepRecord
 
 __all__ = ["cmd_align"]
 
@@ -49,17 +56,24 @@ def _align_inputs(a: argparse.Namespace):
     return task, template, style, thresholds, settings
 
 
-def _print_align_record(r: dict, outcomes: Sequence[str]) -> None:
-    if r["kind"] == "step":
-        p = "  ".join(f"{o}:{_fmt(v, '.2f')}" for o, v in zip(outcomes, r["p_token"]))
-        print(f"run {r['run'] + 1} step {r['step']:>3}  {p}  | outside {_fmt(r['mass_outside'], '.2f')}"
-              f"  TV {_fmt(r['tv'])}  " + (f"drew {r['drawn']}" if r["drawn"] is not None else f"wrote {r['item']!r}"),
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    """A number for the table, "-" for none (None or NaN)."""
+    return fmt(None if x is None or math.isnan(x) else x, spec)
+
+
+def _print_align_record(r: AlignStepRecord | AlignRunRecord, outcomes: Sequence[str]) -> None:
+    from app.labs.align.records import AlignStepRecord
+
+    if isinstance(r, AlignStepRecord):
+        p = "  ".join(f"{o}:{_fmt(v, '.2f')}" for o, v in zip(outcomes, r.p_token))
+        print(f"run {r.run + 1} step {r.step:>3}  {p}  | outside {_fmt(r.mass_outside, '.2f')}"
+              f"  TV {_fmt(r.tv)}  " + (f"drew {r.drawn}" if r.drawn is not None else f"wrote {r.item!r}"),
               flush=True)
     else:
-        print(f"run {r['run'] + 1}: {r['n_draws']} draws in {r['n_steps']} steps ({r['finish_reason']}); "
-              f"mean TV {_fmt(r['mean_tv'])}, variability {_fmt(r['mean_variability'])}, "
-              f"P_result TV {_fmt(r['result_tv'])} -> {r['verdict']['label']}", flush=True)
-        for problem in r["problems"]:
+        print(f"run {r.run + 1}: {r.n_draws} draws in {r.n_steps} steps ({r.finish_reason}); "
+              f"mean TV {_fmt(r.mean_tv)}, variability {_fmt(r.mean_variability)}, "
+              f"P_result TV {_fmt(r.result_tv)} -> {r.verdict.label}", flush=True)
+        for problem in r.problems:
             print(f"  note: {problem}", flush=True)
 
 
@@ -78,17 +92,16 @@ def cmd_align(a: argparse.Namespace) -> int:
         result = print_records(gen, a, lambda rec: _print_align_record(rec, task.outcomes))
     finally:
         backend.close()
-    result = {**result, "model": model_name}
     if a.json:
-        print_summary(result, a)
+        print_summary({**plain(result), "model": model_name}, a)
     else:
-        v = result["verdict"]
-        print(f"\n{model_name} on {task.name!r}: {v['label']}")
-        for reason in v["reasons"]:
+        v = result.verdict
+        print(f"\n{model_name} on {task.name!r}: {v.label}")
+        for reason in v.reasons:
             print(f"  {reason}")
-        th = result["thresholds"]
-        print(f"  thresholds: mean TV <= {th['max_mean_tv']:g}, variability <= {th['max_variability']:g}, "
-              f"mass-outside warning above {th['warn_mass_outside']:g}")
-        if result["diversity_across_runs"] is not None:
-            print(f"  diversity across runs (Hamming): {result['diversity_across_runs']:.3f}")
+        th = result.thresholds
+        print(f"  thresholds: mean TV <= {th.max_mean_tv:g}, variability <= {th.max_variability:g}, "
+              f"mass-outside warning above {th.warn_mass_outside:g}")
+        if result.diversity_across_runs is not None:
+            print(f"  diversity across runs (Hamming): {result.diversity_across_runs:.3f}")
     return 0

@@ -1,26 +1,31 @@
 """``samplescope shift``: sampled against ideal, headless.
 
-Owns: ``cmd_shift``, printing A, I and S per concept as they arrive (JSON lines with ``--json``)
+Owns: ``cmd_shift``, printing A, I and S per concept as they arrive (JSON lines with ``--json``:
+each ``ConceptRecord``'s dict form, then ``{"summary": ...}`` with the ``ShiftRunSummary``'s)
 and then the set's statistics. Main thread; no Qt.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from .args import settings_from_args
 from .scaffold import UsageError, checking_input, is_remote, load_backend, print_records, print_summary, remote_backend
 
+if TYPE_CHECKING:
+    from app.labs.shift.records import ConceptRecord, ShiftRunSummary
+
 __all__ = ["cmd_shift"]
 
 
-def _print_shift_record(rec: dict) -> None:
+def _print_shift_record(rec: ConceptRecord) -> None:
     f = lambda x: "-" if x is None else f"{x:9.3g}"  # noqa: E731
-    why = "kept" if rec["kept"] else rec["reason"]
-    print(f"{rec['name'][:44]:<44} {f(rec['A'])} {f(rec['I'])} {f(rec['S'])} {f(rec['alpha_hat'])}  {why}",
-          flush=True)
+    why = "kept" if rec.kept else rec.reason
+    print(f"{rec.name[:44]:<44} {f(rec.A)} {f(rec.I)} {f(rec.S)} {f(rec.alpha_hat)}  {why}", flush=True)
 
 
 def cmd_shift(a: argparse.Namespace) -> int:
@@ -64,17 +69,17 @@ def cmd_shift(a: argparse.Namespace) -> int:
                          style=style, min_mass=a.min_mass, cancel=cancel)
         if not a.json:
             print(f"{'concept':<44} {'A':>9} {'I':>9} {'S':>9} {'alpha_hat':>9}  kept / why dropped")
-        summary = print_records(gen, a, _print_shift_record)
+        summary = cast("ShiftRunSummary", print_records(gen, a, _print_shift_record))
     finally:
         if engine is not None:
             engine.close()
     if a.json:
         print_summary(summary, a)
     else:
-        frac = summary["fraction"]
-        print(f"\n{summary['n_used']} of {summary['n_total']} concepts used; alpha_hat > 0 for "
-              f"{summary['n_positive']}" + (f" ({100 * frac:.1f}%)" if frac is not None else "")
-              + f"; p = {summary['p_one_sided']} one-sided, {summary['p_two_sided']} two-sided; r = {summary['r']}")
-        for d in summary["dropped"]:
-            print(f"  dropped {d['concept_id']}: {d['reason']}")
+        s, none = summary, lambda x: None if math.isnan(x) else x  # noqa: E731 - undefined printed as None
+        print(f"\n{s.n_used} of {s.n_total} concepts used; alpha_hat > 0 for {s.n_positive}"
+              + (f" ({100 * s.fraction:.1f}%)" if not math.isnan(s.fraction) else "")
+              + f"; p = {none(s.p_one_sided)} one-sided, {none(s.p_two_sided)} two-sided; r = {none(s.r)}")
+        for d in s.dropped:
+            print(f"  dropped {d.concept_id}: {d.reason}")
     return 0

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 
+from app.labs.align.measures import Thresholds, measure_run, verdict
+from app.labs.align.records import AlignRunRecord
 from app.labs.align.task import PRESETS
 from tests.widgets.factory import wait_saved
 
@@ -51,7 +53,7 @@ def test_run_fills_the_plots_and_the_store(window, qtbot):
     if draws:
         expected = [draws.count(o) / len(draws) for o in ("1", "2", "3", "4")]
         assert list(chart["series"]["P_result"]) == pytest.approx(expected)
-    assert summary["verdict"]["label"] in res["verdict"]
+    assert summary.verdict.label in res["verdict"]
     exp = window.controller.store.load_experiment(window.controller.labs.experiment_id)
     assert exp.kind == "align" and exp.status == "done" and len(exp.records) == len(steps) + len(runs)
     # reopened from the history: the same heatmap
@@ -68,7 +70,7 @@ def test_run_fills_the_plots_and_the_store(window, qtbot):
     assert rows[0][:4] == ["run", "step", "drawn", "p_token[1]"] and len(rows) == len(steps) + 1
     # the verdict follows edited thresholds at once, from the same figures
     f = p.figures()
-    assert math.isclose(f["mean_tv"], summary["verdict"]["mean_tv"], rel_tol=1e-9)
+    assert math.isclose(f["mean_tv"], summary.verdict.mean_tv, rel_tol=1e-9)
     p.th_tv.setValue(1.0)
     p.th_variability.setValue(1.0)
     assert "E-model" in p.verdict_label.text()
@@ -91,11 +93,11 @@ def test_stop_keeps_the_steps(window, qtbot):
     finally:
         p.runs.setValue(2)
     summary, status = blocker.args
-    assert status == "stopped" and summary["cancelled"] is True
+    assert status == "stopped" and summary.cancelled is True
     # the runs go as parallel sequences: those in flight at the Stop are cut, each kept and marked
-    runs = [r for r in labs.records if r["kind"] == "run"]
-    assert p.results()["steps"] and runs and any(r["cancelled"] for r in runs)
-    assert summary["runs_done"] == len(runs) <= 5
+    runs = [r for r in labs.records if r.KIND == "run"]
+    assert p.results()["steps"] and runs and any(r.cancelled for r in runs)
+    assert summary.runs_done == len(runs) <= 5
     wait_saved(window, qtbot)
     assert window.controller.store.load_experiment(labs.experiment_id).status == "stopped"
 
@@ -131,6 +133,12 @@ def test_custom_task_files_and_bad_input(window, tmp_path):
 def test_model_text_is_plain(window):
     p = window.align_panel
     p.start_results(PRESETS["extreme"])
-    p.add_record({"kind": "run", "run": 0, "seed": 1, "finish_reason": "eos", "text": "<b>2</b>, 3", "draws": []})
+    nan = math.nan
+    p.add_record(AlignRunRecord(
+        run=0, seed=1, style="completion", prompt="p", text="<b>2</b>, 3", draws=(), problems=(),
+        p_result=(nan,) * 4, result_tv=None, result_kl=None, n_steps=0, n_undefined_steps=0, n_draws=0,
+        mean_kl=nan, mean_js=nan, mean_tv=nan, mean_variability=nan, mean_max_prob=nan, mean_entropy=nan,
+        mean_mass_outside=nan, mean_unseen_mass=nan, finish_reason="eos", cancelled=False, estimated=False,
+        n_tokens=3, seconds=0.0, verdict=verdict(measure_run(PRESETS["extreme"], []), Thresholds())))
     assert "<b>2</b>, 3" in p.text_view.toPlainText()
     assert np.asarray(p.results()["heatmap"]["matrix"]).shape == (0, 4)

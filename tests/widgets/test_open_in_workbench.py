@@ -63,12 +63,12 @@ def test_a_decoding_column_a_beam_and_a_path_open_in_the_workbench(window, qtbot
     p.max_tokens.setValue(6)
     summary, status = _run(qtbot, window, p.run_button.click)
     assert status == "done"
-    column = summary["columns"][2]
+    column = summary.columns[2]
     (label, record), = p._column_traces(2)
-    assert label == column["label"] and record is column["trace"]
+    assert label == column.label and record is column.trace
     p.openTraceRequested.emit(record)
     trace = _shown(window, qtbot, record)
-    assert trace.text == column["text"] and trace.steps[0].stages  # a sampled column: its chain's stages
+    assert trace.text == column.text and trace.steps[0].stages  # a sampled column: its chain's stages
     (label, beam_record), = p._beam_traces(1)
     p.openTraceRequested.emit(beam_record)
     _shown(window, qtbot, beam_record)

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from app.labs.shift.concepts import BUILTIN_CONCEPTS
+from app.labs.shift.records import ConceptRecord, GlubSummary, Prompts, ShiftRunSummary
 from tests.widgets.factory import wait_saved
 
 
@@ -47,7 +48,8 @@ def test_exact_run_fills_table_plots_and_store(window, qtbot):
     sc = res["scatter"]
     assert list(sc["x"]) == pytest.approx([r["I"] - r["A"] for r in kept])
     assert list(sc["y"]) == pytest.approx([r["S"] - r["A"] for r in kept])
-    assert f"{summary['n_used']} of 2 concepts used" in p.summary_label.text()
+    assert isinstance(summary, ShiftRunSummary)
+    assert f"{summary.n_used} of 2 concepts used" in p.summary_label.text()
     assert "two-sided" in p.summary_label.text()
     # results in the run store as they arrived, and in the table of models
     exp = window.controller.store.load_experiment(window.controller.labs.experiment_id)
@@ -115,7 +117,15 @@ def test_glubbing_sweep_plots_sample_against_average(window, qtbot):
         mine = [r for r in recs if r["valence"] == valence and r["S"] is not None]
         assert sorted(xs) == pytest.approx(sorted(r["average"] for r in mine))
     assert "Mean shift" in p.glub_note.text()
-    assert set(summary["mean_shift"]) <= {"positive", "control"}
+    assert isinstance(summary, GlubSummary) and set(summary.mean_shift) <= {"positive", "control"}
+    # reopened from the history (a "glub" run: read with the glubbing types): the same records
+    exp_id = window.controller.labs.experiment_id
+    assert window.controller.store.load_experiment(exp_id).kind == "glub"
+    p.start_results("glub")
+    assert p.results()["glub_records"] == [] and p.glub_note.text() == ""
+    window.open_lab_run(exp_id)
+    assert p.results()["glub_records"] == recs and "Mean shift" in p.glub_note.text()
+    assert f"Lab run #{exp_id}" in p.status.text()
 
 
 def test_stop_keeps_finished_concepts(window, qtbot):
@@ -130,7 +140,7 @@ def test_stop_keeps_finished_concepts(window, qtbot):
     finally:
         p.limit.setValue(2)
     summary, status = blocker.args
-    assert status == "stopped" and summary["cancelled"] is True
+    assert status == "stopped" and summary.cancelled is True
     assert 1 <= len(p.results()["records"]) < 5
     wait_saved(window, qtbot)
     assert window.controller.store.load_experiment(labs.experiment_id).status == "stopped"
@@ -157,8 +167,9 @@ def test_csv_round_trip_and_bad_input(window, tmp_path):
     assert "{question}" in p.template_edit.toPlainText()
     # model output stays plain text in the table
     p.start_results("concepts")
-    p.add_record({"concept_id": "x", "name": "<b>bold</b>", "domain": "d", "A": 1.0, "I": 2.0, "S": 1.5,
-                  "alpha": 0.5, "alpha_hat": 0.5, "kept": True, "reason": None, "S_answers": []})
+    p.add_record(ConceptRecord(concept_id="x", name="<b>bold</b>", domain="d", unit="u", mode="sampled",
+                               prompts=Prompts("a", "i", "s"), A=1.0, I=2.0, S=1.5, alpha=0.5, alpha_hat=0.5,
+                               kept=True, reason=None, seconds=0.0, S_answers=()))
     assert p.results_table.item(0, 0).text() == "<b>bold</b>"
     assert math.isclose(p.results()["scatter"]["x"][0], 1.0)
 

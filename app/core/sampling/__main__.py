@@ -2,4 +2,5 @@
 
 from .timing import benchmark_chain
 
-benchmark_chain()
+if __name__ == "__main__":
+    benchmark_chain()

@@ -1,5 +1,9 @@
 """P_token vs P_task lab, headless: one list of draws on a model, step by step, and repeated runs.
 
+Over 500 lines because it is the lab's whole engine in one place: local and remote decision
+steps, their scoring (the two sections below) and the repeated runs share the run's helpers and
+the record builders; splitting them would spread one algorithm over several files.
+
 Owns:
 - ``local_run`` -> ``AlignRun``: a GGUF model through ``LlamaCppBackend``. The model writes its
   list of draws token by token with our own sampler chain (``GenerationSession``: ``apply_chain``
@@ -8,8 +12,9 @@ Owns:
   logits (below).
 - ``remote_run`` -> ``AlignRun``: a model on an OpenAI-compatible server; P_token is estimated
   from the top-N log-probabilities the server streams back (below: what that cannot see).
-- ``iter_align``: R runs (run r uses seed + r), one record per decision step and one per run as
-  they arrive; returns the JSON-safe ``align_measures.summary`` with the D/E verdict.
+- ``iter_align``: R runs (run r uses seed + r), one typed record per decision step
+  (``AlignStepRecord``) and one per run (``AlignRunRecord``) as they arrive; returns the typed
+  ``AlignSummary`` with the D/E verdict (``app.labs.align.records``).
 
 Threads: everything runs on the thread that calls it (the lab's worker thread in the window, the
 main thread in ``samplescope align``); a backend is used by one thread at a time. ``cancel`` is
@@ -61,9 +66,6 @@ outcome that never appeared among the alternatives is named in ``problems``); an
 is a prefix of another ("1" of "10") cannot be scored with its end, so it also takes the
 probability of the longer one where that begins with the same token (noted in ``problems``).
 Every remote step and run is marked ``estimated``.
-
-Over 500 lines: the P(token) lab's engine (local and remote decision steps and their scoring);
-it moves into the lab's own package with its typed records (issue 13, not done yet).
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence, cast
 
 import numpy as np
 
-from app.labs.align.measures import RunMeasures, StepMeasure, Thresholds, measure_run, p_token_over_outcomes, \
-    summary, verdict
+from app.labs.align.measures import RunMeasures, StepMeasure, Thresholds, diversity_across_runs, measure_run, \
+    p_token_over_outcomes, verdict
+from app.labs.align.records import AlignRunRecord, AlignStepRecord, AlignSummary, RunSummary, SummaryTask, defined
 from app.labs.align.task import (STYLES, CandidateSequence, TaskDistribution, TaskError, decision_sequences,
                                  ends_item, in_context_tokenizer, opens_decision, outcome_spellings, parse_draws,
                                  render_prompt)
@@ -162,34 +165,31 @@ class AlignRun:
     #: the run's generation (``app.core.export.generation_record``), to open in the Workbench
     trace: dict | None = None
 
-    def record(self, run: int = 0, thresholds: Thresholds | None = None) -> dict[str, Any]:
-        """The run record of ``iter_align`` (JSON-safe, see there)."""
+    def record(self, run: int = 0, thresholds: Thresholds | None = None) -> AlignRunRecord:
+        """The run record of ``iter_align``: this run as run number ``run``, with its verdict
+        under ``thresholds`` (the trace JSON-safe, as the store keeps it)."""
         m = self.measures
-        return json_safe({
-            "kind": "run", "run": run, "seed": self.seed, "style": self.style, "prompt": self.prompt,
-            "text": self.text, "draws": list(self.draws), "problems": list(self.problems),
-            "p_result": list(m.p_result), "result_tv": m.result_tv, "result_kl": m.result_kl,
-            "n_steps": m.n_steps, "n_undefined_steps": m.n_undefined_steps, "n_draws": m.n_draws,
-            "mean_kl": m.mean_kl, "mean_js": m.mean_js, "mean_tv": m.mean_tv,
-            "mean_variability": m.mean_variability, "mean_max_prob": m.mean_max_prob,
-            "mean_entropy": m.mean_entropy, "mean_mass_outside": m.mean_mass_outside,
-            "mean_unseen_mass": _mean([s.unseen_mass for s in self.steps]),
-            "finish_reason": self.finish_reason, "cancelled": self.cancelled, "estimated": self.estimated,
-            "n_tokens": self.n_tokens, "seconds": round(self.seconds, 3),
-            "verdict": verdict(m, thresholds).to_dict(),
-            **({"trace": self.trace} if self.trace is not None else {}),
-        })
+        return AlignRunRecord(
+            run=run, seed=self.seed, style=self.style, prompt=self.prompt, text=self.text, draws=tuple(self.draws),
+            problems=tuple(self.problems), p_result=tuple(float(x) for x in m.p_result),
+            result_tv=defined(m.result_tv), result_kl=defined(m.result_kl), n_steps=m.n_steps,
+            n_undefined_steps=m.n_undefined_steps, n_draws=m.n_draws, mean_kl=m.mean_kl, mean_js=m.mean_js,
+            mean_tv=m.mean_tv, mean_variability=m.mean_variability, mean_max_prob=m.mean_max_prob,
+            mean_entropy=m.mean_entropy, mean_mass_outside=m.mean_mass_outside,
+            mean_unseen_mass=_mean([s.unseen_mass for s in self.steps]), finish_reason=self.finish_reason,
+            cancelled=self.cancelled, estimated=self.estimated, n_tokens=self.n_tokens,
+            seconds=round(self.seconds, 3), verdict=verdict(m, thresholds),
+            trace=json_safe(self.trace) if self.trace is not None else None)
 
 
-def step_record(run: int, step: AlignStep, measure: StepMeasure, estimated: bool) -> dict[str, Any]:
-    """The step record of ``iter_align`` (JSON-safe: NaN -> None)."""
-    return json_safe({
-        "kind": "step", "run": run, "step": step.index, "position": step.position,
-        "p_token": list(step.p_token), "p_outcomes": list(step.p_outcomes), "mass_outside": step.mass_outside,
-        "unseen_mass": step.unseen_mass, "estimated": estimated, "drawn": step.drawn, "item": step.item,
-        "kl": measure.kl_to_task, "js": measure.js_to_task, "tv": measure.tv_to_task,
-        "tv_prev": measure.tv_to_previous, "max_prob": measure.max_prob, "entropy": measure.entropy,
-    })
+def step_record(run: int, step: AlignStep, measure: StepMeasure, estimated: bool) -> AlignStepRecord:
+    """The step record of ``iter_align``: ``step`` of run ``run`` with its measures."""
+    return AlignStepRecord(
+        run=run, step=step.index, position=step.position, p_token=tuple(float(x) for x in step.p_token),
+        p_outcomes=tuple(float(x) for x in step.p_outcomes), mass_outside=float(step.mass_outside),
+        unseen_mass=float(step.unseen_mass), estimated=estimated, drawn=step.drawn, item=step.item,
+        kl=measure.kl_to_task, js=measure.js_to_task, tv=measure.tv_to_task, tv_prev=defined(measure.tv_to_previous),
+        max_prob=measure.max_prob, entropy=measure.entropy)
 
 
 # ============================================================================ shared helpers
@@ -323,7 +323,7 @@ def _iter_local(backend: LocalEngine, task: TaskDistribution, n_draws: int, sett
     reason = ""
     need_decision = True
 
-    def close(pending: dict[str, Any]) -> dict:
+    def close(pending: dict[str, Any]) -> AlignStepRecord:
         item = session.text[pending["start"]:]
         step = AlignStep(len(steps), pending["position"], pending["p"], pending["raw"], pending["mass"], 0.0,
                          item, _drawn(item, task))
@@ -485,7 +485,7 @@ def _iter_remote(backend: OpenAICompatBackend, task: TaskDistribution, n_draws: 
         no_logprobs += d.no_logprobs
         return {"position": d.position, "p": p, "raw": raw, "mass": mass, "unseen": unseen, "start": d.start}
 
-    def close(pending: dict[str, Any]) -> dict:
+    def close(pending: dict[str, Any]) -> AlignStepRecord:
         item = text[pending["start"]:]
         step = AlignStep(len(steps), pending["position"], pending["p"], pending["raw"], pending["mass"],
                          pending["unseen"], item, _drawn(item, task))
@@ -569,7 +569,7 @@ def _is_local(backend: Backend) -> bool:
 
 
 def _parallel_runs(backend: Backend, task, n_draws, runs, settings, seed, style, template, cancel, max_tokens, system, th,
-                   width: int, done: list, local: bool) -> Generator[dict, None, bool]:
+                   width: int, done: list, local: bool) -> Generator[AlignStepRecord | AlignRunRecord, None, bool]:
     """The runs at once (``run_jobs``): parallel sequences of one context on the backend's model,
     or concurrent requests to the server. Their records are given in run order (the first
     unfinished run's as they arrive, a later run's once the runs before it have ended). Returns
@@ -623,23 +623,19 @@ def iter_align(backend: Backend, task: TaskDistribution, n_draws: int, runs: int
                settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0, *, style: str = "completion",
                template: str | None = None, cancel: threading.Event | None = None, max_tokens: int | None = None,
                thresholds: Thresholds | None = None, system: str | None = None, max_parallel: int = 1
-               ) -> Generator[dict, None, dict]:
+               ) -> Generator[AlignStepRecord | AlignRunRecord, None, AlignSummary]:
     """``runs`` runs of ``task`` on ``backend`` (local when it has ``prepare``/``logits``/``feed``,
-    remote when it has ``stream``); run r uses seed ``seed + r``. A generator of JSON-safe records
-    in arrival order; its return value (``StopIteration.value``) is the summary.
+    remote when it has ``stream``); run r uses seed ``seed + r``. A generator of typed records
+    (``app.labs.align.records``) in arrival order; its return value (``StopIteration.value``) is
+    the summary.
 
-    Step record (yielded when the step's item is complete, so ``drawn`` is known):
-    ``{"kind": "step", "run", "step", "position", "p_token": [task order, None when undefined],
-    "p_outcomes", "mass_outside", "unseen_mass", "estimated", "drawn", "item", "kl", "js", "tv",
-    "tv_prev", "max_prob", "entropy"}`` (distances to P_task; ``tv_prev`` None at step 0).
-    Run record, after the run's steps: ``{"kind": "run", "run", "seed", "style", "prompt",
-    "text", "draws", "problems", "p_result": [task order], "result_tv", "result_kl", "n_steps",
-    "n_undefined_steps", "n_draws", "mean_kl", "mean_js", "mean_tv", "mean_variability",
-    "mean_max_prob", "mean_entropy", "mean_mass_outside", "mean_unseen_mass", "finish_reason",
-    "cancelled", "estimated", "n_tokens", "seconds", "verdict"}``.
+    ``AlignStepRecord`` (kind "step"), yielded when the step's item is complete (so ``drawn`` is
+    known): P_token in task order (NaN when undefined), its distances to P_task, ``tv_prev``
+    (None at step 0). ``AlignRunRecord`` (kind "run"), after the run's steps: the text, the
+    draws, P_result, the run's means, its verdict and its generation (local runs).
 
-    Summary: ``align_measures.summary`` of the runs (``task``, ``thresholds``, ``runs``,
-    ``diversity_across_runs``, ``verdict``) plus ``cancelled``, ``runs_requested``, ``runs_done``,
+    ``AlignSummary``: every run's ``RunSummary``, ``diversity_across_runs``, the pooled
+    ``verdict`` and the ``thresholds``, plus ``cancelled``, ``runs_requested``, ``runs_done``,
     ``n_draws``, ``style``, ``seed``, ``estimated``, ``backend`` ("local"/"remote") and
     ``settings`` (with the base seed and the token budget of each run).
 
@@ -675,15 +671,11 @@ def iter_align(backend: Backend, task: TaskDistribution, n_draws: int, runs: int
             if result.cancelled:
                 cancelled = True
                 break
-    if done:
-        out = summary([d.measures for d in done], th)
-    else:
-        out = json_safe({"task": {**task.to_dict(), "notes": list(task.notes)},
-                          "thresholds": {"max_mean_tv": th.max_mean_tv, "max_variability": th.max_variability,
-                                         "warn_mass_outside": th.warn_mass_outside},
-                          "runs": [], "diversity_across_runs": None,
-                          "verdict": verdict(measure_run(task, []), th).to_dict()})
-    out.update({"cancelled": cancelled, "runs_requested": runs, "runs_done": len(done), "n_draws": n_draws,
-                "style": style, "seed": seed, "estimated": not local, "backend": "local" if local else "remote",
-                "settings": _check(task, n_draws, settings, seed, style, template, max_tokens)[1].to_dict()})
-    return out
+    measures = [d.measures for d in done]
+    return AlignSummary(
+        task=SummaryTask.of(task), thresholds=th, runs=tuple(RunSummary.of(m, verdict(m, th)) for m in measures),
+        diversity_across_runs=defined(diversity_across_runs([m.draws for m in measures])),
+        verdict=verdict(measures or measure_run(task, []), th), cancelled=cancelled, runs_requested=runs,
+        runs_done=len(done), n_draws=n_draws, style=style, seed=seed, estimated=not local,
+        backend="local" if local else "remote",
+        settings=_check(task, n_draws, settings, seed, style, template, max_tokens)[1])

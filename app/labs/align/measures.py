@@ -3,8 +3,9 @@
 Owns: P_token at one decision step from the engine's sequence probabilities
 (``p_token_over_outcomes``), the per-step and per-run measures (``StepMeasure``, ``RunMeasures``,
 ``measure_run``), the diversity of draws across runs (``diversity_across_runs``), the editable
-``Thresholds`` and the ``verdict`` they give, and a JSON-safe ``summary`` for
-``samplescope align --json``. The distances are ``app.core.metrics``' (natural logs, nats).
+``Thresholds`` and the ``verdict`` they give, and a JSON-safe ``summary`` dict of runs (the
+shape of the first keys of the lab's ``AlignSummary`` in ``app.labs.align.records``, which the
+engine builds from the same parts). The distances are ``app.core.metrics``' (natural logs, nats).
 numpy + stdlib, no Qt; every function is pure and every result is frozen, so any thread may
 call it (the lab's worker, the CLI, tests).
 

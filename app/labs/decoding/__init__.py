@@ -9,9 +9,12 @@ Modules (each docstring says what it owns and which thread it runs on):
   the KV cache).
 - ``beams``: ``beam_search`` and ``brute_force_best`` (local models).
 - ``lockstep``: several strategies on one prompt, token by token.
-- ``branches``: ``BranchTree``, ``iter_branch``/``branch``, ``children``.
-- ``ab``: ``step_distance``, ``ab_compare``, ``ab_run``.
+- ``branches``: ``BranchTree``, ``iter_branch``/``branch``, ``children``, and the tree jobs
+  ``iter_tree`` / ``iter_grow``.
+- ``ab``: ``step_distance``, ``ab_compare``, ``ab_run``, and the A/B job ``iter_ab``.
 - ``remote``: what an OpenAI-compatible server can take part in (``REMOTE_LIMITS``).
+- ``records``: the typed records every job yields and returns (params, records, summaries;
+  ``RECORDS``, which reads a stored run of the lab).
 
 Everything runs on the thread that owns the backend (the lab's worker thread in the window, the
 main thread in ``samplescope compare``). No Qt. Costs: docs/BENCHMARKS.md ("Decoding lab").
@@ -19,9 +22,9 @@ main thread in ``samplescope compare``). No Qt. Costs: docs/BENCHMARKS.md ("Deco
 
 from __future__ import annotations
 
-from .ab import ab_compare, ab_run, step_distance
+from .ab import ab_compare, ab_run, iter_ab, step_distance
 from .beams import Beam, BeamResult, BeamStep, BruteForceResult, beam_search, brute_force_best
-from .branches import BranchNode, BranchTree, branch, children, iter_branch
+from .branches import BranchNode, BranchTree, branch, children, iter_branch, iter_grow, iter_tree
 from .kv import goto_prefix
 from .lockstep import column_totals, first_fork, lockstep, run_lockstep
 from .remote import REMOTE_LIMITS, RemoteUnsupported, is_remote, remote_column, remote_support
@@ -31,7 +34,7 @@ __all__ = [
     "NEUTRAL", "STRATEGY_FORMS", "Strategy", "parse_strategy", "parse_strategies",
     "BeamStep", "Beam", "BeamResult", "beam_search", "BruteForceResult", "brute_force_best",
     "goto_prefix", "first_fork", "column_totals", "lockstep", "run_lockstep",
-    "BranchNode", "BranchTree", "iter_branch", "branch", "children",
-    "step_distance", "ab_compare", "ab_run",
+    "BranchNode", "BranchTree", "iter_branch", "branch", "children", "iter_tree", "iter_grow",
+    "step_distance", "ab_compare", "ab_run", "iter_ab",
     "REMOTE_LIMITS", "RemoteUnsupported", "remote_support", "remote_column", "is_remote",
 ]

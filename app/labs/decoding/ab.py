@@ -1,31 +1,35 @@
 """A/B comparison of two runs: how far apart their next-token distributions are, step by step.
 
 Owns: ``step_distance`` (KL both ways, total variation and Jensen-Shannon over the union of two
-steps' top-N), ``ab_compare`` (two recorded runs: lists of ``Step`` or their dicts, so local and
-remote runs alike) and ``ab_run`` (make the two runs, then compare).
+steps' top-N, as a dict of plain numbers), ``ab_compare`` (two recorded runs: lists of ``Step``
+or their dicts, so local and remote runs alike; an ``ABSummary`` with an ``ABStep`` per compared
+step), ``ab_run`` (make the two runs, then compare) and ``iter_ab`` (the lab's A/B job: ``ab_run``
+as a generator of its ``ABStep`` records returning the ``ABSummary``).
 
-Threads: ``step_distance`` and ``ab_compare`` are pure, safe on any thread; ``ab_run`` runs on
-the thread that calls it, which must own both backends (the lab's worker thread in the window).
-``cancel`` (a ``threading.Event``) ends a run early; what it produced is compared. No Qt.
+Threads: ``step_distance`` and ``ab_compare`` are pure, safe on any thread; ``ab_run`` and
+``iter_ab`` run on the thread that calls them, which must own both backends (the lab's worker
+thread in the window). ``cancel`` (a ``threading.Event``) ends a run early; what it produced is
+compared. No Qt.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 import numpy as np
 
 from app.core.jsonsafe import json_safe
 from backends.base import SamplerSettings, Step, TokenAlt
 
+from .records import ABStep, ABSummary, defined, or_nan
 from .remote import is_remote
 
 if TYPE_CHECKING:
     from backends.kinds import Backend
 
-__all__ = ["step_distance", "ab_compare", "ab_run"]
+__all__ = ["step_distance", "ab_compare", "ab_run", "iter_ab"]
 
 
 def _as_step(s: Step | dict) -> Step:
@@ -87,39 +91,46 @@ def step_distance(a: Step | dict, b: Step | dict, which: str = "final") -> dict[
             "token_id_a": a.token_id, "token_id_b": b.token_id}
 
 
-def ab_compare(steps_a: Sequence[Step | dict], steps_b: Sequence[Step | dict], which: str = "final") -> dict:
+def _ab_step(k: int, after_fork: bool, d: dict[str, Any]) -> ABStep:
+    """A ``step_distance`` at step ``k`` as its record (an infinite KL divergence as None)."""
+    return ABStep(k, after_fork, defined(d["kl_ab"]), defined(d["kl_ba"]), or_nan(d["tv"]), or_nan(d["js"]),
+                  or_nan(d["mass_outside_a"]), or_nan(d["mass_outside_b"]), int(d["n_union"]), bool(d["agree"]),
+                  d["token_a"], d["token_b"], None if d["token_id_a"] is None else int(d["token_id_a"]),
+                  None if d["token_id_b"] is None else int(d["token_id_b"]))
+
+
+def ab_compare(steps_a: Sequence[Step | dict], steps_b: Sequence[Step | dict], which: str = "final") -> ABSummary:
     """Compare two recorded runs step by step (``Step`` lists or their ``to_dict``; local or
-    remote). Per step k < min(len): ``step_distance`` plus ``step`` and ``after_fork`` (the
-    runs had already parted before k, so the two distributions follow different texts).
-    Summary: ``steps``, ``first_fork`` (first k whose chosen tokens differ; None), ``agreement``
-    (fraction of compared steps with the same token), ``n_compared``, ``len_a``, ``len_b``,
-    means of ``kl_ab``/``tv``/``js`` over the steps up to and including the fork (same text
-    before them: ``mean_*_same_context``) and over all compared steps (``mean_*``; KL means
-    are inf when any term is), ``which``. JSON-safe (inf -> None)."""
+    remote). Per step k < min(len) an ``ABStep``: ``step_distance`` plus ``step`` and
+    ``after_fork`` (the runs had already parted before k, so the two distributions follow
+    different texts). The ``ABSummary``: ``steps``, ``first_fork`` (first k whose chosen tokens
+    differ; None), ``agreement`` (fraction of compared steps with the same token; None over
+    none), ``n_compared``, ``len_a``, ``len_b``, means of ``kl_ab``/``kl_ba``/``tv``/``js`` over
+    the steps up to and including the fork (same text before them: ``mean_*_same_context``) and
+    over all compared steps (``mean_*``); a mean is None over no step, and a KL mean is None
+    (infinite) when any of its terms is. ``a`` and ``b`` are left empty (``ab_run`` fills them)."""
     sa, sb = [_as_step(s) for s in steps_a], [_as_step(s) for s in steps_b]
     n = min(len(sa), len(sb))
-    rows = []
+    rows: list[tuple[bool, dict[str, Any]]] = []  # (after the fork, the distances) per step
     fork = None
     for k in range(n):
         d = step_distance(sa[k], sb[k], which)
-        d = {"kind": "ab_step", "step": k, "after_fork": fork is not None and k > fork, **d}
+        rows.append((fork is not None and k > fork, d))
         if fork is None and not d["agree"]:
             fork = k
-        rows.append(d)
     if fork is None and len(sa) != len(sb):
         fork = n
 
-    def mean(key: str, rs: list[dict]) -> float | None:
-        vals = [r[key] for r in rs]
-        return math.fsum(vals) / len(vals) if vals else None
+    def mean(key: str, same_context: bool) -> float | None:
+        vals = [d[key] for after, d in rows if not (same_context and after)]
+        return defined(math.fsum(vals) / len(vals)) if vals else None
 
-    same = [r for r in rows if not r["after_fork"]]
-    out = {"which": which, "steps": rows, "first_fork": fork, "n_compared": n, "len_a": len(sa), "len_b": len(sb),
-           "agreement": (sum(r["agree"] for r in rows) / n) if n else None}
-    for key in ("kl_ab", "kl_ba", "tv", "js"):
-        out[f"mean_{key}"] = mean(key, rows)
-        out[f"mean_{key}_same_context"] = mean(key, same)
-    return json_safe(out)
+    return ABSummary(which, tuple(_ab_step(k, after, d) for k, (after, d) in enumerate(rows)), fork, n, len(sa),
+                     len(sb), (sum(d["agree"] for _after, d in rows) / n) if n else None,
+                     mean_kl_ab=mean("kl_ab", False), mean_kl_ab_same_context=mean("kl_ab", True),
+                     mean_kl_ba=mean("kl_ba", False), mean_kl_ba_same_context=mean("kl_ba", True),
+                     mean_tv=mean("tv", False), mean_tv_same_context=mean("tv", True),
+                     mean_js=mean("js", False), mean_js_same_context=mean("js", True))
 
 
 def _run_steps(backend: Backend, prompt: str, settings: SamplerSettings, cancel: threading.Event | None,
@@ -136,14 +147,23 @@ def _run_steps(backend: Backend, prompt: str, settings: SamplerSettings, cancel:
 
 def ab_run(backend_a: Backend, backend_b: Backend, prompt: str, settings_a: SamplerSettings,
            settings_b: SamplerSettings, cancel: threading.Event | None = None, *, which: str = "final",
-           parse_special: bool = False, messages: list[dict] | None = None) -> dict:
+           parse_special: bool = False, messages: list[dict] | None = None) -> ABSummary:
     """Make run A then run B of ``prompt`` (two models, or one model with two settings; local
     runs start from an empty cache, remote ones are one request each) and ``ab_compare`` them.
-    The result also holds the runs as ``a`` and ``b`` (lists of ``Step.to_dict``). Use
-    ``top_n`` of 10-20 in the settings: the distances only see the union of the top-N."""
+    The ``ABSummary`` also holds the runs as ``a`` and ``b`` (``Step.to_dict`` each, JSON-ready).
+    Use ``top_n`` of 10-20 in the settings: the distances only see the union of the top-N."""
     steps_a = _run_steps(backend_a, prompt, settings_a, cancel, parse_special, messages)
     steps_b = _run_steps(backend_b, prompt, settings_b, cancel, parse_special, messages)
-    out = ab_compare(steps_a, steps_b, which)
-    out["a"] = [json_safe(s.to_dict()) for s in steps_a]
-    out["b"] = [json_safe(s.to_dict()) for s in steps_b]
-    return out
+    return ab_compare(steps_a, steps_b, which).replace(a=tuple(json_safe(s.to_dict()) for s in steps_a),
+                                                       b=tuple(json_safe(s.to_dict()) for s in steps_b))
+
+
+def iter_ab(backend_a: Backend, backend_b: Backend, prompt: str, settings_a: SamplerSettings,
+            settings_b: SamplerSettings, cancel: threading.Event | None = None, *, which: str = "final",
+            parse_special: bool = False, messages: list[dict] | None = None) -> Generator[ABStep, None, ABSummary]:
+    """``ab_run`` as the lab's job: the two runs are made and compared first, then every
+    ``ABStep`` is yielded in step order; returns the ``ABSummary`` (with the steps and the runs)."""
+    result = ab_run(backend_a, backend_b, prompt, settings_a, settings_b, cancel, which=which,
+                    parse_special=parse_special, messages=messages)
+    yield from result.steps
+    return result

@@ -1,16 +1,21 @@
 """The branch tree: the road not taken at any token.
 
-Owns: ``BranchNode`` and ``BranchTree`` (plain data, ``to_dict``/``from_dict``; cumulative
-probabilities along a path, a path as a Workbench generation record), ``iter_branch`` /
-``branch`` (continue a run from any node with another token, or the sampler's own, the KV cache
-reused up to that node: ``goto_prefix``) and ``children`` (n sampled continuations of one node,
-optionally as parallel sequences of one batched context). Every branch is kept in the tree with
-the probability of each edge. On a server a branch is a new request continuing the path's text.
+Owns: ``BranchNode`` and ``BranchTree`` (plain data, ``to_dict``/``from_dict``, and as a typed
+value ``data``/``from_data``: ``records.BranchTreeData``; cumulative probabilities along a path,
+a path as a Workbench generation record), ``iter_branch`` / ``branch`` (continue a run from any
+node with another token, or the sampler's own, the KV cache reused up to that node:
+``goto_prefix``; a ``NodeRecord`` per new node) and ``children`` (n sampled continuations of one
+node, optionally as parallel sequences of one batched context). Every branch is kept in the tree
+with the probability of each edge. On a server a branch is a new request continuing the path's
+text. The lab's two tree jobs, as generators of typed records returning a ``TreeSummary``:
+``iter_tree`` (a new tree holding a recorded run; one ``TreeRecord``) and ``iter_grow`` (a
+branch or N children on a copy of a ``BranchTreeData``; a ``NodeRecord`` per new node).
 
 Threads: runs on the thread that calls it, which must own the backend (the lab's worker thread
-in the window); the window keeps the tree itself as plain data on the GUI thread and hands a
-copy to the worker. ``cancel`` (a ``threading.Event``) is checked before every token, or handed
-to the server's stream; what was produced before is kept. No Qt.
+in the window); the window keeps the tree itself as a ``BranchTreeData`` (immutable) on the GUI
+thread and the worker grows a ``BranchTree`` made from it. ``cancel`` (a ``threading.Event``)
+is checked before every token, or handed to the server's stream; what was produced before is
+kept. No Qt.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from backends.base import Finished, SamplerSettings, Step, TokenAlt
 
 from .kv import _has_sequences, _stop_at, _tokenize, goto_prefix
 from .lockstep import _alts
+from .records import BranchTreeData, NodeRecord, TopEntry, TreeNode, TreeRecord, TreeSummary, defined, or_nan
 from .remote import is_remote
 from .strategies import NEUTRAL
 
@@ -38,7 +44,7 @@ if TYPE_CHECKING:
     from backends.kinds import Backend, LocalEngine
     from backends.openai_compat import OpenAICompatBackend
 
-__all__ = ["BranchNode", "BranchTree", "iter_branch", "branch", "children"]
+__all__ = ["BranchNode", "BranchTree", "iter_branch", "branch", "children", "iter_tree", "iter_grow"]
 
 
 @dataclass
@@ -83,6 +89,25 @@ class BranchNode:
         kw["top"] = list(kw.get("top", []))
         kw["children"] = list(kw.get("children", []))
         return cls(**kw)
+
+    def record(self) -> NodeRecord:
+        """What a branch job yields for this node (``NodeRecord``)."""
+        return NodeRecord(self.id, self.parent, self.piece, or_nan(self.p_raw))
+
+    def value(self) -> TreeNode:
+        """The node as a typed, immutable value (``TreeNode``; its dict form is ``to_dict``'s)."""
+        top = tuple(TopEntry(None if a.get("id") is None else int(a["id"]), str(a.get("token", "")),
+                             or_nan(a.get("p_raw")), defined(a.get("p_final"))) for a in self.top)
+        return TreeNode(self.id, self.parent, self.token_id, self.piece, self.data.hex(), or_nan(self.p_raw),
+                        or_nan(self.p_final), or_nan(self.entropy_raw), int(self.rank), bool(self.forced),
+                        int(self.run), bool(self.estimated), top, tuple(int(c) for c in self.children),
+                        self.finish_reason)
+
+    @classmethod
+    def from_value(cls, n: TreeNode) -> "BranchNode":
+        return cls(n.id, n.parent, n.token_id, n.piece, bytes.fromhex(n.data), n.p_raw, n.p_final, n.entropy_raw,
+                   n.rank, n.forced, n.run, n.estimated, [dataclasses.asdict(a) for a in n.top], list(n.children),
+                   n.finish_reason)
 
 
 class BranchTree:
@@ -221,6 +246,20 @@ class BranchTree:
         tree.runs = [dict(r) for r in d.get("runs", [])]
         return tree
 
+    def data(self) -> BranchTreeData:
+        """The tree as a typed, immutable value (its dict form is ``to_dict``'s; runs JSON-ready)."""
+        return BranchTreeData(self.prompt, None if self.prompt_tokens is None else tuple(self.prompt_tokens),
+                              self.model, tuple(n.value() for n in self.nodes),
+                              tuple(json_safe(r) for r in self.runs))
+
+    @classmethod
+    def from_data(cls, d: BranchTreeData) -> "BranchTree":
+        """A tree to grow, made from a ``BranchTreeData`` (which stays as it was)."""
+        tree = cls(d.prompt, d.prompt_tokens, d.model)
+        tree.nodes = [BranchNode.from_value(n) for n in d.nodes]
+        tree.runs = [dict(r) for r in d.runs]
+        return tree
+
 
 def _branch_settings(settings: SamplerSettings | None, max_tokens: int, seed: int) -> SamplerSettings:
     st = (settings or SamplerSettings()).replace(max_tokens=int(max_tokens), seed=int(seed))
@@ -231,12 +270,13 @@ def _branch_settings(settings: SamplerSettings | None, max_tokens: int, seed: in
 def iter_branch(backend: Backend, tree: BranchTree, node_id: int, token_id: int | None = None,
                 settings: SamplerSettings | None = None, max_tokens: int = 16, seed: int = 42,
                 cancel: threading.Event | None = None, *, token_text: str | None = None, kind: str = "branch"
-                ) -> Generator[BranchNode, None, int]:
+                ) -> Generator[NodeRecord, None, int]:
     """Continue from ``node_id``: first with ``token_id`` when given (the road not taken;
     ``token_text`` on a server), then with tokens drawn by ``settings``' chain (a numpy
     generator seeded with ``seed``), for ``max_tokens`` tokens in all, ending early at an end
     token, a stop string of ``settings``, a full context or ``cancel``. Yields each node as it
-    is added; returns the leaf's id. Every edge records p_raw and p_final under ``settings``.
+    is added (its ``NodeRecord``; a node the path comes back to is yielded again); returns the
+    leaf's id. Every edge records p_raw and p_final under ``settings``.
 
     Local: the KV cache is reused up to the node (``goto_prefix``: nothing is evaluated when the
     cache is already there, the node's tokens after the last shared one otherwise); the logits
@@ -269,7 +309,7 @@ def iter_branch(backend: Backend, tree: BranchTree, node_id: int, token_id: int 
 
 
 def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id: int | None, st: SamplerSettings,
-                  cancel: threading.Event | None, run: int) -> Generator[BranchNode, None, tuple[int, str]]:
+                  cancel: threading.Event | None, run: int) -> Generator[NodeRecord, None, tuple[int, str]]:
     if tree.prompt_tokens is None:
         raise ValueError("this tree was grown on a server (no prompt tokens): continue it there")
     path_ids = tree.path_tokens(node_id)
@@ -309,7 +349,7 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
             # fed before the node is yielded: run as one of parallel sequences, every job's token
             # is queued when the round's first logits are asked for, so a round is ONE decode
             backend.feed(tok)
-        yield tree.nodes[node]
+        yield tree.nodes[node].record()
         if reason in ("eos", "stop"):
             break
     return node, reason
@@ -317,7 +357,7 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
 
 def _branch_remote(backend: OpenAICompatBackend, tree: BranchTree, node_id: int, token_text: str | None,
                    st: SamplerSettings, cancel: threading.Event | None,
-                   run: int) -> Generator[BranchNode, None, tuple[int, str]]:
+                   run: int) -> Generator[NodeRecord, None, tuple[int, str]]:
     node = node_id
     text = tree.prompt + tree.path_text(node_id)
     budget = st.max_tokens
@@ -334,7 +374,7 @@ def _branch_remote(backend: OpenAICompatBackend, tree: BranchTree, node_id: int,
                         forced=True, estimated=True)
         text += token_text
         budget -= 1
-        yield tree.nodes[node]
+        yield tree.nodes[node].record()
         if budget <= 0:
             return node, "length"
     reason = "length"
@@ -343,7 +383,7 @@ def _branch_remote(backend: OpenAICompatBackend, tree: BranchTree, node_id: int,
             reason = item.reason
             break
         node = tree.add(node, None, item.piece, item.token.encode("utf-8"), item, run=run)
-        yield tree.nodes[node]
+        yield tree.nodes[node].record()
     return node, reason
 
 
@@ -400,3 +440,45 @@ def _parallel_children(backend: LocalEngine, tree: BranchTree, node_id: int, n: 
     finally:
         ctx.close()
     return [x for x in leaves if x is not None]
+
+
+def iter_tree(prompt: str, prompt_tokens: Sequence[int] | None, steps: Sequence[Step | dict],
+              settings: SamplerSettings | None = None, model: str = "") -> Generator[TreeRecord, None, TreeSummary]:
+    """A new tree whose first path is one recorded run (``BranchTree.from_steps``; the window's
+    Workbench run): yields one ``TreeRecord`` (its size), returns the ``TreeSummary`` (the tree,
+    and its last leaf to open). No backend: ``prompt_tokens`` is the tokenized prompt (None on a
+    server)."""
+    tree = BranchTree.from_steps(prompt, prompt_tokens, steps, settings, model)
+    yield TreeRecord(len(tree.nodes))
+    leaves = tree.leaves()
+    return TreeSummary(tree.data(), leaves[-1] if leaves else 0)
+
+
+def iter_grow(backend: Backend, tree: BranchTreeData, node_id: int, token_id: int | None = None,
+              settings: SamplerSettings | None = None, max_tokens: int = 16, seed: int = 42,
+              cancel: threading.Event | None = None, *, token_text: str | None = None, n_children: int = 0,
+              max_parallel: int = 1) -> Generator[NodeRecord, None, TreeSummary]:
+    """Grow a copy of ``tree`` (which stays as it was) from ``node_id``: with ``n_children`` 0 one
+    branch (``iter_branch`` with ``token_id`` / ``token_text``, seed ``seed``), else that many
+    sampled children (seeds seed..seed+n-1), as parallel sequences when ``max_parallel`` > 1 and
+    the backend has them (``children``; their nodes are yielded once all are in), else one after
+    the other. Yields a ``NodeRecord`` per node reached; returns the ``TreeSummary``: the grown
+    tree and the leaf to open (the last path's; ``node_id`` when nothing was added). ``cancel``
+    ends it early, what was grown is kept."""
+    grown = BranchTree.from_data(tree)
+    n_children = int(n_children)
+    if n_children > 1 and int(max_parallel) > 1 and not is_remote(backend) and _has_sequences(backend):
+        n0 = len(grown.nodes)
+        leaves = children(backend, grown, node_id, n_children, settings, max_tokens, seed, cancel,
+                          max_parallel=max_parallel)
+        for node in grown.nodes[n0:]:
+            yield node.record()
+        return TreeSummary(grown.data(), leaves[-1] if leaves else node_id)
+    leaf = node_id
+    for i in range(max(1, n_children)):
+        if cancel is not None and cancel.is_set():
+            break
+        leaf = yield from iter_branch(backend, grown, node_id, None if n_children else token_id, settings,
+                                      max_tokens, int(seed) + i, cancel, token_text=None if n_children else token_text,
+                                      kind="child" if n_children else "branch")
+    return TreeSummary(grown.data(), leaf)

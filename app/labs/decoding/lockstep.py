@@ -1,14 +1,15 @@
 """Lockstep columns: several strategies on one prompt, side by side, token by token.
 
-Owns: ``lockstep`` (step k of every column before step k+1 of any; one JSON-safe record per
+Owns: ``lockstep`` (step k of every column before step k+1 of any; one typed record per
 (step, column), a fork record where the columns first part, and a summary with each column's
-total log-probability, perplexity, mean entropy and length), ``run_lockstep`` (the same,
-drained), ``first_fork`` and ``column_totals``, and the record builders (``_step_record``,
-``_beam_record``, ``_alts``). On a ``LlamaCppBackend`` the sampled columns are sequences of one
-extra context (the prompt shared; ``kv._ColumnEngine``), each a ``GenerationSession`` drawing
-exactly what a plain session draws; beam columns come from ``beams.beam_search``; on a server
-each sampled column is one request (``remote.remote_column``). Costs: docs/BENCHMARKS.md
-("Decoding lab").
+total log-probability, perplexity, mean entropy and length: the types of ``records``),
+``run_lockstep`` (the same, drained), ``first_fork`` and ``column_totals``, and the record
+builders (``_step_record``, ``_beam_record``, ``_beam_summary``, ``_top``; ``_alts``: the
+alternatives as a ``BranchNode`` keeps them). On a ``LlamaCppBackend`` the sampled columns are
+sequences of one extra context (the prompt shared; ``kv._ColumnEngine``), each a
+``GenerationSession`` drawing exactly what a plain session draws; beam columns come from
+``beams.beam_search``; on a server each sampled column is one request
+(``remote.remote_column``). Costs: docs/BENCHMARKS.md ("Decoding lab").
 
 Threads: a lockstep generator runs on the thread that iterates it, which must own the backend
 (the lab's worker thread in the window, the main thread in ``samplescope compare``); its extra
@@ -34,6 +35,8 @@ from backends.base import Finished, SamplerSettings, Step, TokenAlt
 
 from .beams import Beam, BeamResult, beam_search
 from .kv import _ColumnEngine, _has_sequences, _SeqContext, _Shared, _tokenize
+from .records import (BeamSearchSummary, BeamSummary, ColumnRecord, ColumnSummary, ForkRecord, LockstepSummary,
+                      StepRecord, TopEntry, defined, or_nan)
 from .remote import RemoteUnsupported, is_remote, remote_column, remote_support
 from .strategies import NEUTRAL, Strategy, parse_strategies
 
@@ -77,28 +80,32 @@ def column_totals(logprobs: Sequence[float | None], entropies: Sequence[float]) 
 
 
 def _alts(top: Iterable[TokenAlt], n: int, with_final: bool = True) -> list[dict[str, Any]]:
+    """The first ``n`` alternatives as the dicts a ``BranchNode`` keeps (``TopEntry``'s fields)."""
     return [{"id": a.id, "token": a.token, "p_raw": a.p_raw, "p_final": a.p_final if with_final else None}
             for a in list(top)[:n]]
 
 
-def _step_record(col: int, strategy: Strategy, k: int, step: Step, top_n: int, reason: str | None) -> dict:
+def _top(top: Iterable[TokenAlt]) -> tuple[TopEntry, ...]:
+    return tuple(TopEntry(None if a.id is None else int(a.id), a.token, or_nan(a.p_raw), defined(a.p_final))
+                 for a in top)
+
+
+def _step_record(col: int, strategy: Strategy, k: int, step: Step, top_n: int, reason: str | None) -> StepRecord:
     lp = math.log(step.p_raw) if step.p_raw > 0 else None
     top = list(step.top[:top_n])
     if step.token_id is not None and all(a.id != step.token_id for a in top):
         top += [a for a in step.top[top_n:] if a.id == step.token_id]
-    return {"kind": "step", "column": col, "strategy": strategy.spec, "step": k, "token": step.token,
-            "piece": step.piece, "token_id": step.token_id, "p_raw": step.p_raw, "p_final": step.p_final,
-            "logprob": lp, "entropy_raw": step.entropy_raw, "rank": step.rank, "estimated": step.estimated,
-            "top": _alts(top, len(top)), "finish_reason": reason}
+    return StepRecord(col, strategy.spec, k, step.token, step.piece,
+                      None if step.token_id is None else int(step.token_id), or_nan(step.p_raw),
+                      defined(step.p_final), defined(lp), or_nan(step.entropy_raw), int(step.rank),
+                      bool(step.estimated), _top(top), reason)
 
 
-def _beam_record(col: int, strategy: Strategy, k: int, beam: Beam, text: str, reason: str | None) -> dict:
+def _beam_record(col: int, strategy: Strategy, k: int, beam: Beam, text: str, reason: str | None) -> StepRecord:
     st = beam.steps[k]
-    return {"kind": "step", "column": col, "strategy": strategy.spec, "step": k, "token": text,
-            "piece": st.piece, "token_id": st.token_id, "p_raw": st.p_raw, "p_final": None,
-            "logprob": st.logprob, "entropy_raw": st.entropy_raw, "rank": st.rank, "estimated": False,
-            "top": [{"id": i, "token": p, "p_raw": q, "p_final": None} for i, p, q in st.top],
-            "finish_reason": reason}
+    return StepRecord(col, strategy.spec, k, text, st.piece, int(st.token_id), or_nan(st.p_raw), None,
+                      defined(st.logprob), or_nan(st.entropy_raw), int(st.rank), False,
+                      tuple(TopEntry(int(i), p, or_nan(q), None) for i, p, q in st.top), reason)
 
 
 class _Column:
@@ -110,7 +117,7 @@ class _Column:
         self.beam: BeamResult | None = None
         self.remote_steps: list[Step] = []
         self.remote_fin: Finished | None = None
-        self.records: list[dict] = []
+        self.records: list[StepRecord] = []
         self.beam_texts: list[str] = []
         self.done = False
         self.reason = ""
@@ -120,10 +127,11 @@ class _Column:
 def lockstep(backend: Backend, prompt: str, strategies: str | Iterable[str | Strategy], max_tokens: int = 32,
              seed: int = 42, cancel: threading.Event | None = None, *, top_n: int = 5, stop: Sequence[str] = (),
              beam_method: str = "auto", beam_batched: bool = False, column_method: str = "auto",
-             parse_special: bool = False, messages: list[dict] | None = None) -> Generator[dict, None, dict]:
+             parse_special: bool = False, messages: list[dict] | None = None
+             ) -> Generator[ColumnRecord | StepRecord | ForkRecord, None, LockstepSummary]:
     """Run ``strategies`` (specs, a comma string or ``Strategy``) on ``prompt`` side by side.
-    Returns a generator of JSON-safe records; its return value (``StopIteration.value``, or use
-    ``run_lockstep``) is the summary. Arguments are checked here, before any record (ValueError,
+    Returns a generator of typed records (``app.labs.decoding.records``); its return value
+    (``StopIteration.value``, or use ``run_lockstep``) is the ``LockstepSummary``. Arguments are checked here, before any record (ValueError,
     ``RemoteUnsupported``).
 
     Local model (``backend`` a ``LlamaCppBackend``): every sampled or greedy column is a
@@ -146,24 +154,25 @@ def lockstep(backend: Backend, prompt: str, strategies: str | Iterable[str | Str
     column raises ``RemoteUnsupported`` (see ``REMOTE_LIMITS``). ``messages`` uses the chat
     endpoint instead of ``prompt``.
 
-    Records, in this order: one ``{"kind": "column", "column", "strategy", "label", "beam",
-    "settings" (None for beams)}`` per column; then for step k = 0, 1, ... one ``{"kind":
-    "step", "column", "strategy", "step": k, "token" (visible text), "piece", "token_id" (None
-    remotely), "p_raw", "p_final" (None for beams), "logprob" (ln p_raw), "entropy_raw" (a lower
-    bound remotely), "rank", "estimated", "top": [{"id", "token", "p_raw", "p_final"}],
-    "finish_reason" (None, or why the column ended at this token)}`` for every column still
+    Records, in this order: one ``ColumnRecord`` (``column``, ``strategy``, ``label``, ``beam``,
+    ``settings``: None for beams) per column; then for step k = 0, 1, ... one ``StepRecord``
+    (``column``, ``strategy``, ``step`` k, ``token``: the visible text, ``piece``, ``token_id``:
+    None remotely, ``p_raw``, ``p_final``: None for beams, ``logprob``: ln p_raw, ``entropy_raw``:
+    a lower bound remotely, ``rank``, ``estimated``, ``top``: ``TopEntry`` alternatives,
+    ``finish_reason``: None, or why the column ended at this token) for every column still
     running, in column order, all of step k before any of step k+1; after the records of the
-    first step where the columns' tokens differ, ``{"kind": "fork", "step": k, "tokens": [per
-    column, None when ended], "groups": [[columns with the same token], ...]}``.
+    first step where the columns' tokens differ, a ``ForkRecord`` (``step`` k, per column its
+    ``tokens`` and ``token_ids`` there, None when ended, and the ``groups`` of columns with the
+    same token).
 
-    Summary: ``prompt``, ``prompt_tokens``, ``seed``, ``max_tokens``, ``backend``
-    ("local"/"remote"), ``cancelled``, ``steps``, ``fork_step``, ``pairwise_fork`` (matrix),
-    ``seconds``, ``column_method``, ``token_evaluations`` (tokens the sampled columns made the
-    model evaluate, prompt included) and ``independent_evaluations`` (what separate sessions
-    would have cost: the prompt per column plus every drawn token but the last), and
-    ``columns``: per column ``column``, ``strategy``, ``label``, ``text``, ``tokens``,
-    ``finish_reason``, ``total_logprob``, ``perplexity``, ``mean_entropy``, ``length`` (and
-    ``beam``: the ``BeamResult`` dict for beam columns).
+    Summary (``LockstepSummary``): ``prompt``, ``prompt_tokens``, ``seed``, ``max_tokens``,
+    ``backend`` ("local"/"remote"), ``cancelled``, ``steps``, ``fork_step``, ``pairwise_fork``
+    (matrix), ``seconds``, ``column_method``, ``token_evaluations`` (tokens the sampled columns
+    made the model evaluate, prompt included) and ``independent_evaluations`` (what separate
+    sessions would have cost: the prompt per column plus every drawn token but the last), and
+    ``columns``: a ``ColumnSummary`` per column (``text``, ``tokens``, ``finish_reason``,
+    ``total_logprob``, ``perplexity``, ``mean_entropy``, ``length``, its generation ``trace``,
+    and ``beam``: the ``BeamSearchSummary`` for beam columns, each beam with its ``trace``).
 
     ``cancel`` is checked before every column's token: the records so far stand, the summary has
     ``cancelled`` True and every column's figures so far."""
@@ -200,7 +209,7 @@ def lockstep(backend: Backend, prompt: str, strategies: str | Iterable[str | Str
 def _lockstep(backend: Backend, prompt: str, columns: list[_Column], max_tokens: int, seed: int,
               cancel: threading.Event | None, top_n: int, stop: tuple[str, ...], beam_opts: tuple[str, bool],
               column_method: str, parse_special: bool, messages: list[dict] | None,
-              remote: bool) -> Generator[dict, None, dict]:
+              remote: bool) -> Generator[ColumnRecord | StepRecord | ForkRecord, None, LockstepSummary]:
     shared = _Shared()
     try:
         return (yield from _lockstep_body(backend, prompt, columns, max_tokens, seed, cancel, top_n, stop,
@@ -213,7 +222,7 @@ def _lockstep(backend: Backend, prompt: str, columns: list[_Column], max_tokens:
 def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_tokens: int, seed: int,
                    cancel: threading.Event | None, top_n: int, stop: tuple[str, ...], beam_opts: tuple[str, bool],
                    column_method: str, parse_special: bool, messages: list[dict] | None, remote: bool,
-                   shared: _Shared) -> Generator[dict, None, dict]:
+                   shared: _Shared) -> Generator[ColumnRecord | StepRecord | ForkRecord, None, LockstepSummary]:
     from app.core.session import GenerationSession
 
     t0 = time.perf_counter()
@@ -225,8 +234,8 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
     else:
         model_name = cast("LocalEngine", backend).info.name
     for c in columns:
-        yield {"kind": "column", "column": c.index, "strategy": c.strategy.spec, "label": c.strategy.label,
-               "beam": c.strategy.is_beam, "settings": c.settings.to_dict() if c.settings else None}
+        yield ColumnRecord(c.index, c.strategy.spec, c.strategy.label, c.strategy.is_beam,
+                           json_safe(c.settings.to_dict()) if c.settings else None)
     # beams first, whole
     for c in columns:
         if c.strategy.is_beam and not cancelled:
@@ -286,7 +295,7 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
-            rec = None
+            rec: StepRecord | None = None
             if c.beam is not None:
                 best = c.beam.best
                 if k < best.length:
@@ -324,29 +333,29 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
                     c.done = True
             if rec is not None:
                 c.records.append(rec)
-                yield json_safe(rec)
+                yield rec
         if cancelled:
             break
         if fork_step is None:
-            toks = [_tok_key(c.records[k]) if k < len(c.records) else None for c in columns]
+            at = [c.records[k] if k < len(c.records) else None for c in columns]
+            toks = [None if r is None else r.key for r in at]
             if len(set(toks)) > 1:
                 fork_step = k
                 groups: dict[Any, list[int]] = {}
                 for i, t in enumerate(toks):
                     groups.setdefault(t, []).append(i)
-                yield json_safe({"kind": "fork", "step": k,
-                                  "tokens": [c.records[k]["token"] if k < len(c.records) else None for c in columns],
-                                  "token_ids": [c.records[k]["token_id"] if k < len(c.records) else None
-                                                for c in columns],
-                                  "groups": list(groups.values())})
+                yield ForkRecord(k, tuple(None if r is None else r.token for r in at),
+                                 tuple(None if r is None else r.token_id for r in at),
+                                 tuple(tuple(g) for g in groups.values()))
         k += 1
     # summary
     out_cols = []
     keys = []
     for c in columns:
         recs = c.records
-        keys.append([_tok_key(r) for r in recs])
+        keys.append([r.key for r in recs])
         lps: list[float | None]
+        tokens: list[int | None]
         if c.beam is not None:
             best = c.beam.best
             lps = [s.logprob for s in best.steps]
@@ -355,10 +364,10 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
             text = best.text
             reason = best.finish_reason
         elif remote:
-            lps = [r["logprob"] for r in recs]
-            ents = [r["entropy_raw"] for r in recs]
-            tokens = [r["token_id"] for r in recs]
-            text = c.text or "".join(r["token"] for r in recs)
+            lps = [r.logprob for r in recs]
+            ents = [r.entropy_raw for r in recs]
+            tokens = [r.token_id for r in recs]
+            text = c.text or "".join(r.token for r in recs)
             reason = c.reason or ("cancelled" if cancelled else "")
         else:
             s = c.session
@@ -369,28 +378,37 @@ def _lockstep_body(backend: Backend, prompt: str, columns: list[_Column], max_to
             tokens = list(s.generated) if s else []
             text = s.text if s else ""
             reason = s.finished.reason if s and s.finished else "cancelled"
-        entry = {"column": c.index, "strategy": c.strategy.spec, "label": c.strategy.label, "text": text,
-                 "tokens": tokens, "finish_reason": reason, "estimated": remote, **column_totals(lps, ents)}
-        entry["trace"] = _column_generation(c, prompt, prompt_len, text, reason, model_name)
-        if c.beam is not None:
-            entry["beam"] = c.beam.to_dict()
-            for b, beam in zip(entry["beam"]["beams"], c.beam.beams):  # every beam opens in the Workbench
-                b["trace"] = generation_record(prompt, NEUTRAL.replace(temperature=0.0), beam.as_steps(prompt_len),
-                                               Finished(beam.finish_reason, beam.text, beam.length, 0.0), model_name)
-        out_cols.append(entry)
+        totals = column_totals(lps, ents)
+        out_cols.append(ColumnSummary(
+            c.index, c.strategy.spec, c.strategy.label, text, tuple(None if t is None else int(t) for t in tokens),
+            reason, remote, defined(totals["total_logprob"]), defined(totals["perplexity"]),
+            defined(totals["mean_entropy"]), totals["length"],
+            json_safe(_column_generation(c, prompt, prompt_len, text, reason, model_name)),
+            None if c.beam is None else _beam_summary(c.beam, prompt, prompt_len, model_name)))
     n = len(columns)
     pairwise = [[None if i == j else first_fork([keys[i], keys[j]]) for j in range(n)] for i in range(n)]
     sampled_lengths = [len(c.session.generated) for c in columns if c.session is not None]
     evals = shared.evaluations
     independent = sum(prompt_len + max(0, m - 1) for m in sampled_lengths)
-    return json_safe({
-        "prompt": prompt, "prompt_tokens": prompt_len, "seed": seed, "max_tokens": max_tokens,
-        "backend": "remote" if remote else "local", "cancelled": cancelled, "steps": k,
-        "fork_step": fork_step if fork_step is not None else first_fork(keys), "pairwise_fork": pairwise,
-        "seconds": round(time.perf_counter() - t0, 4), "column_method": None if remote else column_method,
-        "token_evaluations": evals,
-        "independent_evaluations": independent, "columns": out_cols,
-    })
+    return LockstepSummary(
+        prompt, prompt_len, seed, max_tokens, "remote" if remote else "local", cancelled, k,
+        fork_step if fork_step is not None else first_fork(keys), tuple(tuple(row) for row in pairwise),
+        round(time.perf_counter() - t0, 4), None if remote else column_method, evals, independent, tuple(out_cols))
+
+
+def _beam_summary(result: BeamResult, prompt: str, n_prompt: int, model: str) -> BeamSearchSummary:
+    """A beam column's search as its summary keeps it (``BeamResult.to_dict``'s figures), every
+    beam with its generation record: each opens in the Workbench."""
+    greedy = NEUTRAL.replace(temperature=0.0)
+    beams = tuple(BeamSummary(
+        tuple(int(t) for t in b.tokens), tuple(s.piece for s in b.steps), b.text, or_nan(b.logprob), or_nan(b.score),
+        b.length, tuple(or_nan(s.logprob) for s in b.steps), b.finished, b.finish_reason,
+        json_safe(generation_record(prompt, greedy, b.as_steps(n_prompt), Finished(b.finish_reason, b.text, b.length,
+                                                                                    0.0), model)))
+        for b in result.beams)
+    return BeamSearchSummary(result.width, float(result.length_penalty), result.method, result.prompt_tokens,
+                             result.steps, result.evaluations, round(result.seconds, 4), round(result.ms_per_step, 3),
+                             result.batched, result.cancelled, beams)
 
 
 def _column_generation(c: _Column, prompt: str, n_prompt: int, text: str, reason: str, model: str) -> dict:
@@ -410,12 +428,8 @@ def _column_generation(c: _Column, prompt: str, n_prompt: int, text: str, reason
                              c.remote_fin or Finished(reason or "cancelled", text, len(c.remote_steps), 0.0), model)
 
 
-def _tok_key(rec: dict) -> Any:
-    return ("id", rec["token_id"]) if rec.get("token_id") is not None else ("text", rec.get("piece"))
-
-
-def run_lockstep(*args: Any, **kwargs: Any) -> tuple[list[dict], dict]:
+def run_lockstep(*args: Any, **kwargs: Any) -> tuple[list[ColumnRecord | StepRecord | ForkRecord], LockstepSummary]:
     """``lockstep`` drained: (records, summary)."""
-    records: list[dict] = []
+    records: list[ColumnRecord | StepRecord | ForkRecord] = []
     summary = drain(lockstep(*args, **kwargs), records.append)
     return records, summary

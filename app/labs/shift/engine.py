@@ -7,10 +7,13 @@ Owns:
   answers token by token from the token tree (see below).
 - ``RemoteShiftEngine``: a model on an OpenAI-compatible server (sampled answers only, as
   concurrent requests).
-- ``exact_distribution`` -> ``ExactDistribution``; ``concept_record`` (one concept: A, I and S
-  each measured the same way, alpha_hat, kept or dropped and why); ``iter_shift`` (a concept set, one record per concept
-  as it arrives; returns the summary of ``app.labs.shift.stats.summarise``); ``glub_record`` /
-  ``iter_glub`` (synthetic "glubbing" concepts: the sample against the shown average).
+- ``exact_distribution`` -> ``ExactDistribution``; ``concept_record`` -> a ``ConceptRecord`` (one
+  concept: A, I and S each measured the same way, alpha_hat, kept or dropped and why);
+  ``iter_shift`` (a concept set, one ``ConceptRecord`` per concept as it arrives; returns the
+  ``ShiftRunSummary``: ``app.labs.shift.stats.summarise`` with what was run); ``glub_record`` ->
+  a ``GlubRecord`` / ``iter_glub`` (synthetic "glubbing" concepts: the sample against the shown
+  average; returns the ``GlubSummary``). The records are the typed, frozen values of
+  ``app.labs.shift.records``.
 
 The exact method. After the prompt, the answer is read as a bare numeral: an optional single
 leading space, digits, optionally "." and more digits, ended by any other token (a piece that
@@ -39,10 +42,13 @@ from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence, TypeAlias
 
 import numpy as np
 
-from app.labs.shift.glubbing import GlubSpec, make_glub
+from app.core.records import plain
 from app.core.sampling import apply_chain
 from app.labs.shift.concepts import Concept, render
+from app.labs.shift.glubbing import GlubSpec, make_glub
 from app.labs.shift.numbers import extract_number
+from app.labs.shift.records import (QUESTIONS, ConceptRecord, ExactResult, GlubRecord, GlubSummary, Prompts,
+                                    SampledAnswer, ShiftRunSummary)
 from app.labs.shift.stats import concept_result, distribution_mean, summarise
 from backends.base import GenerationError, SamplerSettings
 from backends.chat import conversation
@@ -229,15 +235,17 @@ class ExactDistribution:
                 return p
         return 0.0
 
+    def record(self) -> ExactResult:
+        """The distribution as a record stores it (seconds rounded to ms; the mean None without numeric answers)."""
+        return ExactResult(self.values, self.probs, self.covered, self.not_number, self.pruned, self.nodes,
+                           round(self.seconds, 3), self.min_mass, _finite(self.mean), self.cancelled)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"values": list(self.values), "probs": list(self.probs), "covered": self.covered,
-                "not_number": self.not_number, "pruned": self.pruned, "nodes": self.nodes,
-                "seconds": round(self.seconds, 3), "min_mass": self.min_mass, "mean": _finite(self.mean),
-                "cancelled": self.cancelled}
+        return plain(self.record())
 
 
-def _finite(x):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 @dataclass
@@ -352,83 +360,85 @@ def _step(node: _Node, piece: str) -> tuple[str, Any]:
 
 # ============================================================================ one concept
 
-def _answer_record(answer) -> dict[str, Any]:
+def _answer_record(answer) -> SampledAnswer:
     raw = str(answer)
     parsed = extract_number(raw)
-    rec = {"raw": raw, "value": parsed.value, "error": parsed.error, "bare": bare_number(raw)}
-    if getattr(answer, "trace", None) is not None:
-        rec["trace"] = answer.trace
-    return rec
+    return SampledAnswer(raw, parsed.value, parsed.error, bare_number(raw), getattr(answer, "trace", None))
 
 
 def _ask_many(engine: ShiftEngine, prompt: str, settings: SamplerSettings, seeds: Sequence[int], style: str,
-              cancel) -> list[dict[str, Any]]:
-    return [_answer_record(a) for a in engine.answers(prompt, settings, list(seeds), style=style, cancel=cancel)]
+              cancel) -> tuple[SampledAnswer, ...]:
+    return tuple(map(_answer_record, engine.answers(prompt, settings, list(seeds), style=style, cancel=cancel)))
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """One question: ``exact`` (exact mode) or ``answers`` (sampled), the value, why there is none."""
+
+    exact: ExactResult | None
+    answers: tuple[SampledAnswer, ...] | None
+    value: float | None
+    error: str | None
+
+    @property
+    def parsed(self) -> int | None:
+        return None if self.answers is None else sum(a.value is not None for a in self.answers)
 
 
 def _measure(engine: ShiftEngine, prompt: str, mode: str, samples: int, settings: SamplerSettings, seed: int, style: str,
-             min_mass: float, cancel) -> tuple[dict[str, Any], float | None, str | None]:
-    """(what was recorded, the value, why there is none) for one question."""
+             min_mass: float, cancel) -> _Measured:
     if mode == "exact":
         dist = engine.exact(prompt, settings, style=style, min_mass=min_mass, cancel=cancel)
         value = _finite(dist.mean)
-        return {"exact": dist.to_dict()}, value, None if value is not None else \
-            "no numeric answer in the exact distribution"
-    answers = [] if cancel is not None and cancel.is_set() else _ask_many(
+        return _Measured(dist.record(), None, value,
+                         None if value is not None else "no numeric answer in the exact distribution")
+    answers = () if cancel is not None and cancel.is_set() else _ask_many(
         engine, prompt, settings, [seed + i for i in range(samples)], style, cancel)
-    nums = [a["value"] for a in answers if a["value"] is not None]
-    value = float(np.mean(nums)) if nums else None
-    return {"answers": answers, "parsed": len(nums)}, value, None if nums else \
-        f"none of the {len(answers)} sampled answers held a number"
+    nums = [a.value for a in answers if a.value is not None]
+    return _Measured(None, answers, float(np.mean(nums)) if nums else None,
+                     None if nums else f"none of the {len(answers)} sampled answers held a number")
 
 
 def concept_record(engine: ShiftEngine, concept: Concept, *, mode: str = "sampled", samples: int = 10,
                    settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                    templates: Mapping | None = None, min_mass: float = 1e-3,
-                   cancel: threading.Event | None = None) -> dict[str, Any]:
+                   cancel: threading.Event | None = None, index: int = 0) -> ConceptRecord:
     """A, I and S for one concept, with alpha_hat and whether it is kept (and why not).
 
     All three questions are measured the same way, in fresh contexts: sampled, the mean of
     ``samples`` answers (seeds seed.. for A, seed+N.. for I, seed+2N.. for S); exact, the mean
     of the numeric-answer distribution (recorded in full). One greedy answer is not used for A
     and I: small base models' greedy answers degenerate ("10000000000"), and measuring A, I and
-    S alike keeps them comparable. Raw answers are kept beside their numbers."""
+    S alike keeps them comparable. Raw answers are kept beside their numbers. ``index``: the
+    concept's place in its run."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     t0 = time.perf_counter()
-    prompts = {kind: render(concept, kind, style, templates) for kind in ("average", "ideal", "sample")}
-    rec: dict[str, Any] = {"concept_id": concept.id, "name": concept.name, "domain": concept.domain,
-                           "unit": concept.unit, "mode": mode, "prompts": prompts}
-    values: dict[str, float | None] = {}
-    errors: dict[str, str | None] = {}
-    for j, (kind, key) in enumerate((("average", "A"), ("ideal", "I"), ("sample", "S"))):
-        got, values[key], errors[key] = _measure(engine, prompts[kind], mode, samples, settings,
-                                                 seed + j * samples, style, min_mass, cancel)
-        rec[key + "_" + ("exact" if mode == "exact" else "answers")] = got.get("exact", got.get("answers"))
-        if mode != "exact":
-            rec[key + "_parsed"] = got["parsed"]
-    res = concept_result(concept.id, concept.name, concept.domain, values["A"], values["I"], values["S"],
-                         a_error=errors["A"], i_error=errors["I"], s_error=errors["S"])
-    rec.update(res.to_dict())
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
-    if cancel is not None and cancel.is_set():
-        rec["interrupted"] = True
-    return rec
-
-
-def _result_from_record(rec: Mapping[str, Any]):
-    from app.labs.shift.stats import ConceptResult
-
-    return ConceptResult(rec["concept_id"], rec["name"], rec["domain"], rec["A"], rec["I"], rec["S"],
-                         rec["alpha"], rec["alpha_hat"], rec["kept"], rec["reason"])
+    prompts = Prompts(*(render(concept, kind, style, templates) for _key, kind in QUESTIONS))
+    got = {key: _measure(engine, getattr(prompts, kind), mode, samples, settings, seed + j * samples, style,
+                         min_mass, cancel)
+           for j, (key, kind) in enumerate(QUESTIONS)}
+    a, i, s = got["A"], got["I"], got["S"]
+    res = concept_result(concept.id, concept.name, concept.domain, a.value, i.value, s.value,
+                         a_error=a.error, i_error=i.error, s_error=s.error)
+    return ConceptRecord(
+        concept_id=concept.id, name=concept.name, domain=concept.domain, unit=concept.unit, mode=mode,
+        prompts=prompts, A_exact=a.exact, I_exact=i.exact, S_exact=s.exact,
+        A_answers=a.answers, A_parsed=a.parsed, I_answers=i.answers, I_parsed=i.parsed,
+        S_answers=s.answers, S_parsed=s.parsed,
+        A=_finite(res.A), I=_finite(res.I), S=_finite(res.S), alpha=_finite(res.alpha),
+        alpha_hat=_finite(res.alpha_hat), kept=res.kept, reason=res.reason,
+        seconds=round(time.perf_counter() - t0, 3), interrupted=cancel is not None and cancel.is_set(),
+        index=index)
 
 
 def iter_shift(engine: ShiftEngine, concepts: Sequence[Concept], *, mode: str = "sampled", samples: int = 10,
                settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
                templates: Mapping | None = None, min_mass: float = 1e-3,
-               cancel: threading.Event | None = None) -> Generator[dict, None, dict]:
-    """One record per concept as it arrives; returns the set's summary (``summarise``) as a
-    dict with ``cancelled``. A concept cut by Stop is reported (``interrupted``) but not counted."""
+               cancel: threading.Event | None = None) -> Generator[ConceptRecord, None, ShiftRunSummary]:
+    """One ``ConceptRecord`` per concept as it arrives; returns the set's ``ShiftRunSummary``
+    (``summarise`` with ``cancelled``). A concept cut by Stop is reported (``interrupted``) but
+    not counted."""
     results = []
     cancelled = False
     for i, concept in enumerate(concepts):
@@ -436,57 +446,55 @@ def iter_shift(engine: ShiftEngine, concepts: Sequence[Concept], *, mode: str = 
             cancelled = True
             break
         rec = concept_record(engine, concept, mode=mode, samples=samples, settings=settings, seed=seed + 1000 * i,
-                             style=style, templates=templates, min_mass=min_mass, cancel=cancel)
-        rec["index"] = i
+                             style=style, templates=templates, min_mass=min_mass, cancel=cancel, index=i)
         yield rec
-        if rec.get("interrupted"):
+        if rec.interrupted:
             cancelled = True
             break
-        results.append(_result_from_record(rec))
-    summary = summarise(results).to_dict()
-    summary.update({"cancelled": cancelled, "mode": mode, "model": engine.name, "n_concepts": len(concepts)})
-    return summary
+        results.append(rec.result())
+    return ShiftRunSummary.of(summarise(results), cancelled=cancelled, mode=mode, model=engine.name,
+                              n_concepts=len(concepts))
 
 
 # ============================================================================ glubbing
 
 def glub_record(engine: ShiftEngine, spec: GlubSpec, *, mode: str = "exact", samples: int = 10,
                 settings: SamplerSettings = SAMPLE_SETTINGS, seed: int = 0, style: str = "completion",
-                min_mass: float = 1e-3, cancel: threading.Event | None = None) -> dict[str, Any]:
+                min_mass: float = 1e-3, cancel: threading.Event | None = None, index: int = 0) -> GlubRecord:
     """One synthetic concept: the shown average and ideal (``ideal`` is what the grades imply: the
     mean of the values graded A or A+; ``ideal_setting`` the swept peak, if any), and the model's
-    sample S (exact mean or sampled mean of the first number that comes to mind)."""
+    sample S (exact mean or sampled mean of the first number that comes to mind). ``index``: its
+    place in the sweep."""
     g = make_glub(spec)
     prompt = g.prompt_chat if style == "chat" else g.prompt_completion
-    rec: dict[str, Any] = {"id": g.id, "valence": spec.valence, "mean": spec.mean, "spread": spec.spread,
-                           "shape": spec.shape, "n_examples": spec.n_examples, "seed": spec.seed,
-                           "average": g.average, "ideal": g.ideal, "ideal_setting": spec.ideal, "mode": mode}
+    exact: ExactResult | None = None
+    answers: tuple[SampledAnswer, ...] | None = None
     if mode == "exact":
         dist = engine.exact(prompt, settings, style=style, min_mass=min_mass, max_tokens=5, cancel=cancel)
-        rec["S_exact"] = dist.to_dict()
-        rec["S"] = _finite(dist.mean)
+        exact = dist.record()
+        S = _finite(dist.mean)
     else:
-        answers = [] if cancel is not None and cancel.is_set() else _ask_many(
+        answers = () if cancel is not None and cancel.is_set() else _ask_many(
             engine, prompt, settings, [seed + i for i in range(samples)], style, cancel)
-        rec["S_answers"] = answers
-        nums = [a["value"] for a in answers if a["value"] is not None]
-        rec["S"] = float(np.mean(nums)) if nums else None
-    rec["shift"] = None if rec["S"] is None else rec["S"] - g.average
-    return rec
+        nums = [a.value for a in answers if a.value is not None]
+        S = float(np.mean(nums)) if nums else None
+    return GlubRecord(id=g.id, valence=spec.valence, mean=float(spec.mean), spread=float(spec.spread),
+                      shape=spec.shape, n_examples=int(spec.n_examples), seed=spec.seed, average=g.average,
+                      ideal=g.ideal, ideal_setting=None if spec.ideal is None else float(spec.ideal), mode=mode, S_exact=exact, S_answers=answers, S=S,
+                      shift=None if S is None else S - g.average, index=index)
 
 
-def iter_glub(engine: ShiftEngine, specs: Sequence[GlubSpec], **kwargs) -> Generator[dict, None, dict]:
-    """One record per synthetic concept; returns per-valence mean shifts (S - average)."""
+def iter_glub(engine: ShiftEngine, specs: Sequence[GlubSpec], **kwargs) -> Generator[GlubRecord, None, GlubSummary]:
+    """One ``GlubRecord`` per synthetic concept; returns the per-valence mean shifts (S - average)."""
     cancel = kwargs.get("cancel")
     by_valence: dict[str, list[float]] = {}
     for i, spec in enumerate(specs):
         if cancel is not None and cancel.is_set():
             break
-        rec = glub_record(engine, spec, **kwargs)
-        rec["index"] = i
+        rec = glub_record(engine, spec, index=i, **kwargs)
         yield rec
-        if rec["shift"] is not None:
-            by_valence.setdefault(spec.valence, []).append(rec["shift"])
-    return {"mean_shift": {v: float(np.mean(s)) for v, s in by_valence.items()},
-            "n": {v: len(s) for v, s in by_valence.items()},
-            "cancelled": bool(cancel is not None and cancel.is_set())}
+        if rec.shift is not None:
+            by_valence.setdefault(spec.valence, []).append(rec.shift)
+    return GlubSummary(mean_shift={v: float(np.mean(s)) for v, s in by_valence.items()},
+                       n={v: len(s) for v, s in by_valence.items()},
+                       cancelled=bool(cancel is not None and cancel.is_set()))

@@ -8,6 +8,10 @@ Run / Stop and a progress bar; on the right the steps-by-outcomes heatmap of P_t
 P_task strip, the distances over the steps, P_result against P_task as bars, the verdict with
 its reasons, and the model's text. It only shows and asks; ``app.labs.align._qt.presenter`` runs the jobs.
 
+It is fed the lab's typed records (``app.labs.align.records``: ``AlignStepRecord``,
+``AlignRunRecord``, ``AlignSummary``), live and reopened alike; ``results``, ``export_data`` and
+``csv_rows`` give them back as plain JSON-ready values (the records' dict forms, NaN as None).
+
 GUI thread only. Model output appears only in plain-text widgets.
 """
 
@@ -38,7 +42,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.jsonsafe import json_safe
+from app.core.records import plain
 from app.labs.align.measures import Thresholds, verdict_from
+from app.labs.align.records import AlignKnobs, AlignRunRecord, AlignStepRecord, AlignSummary
 from app.labs.align.task import PRESETS, TEMPLATES, TaskDistribution, make_task
 from app.labs.align._qt.plots import DistancePlot, TokenTaskHeatmap
 from widgets.bar_chart import BarChart
@@ -62,9 +69,9 @@ class AlignLabPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._steps: list[dict] = []
-        self._runs: list[dict] = []
-        self._summary: dict | None = None
+        self._steps: list[AlignStepRecord] = []
+        self._runs: list[AlignRunRecord] = []
+        self._summary: AlignSummary | None = None
         self._task: TaskDistribution | None = None
         self._templates = dict(TEMPLATES)
         self._loading = False
@@ -309,11 +316,10 @@ class AlignLabPanel(QWidget):
     def thresholds(self) -> Thresholds:
         return Thresholds(self.th_tv.value(), self.th_variability.value(), self.th_mass.value())
 
-    def params(self) -> dict[str, Any]:
-        return {"draws": self.draws.value(), "runs": self.runs.value(), "style": self.style.currentText(),
-                "temperature": self.temperature.value(), "seed": self.seed.value(), "template": self.template(),
-                "thresholds": {"max_mean_tv": self.th_tv.value(), "max_variability": self.th_variability.value(),
-                               "warn_mass_outside": self.th_mass.value()}}
+    def params(self) -> AlignKnobs:
+        """The knobs as they are set (the task and the sampler settings are the presenter's to add)."""
+        return AlignKnobs(self.draws.value(), self.runs.value(), self.style.currentText(), self.temperature.value(),
+                          self.seed.value(), self.template(), self.thresholds())
 
     # ------------------------------------------------------------------ running
     def set_running(self, running: bool, total: int = 0) -> None:
@@ -325,15 +331,15 @@ class AlignLabPanel(QWidget):
     def _refresh_trace_runs(self) -> None:
         self.trace_run.clear()
         for r in getattr(self, "_runs", []):
-            if r.get("trace"):
-                self.trace_run.addItem(f"run {r['run'] + 1} (seed {r.get('seed')})", r["run"])
+            if r.trace:
+                self.trace_run.addItem(f"run {r.run + 1} (seed {r.seed})", r.run)
         self.open_trace_button.setEnabled(self.trace_run.count() > 0)
 
     def _open_run(self) -> None:
         run = self.trace_run.currentData()
-        rec = next((r for r in self._runs if r["run"] == run and r.get("trace")), None)
+        rec = next((r for r in self._runs if r.run == run and r.trace), None)
         if rec is not None:
-            self.openTraceRequested.emit(rec["trace"])
+            self.openTraceRequested.emit(rec.trace)
 
     def start_results(self, task: TaskDistribution) -> None:
         self._task = task
@@ -345,18 +351,17 @@ class AlignLabPanel(QWidget):
         self.figures_label.setText("")
         self._redraw()
 
-    def add_record(self, rec: dict) -> None:
-        if rec.get("kind") == "step":
+    def add_record(self, rec: AlignStepRecord | AlignRunRecord) -> None:
+        if isinstance(rec, AlignStepRecord):
             self._steps.append(rec)
             self.progress.setValue(min(len(self._steps), self.progress.maximum()))
-        elif rec.get("kind") == "run":
+        elif isinstance(rec, AlignRunRecord):
             self._runs.append(rec)
-            self.text_view.appendPlainText(f"run {rec['run'] + 1} (seed {rec.get('seed')}, "
-                                           f"{rec.get('finish_reason')}):\n{rec.get('text', '')}\n")
+            self.text_view.appendPlainText(f"run {rec.run + 1} (seed {rec.seed}, {rec.finish_reason}):\n{rec.text}\n")
             self._refresh_trace_runs()
         self._redraw()
 
-    def show_summary(self, summary: dict | None, status: str) -> None:
+    def show_summary(self, summary: AlignSummary | None, status: str) -> None:
         self.set_running(False)
         self.progress.setRange(0, max(1, len(self._steps)))
         self.progress.setValue(len(self._steps))
@@ -375,14 +380,13 @@ class AlignLabPanel(QWidget):
         if task is None:
             return
         n = len(task.outcomes)
-        matrix = np.array([[math.nan if v is None else v for v in (s.get("p_token") or [None] * n)]
-                           for s in self._steps], dtype=np.float64).reshape(-1, n)
-        self.heatmap.show(task.outcomes, task.probabilities, matrix, [s.get("drawn") for s in self._steps])
+        matrix = np.array([list(s.p_token) or [math.nan] * n for s in self._steps], dtype=np.float64).reshape(-1, n)
+        self.heatmap.show(task.outcomes, task.probabilities, matrix, [s.drawn for s in self._steps])
         self.distance_plot.show(self._steps)
         counts = np.zeros(n)
         index = {o: i for i, o in enumerate(task.outcomes)}
         for r in self._runs:
-            for d in r.get("draws") or []:
+            for d in r.draws:
                 if d in index:
                     counts[index[d]] += 1
         series = {"P_task": list(task.probabilities)}
@@ -393,24 +397,22 @@ class AlignLabPanel(QWidget):
 
     def figures(self) -> dict[str, float]:
         """The pooled figures over every step so far (as ``align_measures.verdict`` pools them)."""
-        return {"mean_tv": _mean(s.get("tv") for s in self._steps),
-                "variability": _mean(s.get("tv_prev") for s in self._steps),
-                "mass": _mean(s.get("mass_outside") for s in self._steps),
-                "mean_kl": _mean(s.get("kl") for s in self._steps),
-                "mean_js": _mean(s.get("js") for s in self._steps),
-                "mean_max_prob": _mean(s.get("max_prob") for s in self._steps),
-                "mean_entropy": _mean(s.get("entropy") for s in self._steps)}
+        steps = self._steps
+        return {"mean_tv": _mean(s.tv for s in steps), "variability": _mean(s.tv_prev for s in steps),
+                "mass": _mean(s.mass_outside for s in steps), "mean_kl": _mean(s.kl for s in steps),
+                "mean_js": _mean(s.js for s in steps), "mean_max_prob": _mean(s.max_prob for s in steps),
+                "mean_entropy": _mean(s.entropy for s in steps)}
 
     def _update_verdict(self, *args) -> None:
         if not self._steps:
             return
         f = self.figures()
         v = verdict_from(f["mean_tv"], f["variability"], f["mass"], self.thresholds())
-        estimated = any(s.get("estimated") for s in self._steps)
+        estimated = any(s.estimated for s in self._steps)
         self.verdict_label.setText(f"Verdict: {v.label}" + ("  (estimated from top-N log-probabilities)"
                                                             if estimated else ""))
         self.reasons_label.setText("\n".join(v.reasons))
-        div = (self._summary or {}).get("diversity_across_runs")
+        div = self._summary.diversity_across_runs if self._summary is not None else None
         self.figures_label.setText(
             f"Means over {len(self._steps)} steps: KL {fmt_number(f['mean_kl'])} nats, JS {fmt_number(f['mean_js'])}, TV "
             f"{fmt_number(f['mean_tv'])}, variability {fmt_number(f['variability'])}, max-probability "
@@ -418,9 +420,14 @@ class AlignLabPanel(QWidget):
             + (f"; diversity across runs (Hamming) {fmt_number(div)}" if div is not None else ""))
 
     def export_data(self) -> dict[str, Any]:
-        return {"lab": "p-token-vs-p-task", "params": self.params(),
-                "task": self._task.to_dict() if self._task else None, "steps": list(self._steps),
-                "runs": list(self._runs), "summary": self._summary}
+        """The knobs, the task, the records and the summary as plain JSON-ready values."""
+        return json_safe({"lab": "p-token-vs-p-task", "params": plain(self.params()),
+                          "task": self._task.to_dict() if self._task else None, **self._plain_results()})
+
+    def _plain_results(self) -> dict[str, Any]:
+        """The records and the summary in their dict forms, NaN as None."""
+        return json_safe({"steps": [s.to_dict() for s in self._steps], "runs": [r.to_dict() for r in self._runs],
+                          "summary": plain(self._summary)})
 
     def csv_rows(self) -> tuple[list[str], list[list]]:
         outcomes = list(self._task.outcomes) if self._task else []
@@ -428,16 +435,14 @@ class AlignLabPanel(QWidget):
                   + ["mass_outside", "kl", "js", "tv", "tv_prev", "max_prob", "entropy", "estimated"])
         rows = []
         for s in self._steps:
-            p = s.get("p_token") or [None] * len(outcomes)
-            rows.append([s.get("run"), s.get("step"), s.get("drawn"), *p, s.get("mass_outside"), s.get("kl"),
-                         s.get("js"), s.get("tv"), s.get("tv_prev"), s.get("max_prob"), s.get("entropy"),
-                         bool(s.get("estimated"))])
+            p = list(s.p_token) or [None] * len(outcomes)
+            rows.append(json_safe([s.run, s.step, s.drawn, *p, s.mass_outside, s.kl, s.js, s.tv, s.tv_prev,
+                                   s.max_prob, s.entropy, s.estimated]))
         return header, rows
 
     def current_plot(self):
         return {0: self.heatmap, 1: self.distance_plot, 2: self.result_chart}.get(self.tabs.currentIndex())
 
     def results(self) -> dict[str, Any]:
-        return {"steps": list(self._steps), "runs": list(self._runs), "summary": self._summary,
-                "heatmap": self.heatmap.data(), "distance": self.distance_plot.data(),
+        return {**self._plain_results(), "heatmap": self.heatmap.data(), "distance": self.distance_plot.data(),
                 "result_chart": self.result_chart.data(), "verdict": self.verdict_label.text()}

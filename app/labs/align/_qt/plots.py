@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QWidget
 
 import pyqtgraph as pg
 
+from app.labs.align.records import AlignStepRecord
 from widgets.bar_chart import SERIES_COLORS
 from widgets.lab_plot import LabPlot
 
@@ -91,21 +92,22 @@ class DistancePlot(LabPlot):
                                                name=name, connect="finite")
         self._lines: list[pg.InfiniteLine] = []
 
-    def show(self, records: Sequence[dict]) -> None:
-        """``records``: the step records in arrival order (each with ``run``)."""
+    def show(self, records: Sequence[AlignStepRecord]) -> None:
+        """``records``: the step records in arrival order."""
         x = np.arange(len(records), dtype=np.float64)
         out = {}
         for key, _name in self.SERIES:
-            y = np.array([math.nan if r.get(key) is None else float(r[key]) for r in records], dtype=np.float64)
+            values = (getattr(r, key) for r in records)
+            y = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
             self._curves[key].setData(x, y, connect="finite")
             out[key] = y
         for line in self._lines:
             self.item.removeItem(line)
         self._lines = []
         for i in range(1, len(records)):
-            if records[i].get("run") != records[i - 1].get("run"):
+            if records[i].run != records[i - 1].run:
                 line = pg.InfiniteLine(i - 0.5, angle=90, pen=pg.mkPen((160, 160, 160), style=pg.QtCore.Qt.DotLine))
                 self.item.addItem(line)
                 self._lines.append(line)
-        out["run_starts"] = [0] + [i for i in range(1, len(records)) if records[i].get("run") != records[i - 1].get("run")]
+        out["run_starts"] = [0] + [i for i in range(1, len(records)) if records[i].run != records[i - 1].run]
         self._data = out

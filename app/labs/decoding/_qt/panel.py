@@ -14,8 +14,14 @@ Owns: ``DecodingLabPanel`` with three tabs.
 - "A/B": two strategies (and optionally a second GGUF model) on one prompt; per step the KL
   and total variation between their next-token distributions over the union of their top-N,
   their agreement and the first fork.
-It only shows and asks (signals); ``app.labs.decoding._qt.presenter`` runs the jobs. GUI thread only. Model
-output appears only in plain-text widgets (table and tree items, plain labels).
+It only shows and asks (signals); ``app.labs.decoding._qt.presenter`` runs the jobs and calls
+its methods (``set_running``, ``advance``, ``add_record``, ``show_summary``, ``set_tree``,
+``show_branches``, ``show_ab``, ``show_status``). The knobs it gives (``params``: a
+``RunParams``) and the records, summaries and tree it shows are the lab's typed values
+(``app.labs.decoding.records``), live and reopened alike; ``results``, ``export_data``,
+``csv_rows`` and ``columns_data`` give them back as plain data (the records' dict forms).
+GUI thread only. Model output appears only in plain-text widgets (table and tree items, plain
+labels).
 
 Over 500 lines on purpose: one panel (grid, tree, A/B) of one lab; its parts share the panel's
 record replay.
@@ -55,6 +61,9 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg
 
+from app.core.records import plain
+from app.labs.decoding.records import (ABParams, ABSummary, BranchTreeData, ColumnRecord, ColumnSummary, ForkRecord,
+                                       LockstepSummary, RunParams, StepRecord, TopEntry, TreeNode)
 from widgets.formatting import menu_text
 from widgets.lab_controls import OPEN_IN_WORKBENCH, fmt_number, offer_traces, table_item
 from widgets.lab_plot import LabPlot
@@ -71,6 +80,18 @@ def visible(piece: str) -> str:
     return (piece or "").replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
+def _percent(p: float) -> str:
+    """A probability as a percentage (an unknown one, NaN, as 0)."""
+    return f"{100 * (p if math.isfinite(p) else 0):.1f}%"
+
+
+def _alternatives(top: tuple[TopEntry, ...], n: int) -> str:
+    """The first ``n`` alternatives as "token p%"."""
+    return ", ".join(f"{visible(a.token)} {_percent(a.p_raw)}" for a in top[:n])
+
+
+def _label(c: ColumnRecord | ColumnSummary) -> str:
+    return c.label or c.strategy
 
 
 #: the figures of this lab: four significant digits
@@ -84,20 +105,20 @@ class ABPlot(LabPlot):
         super().__init__("A vs B: distance between next-token distributions", "step", grid=True, parent=parent)
         self.item.addLegend(offset=(10, 10))
 
-    def show(self, result: dict) -> None:
+    def show(self, result: ABSummary) -> None:
         self.item.clear()
         self.item.addLegend(offset=(10, 10))
-        rows = result.get("steps") or []
-        x = np.array([r["step"] for r in rows], dtype=float)
-        kl = np.array([math.nan if r.get("kl_ab") is None else r["kl_ab"] for r in rows], dtype=float)
-        tv = np.array([math.nan if r.get("tv") is None else r["tv"] for r in rows], dtype=float)
-        agree = np.array([1.0 if r.get("agree") else 0.0 for r in rows], dtype=float)
+        rows = result.steps
+        x = np.array([r.step for r in rows], dtype=float)
+        kl = np.array([math.nan if r.kl_ab is None else r.kl_ab for r in rows], dtype=float)
+        tv = np.array([r.tv for r in rows], dtype=float)
+        agree = np.array([1.0 if r.agree else 0.0 for r in rows], dtype=float)
         self.item.plot(x, tv, pen=pg.mkPen((0, 114, 178), width=2), name="TV(A, B)", connect="finite")
         self.item.plot(x, kl, pen=pg.mkPen((230, 159, 0), width=2), name="KL(A ‖ B) (nats)", connect="finite")
         self.item.plot(x, agree * -0.05, pen=None, symbol="s", symbolSize=6,
                        symbolBrush=[pg.mkBrush(0, 158, 115) if a else pg.mkBrush(213, 94, 0) for a in agree],
                        name="same token (green) / different (red)")
-        fork = result.get("first_fork")
+        fork = result.first_fork
         if fork is not None:
             self.item.addItem(pg.InfiniteLine(fork, angle=90, pen=pg.mkPen((213, 94, 0), width=2),
                                               label=f"first fork: step {fork}",
@@ -117,13 +138,13 @@ class DecodingLabPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._columns: list[dict] = []  # column records
-        self._steps: list[dict] = []
-        self._summary: dict | None = None
+        self._columns: list[ColumnRecord] = []
+        self._steps: list[StepRecord] = []
+        self._summary: LockstepSummary | None = None
         self._fork: int | None = None
-        self._tree: dict | None = None
+        self._tree: BranchTreeData | None = None
         self._path: list[int] = []
-        self._ab: dict | None = None
+        self._ab: ABSummary | None = None
         self._build()
 
     # ------------------------------------------------------------------ layout
@@ -295,13 +316,14 @@ class DecodingLabPanel(QWidget):
             self.ab_model_b.setToolTip("Leave empty to compare two settings on one model; give a GGUF path to "
                                        "compare two models (B uses strategy B)")
 
-    def params(self) -> dict[str, Any]:
-        stops = [x.replace("\\n", "\n") for x in self.stop_edit.text().split("|") if x]
-        return {"prompt": self.prompt_edit.toPlainText(), "strategies": self.strategies_edit.text(),
-                "max_tokens": self.max_tokens.value(), "seed": self.seed.value(), "stop": stops,
-                "ab": {"a": self.ab_a.text().strip(), "b": self.ab_b.text().strip(),
-                       "model_b": self.ab_model_b.text().strip() or None},
-                "children_n": self.children_n.value()}
+    def params(self) -> RunParams:
+        """The knobs, for a side-by-side run (the presenter sets ``mode`` "ab" for an A/B run)."""
+        stops = tuple(x.replace("\\n", "\n") for x in self.stop_edit.text().split("|") if x)
+        return RunParams(prompt=self.prompt_edit.toPlainText(), strategies=self.strategies_edit.text(),
+                         max_tokens=self.max_tokens.value(), seed=self.seed.value(), stop=stops,
+                         ab=ABParams(self.ab_a.text().strip(), self.ab_b.text().strip(),
+                                     self.ab_model_b.text().strip() or None),
+                         children_n=self.children_n.value())
 
     def set_running(self, running: bool, total: int = 0) -> None:
         for b in (self.run_button, self.ab_button, self.from_workbench_button):
@@ -311,6 +333,14 @@ class DecodingLabPanel(QWidget):
             self.progress.setRange(0, max(1, total))
             self.progress.setValue(0)
             self.status.setText("Running…")
+
+    def advance(self) -> None:
+        """One more unit of the running job's progress (a tree job's node), up to its total."""
+        self.progress.setValue(min(self.progress.value() + 1, self.progress.maximum()))
+
+    def show_branches(self) -> None:
+        """Bring the "Branches" tab to the front."""
+        self.tabs.setCurrentIndex(1)
 
     def show_status(self, text: str) -> None:
         self.status.setText(text)
@@ -329,130 +359,130 @@ class DecodingLabPanel(QWidget):
         self.beams_table.setRowCount(0)
         self.tabs.setCurrentIndex(0)
 
-    def add_record(self, rec: dict) -> None:
-        kind = rec.get("kind")
+    def add_record(self, rec: ColumnRecord | StepRecord | ForkRecord) -> None:
+        """One record of a side-by-side run: a column's head, a step's token, the fork."""
         t = self.columns_table
-        if kind == "column":
+        if isinstance(rec, ColumnRecord):
             self._columns.append(rec)
             t.setColumnCount(len(self._columns))
-            t.setHorizontalHeaderItem(len(self._columns) - 1, QTableWidgetItem(rec.get("label") or rec["strategy"]))
-        elif kind == "step":
+            t.setHorizontalHeaderItem(len(self._columns) - 1, QTableWidgetItem(_label(rec)))
+        elif isinstance(rec, StepRecord):
             self._steps.append(rec)
-            k, col = rec["step"], rec["column"]
+            k, col = rec.step, rec.column
             if t.rowCount() <= k:
                 t.setRowCount(k + 1)
                 t.setVerticalHeaderItem(k, QTableWidgetItem(str(k)))
-            item = table_item(visible(rec.get("token") or rec.get("piece") or ""))
-            p = rec.get("p_raw")
-            if p is not None and math.isfinite(p):
-                bg, fg = colors_for(p)
+            item = table_item(visible(rec.token or rec.piece))
+            if math.isfinite(rec.p_raw):
+                bg, fg = colors_for(rec.p_raw)
                 item.setBackground(QBrush(QColor(*bg)))
                 item.setForeground(QBrush(QColor(*fg)))
             t.setItem(k, col, item)
             self.progress.setValue(max(self.progress.value(), k + 1))
-        elif kind == "fork":
-            self._fork = rec["step"]
+        elif isinstance(rec, ForkRecord):
+            self._fork = rec.step
             if t.rowCount() <= self._fork:
                 t.setRowCount(self._fork + 1)
             t.setVerticalHeaderItem(self._fork, QTableWidgetItem(f"{self._fork} ◀ fork"))
 
-    def show_summary(self, summary: dict | None, status: str) -> None:
+    def show_summary(self, summary: LockstepSummary | None, status: str) -> None:
+        """The end of a side-by-side run: each column's figures and the beams of beam columns
+        (None: the run was cut short before its summary)."""
         self.set_running(False)
         self._summary = summary
         self.status.setText(("Stopped; what arrived is kept and saved." if status == "stopped" else "Done.")
-                            + (f" First fork at step {summary['fork_step']}." if summary and
-                               summary.get("fork_step") is not None else ""))
-        if not summary:
+                            + (f" First fork at step {summary.fork_step}." if summary is not None and
+                               summary.fork_step is not None else ""))
+        if summary is None:
             return
-        cols = summary.get("columns") or []
+        cols = summary.columns
         self.totals_table.setRowCount(len(cols))
-        beams = []
         for i, c in enumerate(cols):
-            cells = [c.get("label") or c.get("strategy"), _fmt(c.get("total_logprob")), _fmt(c.get("perplexity")),
-                     _fmt(c.get("mean_entropy")), c.get("length"), " ".join(str(c.get("text", "")).split())]
+            cells = [_label(c), _fmt(c.total_logprob), _fmt(c.perplexity), _fmt(c.mean_entropy), c.length,
+                     " ".join(c.text.split())]
             for j, v in enumerate(cells):
                 self.totals_table.setItem(i, j, table_item(v))
-            for b in (c.get("beam") or {}).get("beams") or []:
-                beams.append((c.get("label") or c.get("strategy"), b))
+        beams = self._beams()
         self.beams_table.setRowCount(len(beams))
         for i, (label, b) in enumerate(beams):
-            for j, v in enumerate([label, _fmt(b.get("logprob")), _fmt(b.get("score")),
-                                   " ".join(str(b.get("text", "")).split())]):
+            for j, v in enumerate([label, _fmt(b.logprob), _fmt(b.score), " ".join(b.text.split())]):
                 self.beams_table.setItem(i, j, table_item(v))
 
+    def _beams(self) -> list[tuple[str, Any]]:
+        """(column label, ``BeamSummary``) of every beam column's beams, in table order."""
+        cols = self._summary.columns if self._summary is not None else ()
+        return [(_label(c), b) for c in cols if c.beam is not None for b in c.beam.beams]
+
     def _column_traces(self, row: int) -> list[tuple[str, dict]]:
-        cols = (self._summary or {}).get("columns") or []
-        if not 0 <= row < len(cols) or not cols[row].get("trace"):
+        cols = self._summary.columns if self._summary is not None else ()
+        if not 0 <= row < len(cols) or not cols[row].trace:
             return []
-        return [(str(cols[row].get("label") or cols[row].get("strategy")), cols[row]["trace"])]
+        return [(_label(cols[row]), cols[row].trace)]
 
     def _beam_traces(self, row: int) -> list[tuple[str, dict]]:
-        beams = [(c.get("label") or c.get("strategy"), b) for c in (self._summary or {}).get("columns") or []
-                 for b in (c.get("beam") or {}).get("beams") or []]
-        if not 0 <= row < len(beams) or not beams[row][1].get("trace"):
+        beams = self._beams()
+        if not 0 <= row < len(beams) or not beams[row][1].trace:
             return []
-        return [(f"{beams[row][0]}, beam {row + 1}", beams[row][1]["trace"])]
+        return [(f"{beams[row][0]}, beam {row + 1}", beams[row][1].trace)]
 
     def open_path_in_workbench(self) -> None:
         """The path shown, token by token, in the Workbench."""
-        if self._tree and self._path:
+        if self._tree is not None and self._path:
             from app.labs.decoding import BranchTree
 
-            self.openTraceRequested.emit(BranchTree.from_dict(self._tree).path_generation(self._path[-1]))
+            self.openTraceRequested.emit(BranchTree.from_data(self._tree).path_generation(self._path[-1]))
 
     def _on_cell(self) -> None:
         items = self.columns_table.selectedItems()
         if not items:
             return
         k, col = items[0].row(), items[0].column()
-        rec = next((s for s in self._steps if s["step"] == k and s["column"] == col), None)
+        rec = next((s for s in self._steps if s.step == k and s.column == col), None)
         if rec is None:
             return
-        alts = ", ".join(f"{visible(a.get('token', ''))} {100 * (a.get('p_raw') or 0):.1f}%"
-                         for a in (rec.get("top") or [])[:6])
-        self.cell_note.setText(f"{self._columns[col].get('label')} step {k}: {visible(rec.get('token') or '')} "
-                               f"p_raw {_fmt(rec.get('p_raw'))}, p_final {_fmt(rec.get('p_final'))}, entropy "
-                               f"{_fmt(rec.get('entropy_raw'))} nats. Alternatives: {alts}")
+        self.cell_note.setText(f"{self._columns[col].label} step {k}: {visible(rec.token)} "
+                               f"p_raw {_fmt(rec.p_raw)}, p_final {_fmt(rec.p_final)}, entropy "
+                               f"{_fmt(rec.entropy_raw)} nats. Alternatives: {_alternatives(rec.top, 6)}")
 
     def columns_data(self) -> dict[str, Any]:
-        """The side-by-side grid as plain data: tokens[column][step], the fork, the totals."""
+        """The side-by-side grid as plain data: tokens[column][step], the fork, the totals (the
+        summary's dict form)."""
         n = len(self._columns)
         tokens: list[list[str]] = [[] for _ in range(n)]
-        for s in sorted(self._steps, key=lambda s: (s["column"], s["step"])):
-            tokens[s["column"]].append(s.get("token") or "")
-        return {"labels": [c.get("label") for c in self._columns], "tokens": tokens, "fork": self._fork,
-                "rows": self.columns_table.rowCount(), "summary": self._summary}
+        for s in sorted(self._steps, key=lambda s: (s.column, s.step)):
+            tokens[s.column].append(s.token)
+        return {"labels": [c.label for c in self._columns], "tokens": tokens, "fork": self._fork,
+                "rows": self.columns_table.rowCount(), "summary": plain(self._summary)}
 
     # ------------------------------------------------------------------ branches
-    def set_tree(self, tree: dict | None, open_node: int | None = None) -> None:
-        """Show a ``BranchTree.to_dict()``: stretches of tokens between forks as tree items."""
+    def set_tree(self, tree: BranchTreeData | None, open_node: int | None = None) -> None:
+        """Show a branch tree: stretches of tokens between forks as tree items (None: none)."""
         self._tree = tree
         self.tree_widget.clear()
-        if not tree:
+        if tree is None:
             return
-        nodes = {n["id"]: n for n in tree["nodes"]}
-        root = QTreeWidgetItem(["[prompt] " + " ".join(str(tree.get("prompt", "")).split())[:80], "", "1", ""])
+        nodes = tree.nodes
+        root = QTreeWidgetItem(["[prompt] " + " ".join(tree.prompt.split())[:80], "", "1", ""])
         root.setData(0, Qt.UserRole, 0)
         self.tree_widget.addTopLevelItem(root)
-        self._cum = {0: 1.0}
+        cum = {0: 1.0}
 
         def add_chain(parent_item: QTreeWidgetItem, first: int) -> None:
             chain = [first]
-            while len(nodes[chain[-1]]["children"]) == 1:
-                chain.append(nodes[chain[-1]]["children"][0])
+            while len(nodes[chain[-1]].children) == 1:
+                chain.append(nodes[chain[-1]].children[0])
             for nid in chain:
                 n = nodes[nid]
-                self._cum[nid] = self._cum[n["parent"]] * (n["p_raw"] if n["p_raw"] is not None else math.nan)
+                cum[nid] = cum[n.parent if n.parent is not None else 0] * n.p_raw
             last = nodes[chain[-1]]
-            text = "".join(visible(nodes[c]["piece"]) for c in chain)
-            item = QTreeWidgetItem([text, _fmt(nodes[first]["p_raw"]), _fmt(self._cum[chain[-1]]),
-                                    last.get("finish_reason") or ""])
+            text = "".join(visible(nodes[c].piece) for c in chain)
+            item = QTreeWidgetItem([text, _fmt(nodes[first].p_raw), _fmt(cum[chain[-1]]), last.finish_reason or ""])
             item.setData(0, Qt.UserRole, chain[-1])
             parent_item.addChild(item)
-            for child in last["children"]:
+            for child in last.children:
                 add_chain(item, child)
 
-        for child in nodes[0]["children"]:
+        for child in nodes[0].children:
             add_chain(root, child)
         self.tree_widget.expandAll()
         if open_node is not None:
@@ -465,33 +495,26 @@ class DecodingLabPanel(QWidget):
 
     def open_path(self, node_id: int) -> None:
         """Show the path from the root to ``node_id`` token by token."""
-        if not self._tree:
+        if self._tree is None:
             return
-        nodes = {n["id"]: n for n in self._tree["nodes"]}
-        path = []
-        nid = node_id
-        while nid is not None and nid != 0:
-            path.append(nid)
-            nid = nodes[nid]["parent"]
-        path.reverse()
+        nodes = self._tree.nodes
+        path = self._tree.path(node_id)
         self._path = path
         t = self.path_table
         t.setRowCount(len(path))
         cum = 1.0
         for i, nid in enumerate(path):
             n = nodes[nid]
-            cum *= n["p_raw"] if n["p_raw"] is not None else math.nan
-            alts = ", ".join(f"{visible(a.get('token', ''))} {100 * (a.get('p_raw') or 0):.1f}%"
-                             for a in (n.get("top") or [])[:5])
-            for j, v in enumerate([visible(n["piece"]) + (" (chosen by you)" if n.get("forced") else ""),
-                                   _fmt(n["p_raw"]), _fmt(n["p_final"]), _fmt(cum), alts]):
+            cum *= n.p_raw
+            for j, v in enumerate([visible(n.piece) + (" (chosen by you)" if n.forced else ""),
+                                   _fmt(n.p_raw), _fmt(n.p_final), _fmt(cum), _alternatives(n.top, 5)]):
                 t.setItem(i, j, table_item(v))
         self.path_note.setText(f"Path of {len(path)} tokens; cumulative probability {_fmt(cum)} "
                                f"(log {_fmt(math.log(cum)) if cum and cum > 0 else '–'}).")
 
     def _path_menu(self, pos) -> None:
         row = self.path_table.rowAt(pos.y())
-        if row < 0 or not self._tree or row >= len(self._path):
+        if row < 0 or self._tree is None or row >= len(self._path):
             return
         menu = self.path_menu_for(row)
         menu.exec(self.path_table.viewport().mapToGlobal(pos))
@@ -499,19 +522,18 @@ class DecodingLabPanel(QWidget):
     def path_menu_for(self, row: int) -> QMenu:
         """The right-click menu of the path's ``row``-th token: its alternatives (taking one
         continues from there), "Type a token…", "Generate N children here"."""
-        nodes = {n["id"]: n for n in self._tree["nodes"]}
-        node = nodes[self._path[row]]
-        parent = node["parent"]
+        assert self._tree is not None, "a path is shown"
+        node: TreeNode = self._tree.node(self._path[row])
+        parent = node.parent if node.parent is not None else 0
         menu = QMenu(self)
-        for a in node.get("top") or []:
-            if a.get("token") == node["piece"] and (a.get("id") is None or a["id"] == node["token_id"]):
+        for a in node.top:
+            if a.token == node.piece and (a.id is None or a.id == node.token_id):
                 continue  # the token taken
-            act = menu.addAction(menu_text(f"Take {visible(a.get('token', ''))!s} ({100 * (a.get('p_raw') or 0):.1f}%)"))
-            if a.get("id") is None:  # a server's alternative: continued as text
-                act.triggered.connect(lambda _=False, p=parent, t=str(a.get("token", "")):
-                                      self.branchTextRequested.emit(p, t))
+            act = menu.addAction(menu_text(f"Take {visible(a.token)!s} ({_percent(a.p_raw)})"))
+            if a.id is None:  # a server's alternative: continued as text
+                act.triggered.connect(lambda _=False, p=parent, t=a.token: self.branchTextRequested.emit(p, t))
             else:
-                act.triggered.connect(lambda _=False, p=parent, t=int(a["id"]): self.branchRequested.emit(p, t))
+                act.triggered.connect(lambda _=False, p=parent, t=a.id: self.branchRequested.emit(p, t))
         menu.addSeparator()
         whole = menu.addAction(OPEN_IN_WORKBENCH + ": this path")
         whole.triggered.connect(self.open_path_in_workbench)
@@ -527,33 +549,38 @@ class DecodingLabPanel(QWidget):
         if ok and text:
             self.branchTextRequested.emit(parent, text)
 
-    def tree_data(self) -> dict | None:
+    def tree_data(self) -> BranchTreeData | None:
         return self._tree
 
     # ------------------------------------------------------------------ A/B
-    def show_ab(self, result: dict) -> None:
+    def show_ab(self, result: ABSummary) -> None:
         self._ab = result
         self.ab_plot.show(result)
-        agree = result.get("agreement")
+        fork = result.first_fork
         self.ab_note.setText(
-            f"Compared {result.get('n_compared')} steps; agreement {_fmt(agree)}; first fork "
-            f"{result.get('first_fork') if result.get('first_fork') is not None else 'none'}; mean TV "
-            f"{_fmt(result.get('mean_tv'))}, mean KL(A‖B) {_fmt(result.get('mean_kl_ab'))} nats over all steps, "
-            f"{_fmt(result.get('mean_tv_same_context'))} / {_fmt(result.get('mean_kl_ab_same_context'))} up to the "
+            f"Compared {result.n_compared} steps; agreement {_fmt(result.agreement)}; first fork "
+            f"{fork if fork is not None else 'none'}; mean TV "
+            f"{_fmt(result.mean_tv)}, mean KL(A‖B) {_fmt(result.mean_kl_ab)} nats over all steps, "
+            f"{_fmt(result.mean_tv_same_context)} / {_fmt(result.mean_kl_ab_same_context)} up to the "
             "fork (same text before). Distances use the union of both top-N lists; the mass outside is shared out.")
         self.tabs.setCurrentIndex(2)
 
     # ------------------------------------------------------------------ exports
+    def results(self) -> dict[str, Any]:
+        """What the panel shows, as plain data (the records' dict forms): the side-by-side
+        ``columns``, ``steps`` and ``summary``, the branch ``tree`` and the ``ab`` summary."""
+        return {"columns": plain(self._columns), "steps": plain(self._steps), "summary": plain(self._summary),
+                "tree": plain(self._tree), "ab": plain(self._ab)}
+
     def export_data(self) -> dict[str, Any]:
-        return {"lab": "decoding", "params": self.params(), "columns": list(self._columns),
-                "steps": list(self._steps), "summary": self._summary, "tree": self._tree, "ab": self._ab}
+        """Plain JSON-ready data: the knobs and ``results``."""
+        return {"lab": "decoding", "params": plain(self.params()), **self.results()}
 
     def csv_rows(self) -> tuple[list[str], list[list]]:
         header = ["column", "strategy", "step", "token", "token_id", "p_raw", "p_final", "logprob", "entropy_raw"]
-        labels = {c["column"]: c.get("strategy") for c in self._columns}
-        return header, [[s["column"], labels.get(s["column"]), s["step"], s.get("token"), s.get("token_id"),
-                         s.get("p_raw"), s.get("p_final"), s.get("logprob"), s.get("entropy_raw")]
-                        for s in self._steps]
+        labels = {c.column: c.strategy for c in self._columns}
+        return header, [[s.column, labels.get(s.column), s.step, s.token, s.token_id, s.p_raw, s.p_final, s.logprob,
+                         s.entropy_raw] for s in self._steps]
 
     def current_plot(self):
         return self.ab_plot if self.tabs.currentIndex() == 2 else None

@@ -2,21 +2,28 @@
 lab runner.
 
 Owns: ``DecodingLab`` — the side-by-side run (``lockstep``), the branch tree (kept here on the
-GUI thread as plain data; a branch job works on a copy on the lab worker and returns the grown
-tree), and the A/B comparison (``ab_run``: two strategies on the loaded model, or a second GGUF
-model for B). What a server cannot do (beam search, a second local model) is refused with the
-reason before anything runs. GUI thread; job bodies run on the lab worker and touch only the
-lab's own backend.
+GUI thread as a ``BranchTreeData``, an immutable value; a branch job grows a tree made from it
+on the lab worker and returns the grown one: ``iter_tree`` / ``iter_grow``), and the A/B
+comparison (``iter_ab``: two strategies on the loaded model, or a second GGUF model for B). What
+a server cannot do (beam search, a second local model) is refused with the reason before
+anything runs. Params, records and summaries are the lab's typed values
+(``app.labs.decoding.records``): ``RunParams`` / ``TreeParams`` / ``BranchParams`` go to the
+runner, the jobs' records and summaries come back to the panel as they are, and a stored run is
+read through ``RECORDS`` (the window does that; ``replay`` also reads a run straight from the
+store). GUI thread; job bodies run on the lab worker and touch only the lab's own backend.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
-from app.labs.decoding import (REMOTE_LIMITS, BranchTree, ab_run, children, iter_branch, lockstep,
-                                           parse_strategies, parse_strategy)
-from app.core.streams import mapped
+from app.core.jsonsafe import json_safe
+from app.labs.decoding import (REMOTE_LIMITS, iter_ab, iter_grow, iter_tree, lockstep, parse_strategies,
+                               parse_strategy)
+from app.labs.decoding.records import (RECORDS, ABSummary, BranchParams, BranchTreeData, LockstepSummary, RunParams,
+                                       TreeParams, TreeSummary)
 from app.lab_presenter import LabPresenter
 from app.labs.decoding._qt.panel import DecodingLabPanel
 
@@ -33,7 +40,7 @@ class DecodingLab(LabPresenter):
     def __init__(self, panel: DecodingLabPanel, controller, settings_provider) -> None:
         super().__init__(panel, controller)
         self._settings = settings_provider
-        self.tree: dict | None = None  # the branch tree, as BranchTree.to_dict()
+        self.tree: BranchTreeData | None = None  # the branch tree
         panel.runRequested.connect(self.run_columns)
         panel.stopRequested.connect(self.stop)
         panel.branchFromWorkbenchRequested.connect(self.tree_from_workbench)
@@ -54,8 +61,8 @@ class DecodingLab(LabPresenter):
             return
         p = self.panel.params()
         try:
-            strategies = parse_strategies(p["strategies"])
-            if not p["prompt"].strip():
+            strategies = parse_strategies(p.strategies)
+            if not p.prompt.strip():
                 raise ValueError("The prompt is empty.")
         except ValueError as exc:
             self.panel.show_status(str(exc))
@@ -67,12 +74,12 @@ class DecodingLab(LabPresenter):
 
         def body(cancel: threading.Event):
             backend = labs.engine(source)
-            return (yield from lockstep(backend, p["prompt"], strategies, p["max_tokens"], p["seed"], cancel,
-                                        top_n=TOP_N, stop=tuple(p["stop"])))
+            return (yield from lockstep(backend, p.prompt, strategies, p.max_tokens, p.seed, cancel,
+                                        top_n=TOP_N, stop=p.stop))
 
         self.panel.start_columns()
-        self.start("columns", f"Side by side: {p['strategies']}", {**p, "mode": "columns"}, body, source,
-                    p["max_tokens"])
+        self.start("columns", f"Side by side: {p.strategies}", p.replace(mode="columns"), body, source,
+                   p.max_tokens)
 
     # ------------------------------------------------------------------ branches
     def _branch_settings(self):
@@ -95,12 +102,9 @@ class DecodingLab(LabPresenter):
         def body(cancel: threading.Event):
             backend = labs.engine(source)
             tokens = None if not source.capabilities.token_ids else backend.tokenize(prompt, add_special=True)
-            tree = BranchTree.from_steps(prompt, tokens, steps, settings, model)
-            yield {"kind": "tree", "nodes": len(tree.nodes)}
-            return {"tree": tree.to_dict(), "open": tree.leaves()[-1] if tree.leaves() else 0}
+            return (yield from iter_tree(prompt, tokens, steps, settings, model))
 
-        self.start("branch", f"Branches of: {prompt[:60]}", {"mode": "tree-from-workbench", "prompt": prompt},
-                    body, source, 1)
+        self.start("branch", f"Branches of: {prompt[:60]}", TreeParams(prompt=prompt), body, source, 1)
 
     def branch(self, node_id: int, token_id: int | None, *, text: str | None = None) -> None:
         """Continue the tree from ``node_id`` with ``token_id`` (or the first token of ``text``),
@@ -117,13 +121,13 @@ class DecodingLab(LabPresenter):
             if self.tree is None:
                 self.panel.show_status("Start a tree first (Start from the workbench run).")
             return
-        tree_dict = self.tree
+        tree = self.tree
         settings = self._branch_settings()
         labs = self.labs
+        parallel = source.max_parallel if source.capabilities.sequences else 1
 
         def body(cancel: threading.Event):
             backend = labs.engine(source)
-            tree = BranchTree.from_dict(tree_dict)
             tok, token_text = token_id, None
             if text is not None:
                 if source.capabilities.full_logits:
@@ -133,32 +137,15 @@ class DecodingLab(LabPresenter):
                     tok = ids[0]
                 else:
                     token_text = text
-            leaf = node_id
-            if n_children > 1 and source.capabilities.sequences and source.max_parallel > 1:
-                # N children at once, as parallel sequences of one batch on the shared model
-                n0 = len(tree.nodes)
-                leaves = children(backend, tree, node_id, n_children, settings, BRANCH_TOKENS, settings.seed,
-                                  cancel, max_parallel=source.max_parallel)
-                for node in tree.nodes[n0:]:
-                    yield {"kind": "node", "id": node.id, "parent": node.parent, "piece": node.piece,
-                           "p_raw": node.p_raw}
-                return {"tree": tree.to_dict(), "open": leaves[-1] if leaves else node_id}
-            for i in range(max(1, n_children)):
-                if cancel.is_set():
-                    break
-                nodes = iter_branch(backend, tree, node_id, None if n_children else tok, settings,
-                                    BRANCH_TOKENS, settings.seed + i, cancel,
-                                    token_text=None if n_children else token_text,
-                                    kind="child" if n_children else "branch")
-                leaf = yield from mapped(nodes, lambda node: {"kind": "node", "id": node.id, "parent": node.parent,
-                                                             "piece": node.piece, "p_raw": node.p_raw})
-            return {"tree": tree.to_dict(), "open": leaf}
+            # N children at once (parallel sequences of one batch on the shared model) where it can
+            return (yield from iter_grow(backend, tree, node_id, tok, settings, BRANCH_TOKENS, settings.seed, cancel,
+                                         token_text=token_text, n_children=n_children, max_parallel=parallel))
 
         what = f"{n_children} children" if n_children else "branch"
         self.start("branch", f"Branch ({what}) from node {node_id}",
-                    {"mode": "branch", "node": node_id, "token_id": token_id, "text": text,
-                     "children": n_children, "settings": settings.to_dict()}, body, source,
-                    BRANCH_TOKENS * max(1, n_children))
+                   BranchParams(node=node_id, token_id=token_id, text=text, children=n_children,
+                                settings=json_safe(settings.to_dict())), body, source,
+                   BRANCH_TOKENS * max(1, n_children))
 
     # ------------------------------------------------------------------ A/B
     def run_ab(self) -> None:
@@ -166,77 +153,80 @@ class DecodingLab(LabPresenter):
         if source is None:
             return
         p = self.panel.params()
-        ab = p["ab"]
+        ab = p.ab
         try:
-            sa, sb = parse_strategy(ab["a"]), parse_strategy(ab["b"])
+            sa, sb = parse_strategy(ab.a), parse_strategy(ab.b)
             if sa.is_beam or sb.is_beam:
                 raise ValueError("A/B compares sampled or greedy runs step by step; a beam search has no "
                                  "per-step distribution of its own. Use greedy, top-k, top-p, min-p or temp.")
-            if not p["prompt"].strip():
+            if not p.prompt.strip():
                 raise ValueError("The prompt is empty.")
-            if ab["model_b"] and not source.capabilities.local:
+            if ab.model_b and not source.capabilities.local:
                 raise ValueError("Model B is a local GGUF file: disconnect the server to compare two local models.")
-            if ab["model_b"] and not Path(ab["model_b"]).is_file():
-                raise ValueError(f"Model B: no file at {ab['model_b']}")
+            if ab.model_b and not Path(ab.model_b).is_file():
+                raise ValueError(f"Model B: no file at {ab.model_b}")
         except ValueError as exc:
             self.panel.show_status(str(exc))
             return
         labs = self.labs
-        settings_a = sa.settings(seed=p["seed"], max_tokens=p["max_tokens"], top_n=TOP_N * 2)
-        settings_b = sb.settings(seed=p["seed"], max_tokens=p["max_tokens"], top_n=TOP_N * 2)
+        settings_a = sa.settings(seed=p.seed, max_tokens=p.max_tokens, top_n=TOP_N * 2)
+        settings_b = sb.settings(seed=p.seed, max_tokens=p.max_tokens, top_n=TOP_N * 2)
 
         def body(cancel: threading.Event):
             backend_a = labs.engine(source)
             backend_b = backend_a
-            if ab["model_b"]:
+            if ab.model_b:
                 from backends.base import LoadSettings
                 from backends.open import open_backend
                 from backends.sources import LocalSource
 
-                backend_b = open_backend(LocalSource(ab["model_b"], LoadSettings(source.n_ctx, 0,
-                                                                                 source.n_threads or 0)))
+                backend_b = open_backend(LocalSource(ab.model_b, LoadSettings(source.n_ctx, 0, source.n_threads or 0)))
             try:
-                result = ab_run(backend_a, backend_b, p["prompt"], settings_a, settings_b, cancel)
+                return (yield from iter_ab(backend_a, backend_b, p.prompt, settings_a, settings_b, cancel))
             finally:
                 if backend_b is not backend_a:
                     backend_b.close()
-            for row in result["steps"]:
-                yield row
-            return {k: v for k, v in result.items() if k != "steps"} | {"steps": result["steps"], "mode": "ab"}
 
-        self.start("ab", f"A/B: {ab['a']} vs {ab['b']}" + (f" ({Path(ab['model_b']).name})" if ab["model_b"] else ""),
-                    {**p, "mode": "ab"}, body, source, p["max_tokens"])
+        self.start("ab", f"A/B: {ab.a} vs {ab.b}" + (f" ({Path(ab.model_b).name})" if ab.model_b else ""),
+                   p.replace(mode="ab"), body, source, p.max_tokens)
 
     def replay(self, exp) -> None:
-        mode = exp.params.get("mode")
-        what = {"columns": "columns", "ab": "ab"}.get(mode, "branch")
+        """A stored run, typed (the window reads it through ``RECORDS``; a run straight from the
+        store, with dicts, is read here the same way), into the tab of its mode: the side-by-side
+        grid (its records, then its summary), the branch tree or the A/B plot (their summaries)."""
+        if isinstance(exp.params, Mapping):
+            exp = RECORDS.read_experiment(exp)
+        params = exp.params
+        what = (params.mode if isinstance(params, RunParams) and params.mode in ("columns", "ab") else "branch")
         if what == "columns":
             self.panel.start_columns()
             for record in exp.records:
                 self.on_record(what, record)
-        if exp.summary:
+        if exp.summary is not None:
             self.on_finished(what, exp.summary, exp.status)
         elif what == "columns":
             self.panel.show_summary(None, exp.status)
 
     # ------------------------------------------------------------------ results
-    def on_record(self, what: str, record: dict) -> None:
+    def on_record(self, what: str, record) -> None:
+        """A record of the running (or replayed) job: a column's into the grid; a tree job's
+        (``TreeRecord``, ``NodeRecord``) one more step of the progress."""
         if what == "columns":
             self.panel.add_record(record)
         else:
-            self.panel.progress.setValue(min(self.panel.progress.value() + 1, self.panel.progress.maximum()))
+            self.panel.advance()
 
     def on_finished(self, what: str, summary, status: str) -> None:
         if what == "columns":
-            self.panel.show_summary(summary, status)
+            self.panel.show_summary(summary if isinstance(summary, LockstepSummary) else None, status)
             return
         self.panel.set_running(False)
-        if what == "branch" and summary and summary.get("tree"):
-            self.tree = summary["tree"]
-            self.panel.set_tree(self.tree, open_node=summary.get("open"))
-            self.panel.tabs.setCurrentIndex(1)
-            self.panel.show_status(f"The tree has {len(self.tree['nodes']) - 1} tokens in "
-                                   f"{len(self.tree['runs'])} run(s)." + (" Stopped." if status == "stopped" else ""))
-        elif what == "ab" and summary:
+        if what == "branch" and isinstance(summary, TreeSummary):
+            self.tree = summary.tree
+            self.panel.set_tree(self.tree, open_node=summary.open)
+            self.panel.show_branches()
+            self.panel.show_status(f"The tree has {len(self.tree.nodes) - 1} tokens in "
+                                   f"{len(self.tree.runs)} run(s)." + (" Stopped." if status == "stopped" else ""))
+        elif what == "ab" and isinstance(summary, ABSummary):
             self.panel.show_ab(summary)
             self.panel.show_status("A/B done." if status == "done" else "A/B stopped.")

@@ -1,25 +1,29 @@
 """The sampled-vs-ideal shift lab's view: concepts, templates, knobs, results and plots.
 
+Over 500 lines on purpose: one panel (knobs, tables, plots) of one lab; its parts share the
+panel's record replay.
+
 Owns: ``ShiftLabPanel`` — on the left the concept set (an editable table with import/export
 as CSV and a reset to the built-in set), the three question templates of the chosen style
 (editable), the mode (sampled / exact), samples, temperature, the exact method's mass
 threshold, Run / Stop and a progress bar; on the right the results table (concept, A, I, S,
 alpha_hat, kept or why dropped), the selected concept's distribution of S with A, I and mean S
 marked, the across-concept scatter with the fitted line and r, the summary (fraction with
-alpha_hat > 0 and the exact binomial p-values), the table of runs of several models, and the
-glubbing sub-lab (synthetic concepts swept over the mean; the sample against the average per
-valence). It only shows and asks: ``app.labs.shift._qt.presenter`` runs the jobs and feeds records back.
+alpha_hat > 0 and the exact binomial p-values), the table of runs of several models
+(``ModelRun`` rows), and the glubbing sub-lab (synthetic concepts swept over the mean; the
+sample against the average per valence). It only shows and asks: ``app.labs.shift._qt.presenter``
+runs the jobs and feeds records back. The knobs it gives (``params``, ``glub_params``) and the
+records and summaries it shows are the lab's typed values (``app.labs.shift.records``), live and
+reopened alike; ``results``, ``export_data`` and ``csv_rows`` give them back as plain data
+(the records' dict forms).
 
 GUI thread only. Model answers appear only in plain-text widgets (table items, labels set as
 plain text).
-
-Over 500 lines on purpose: one panel (knobs, tables, plots) of one lab; its parts share the
-panel's record replay.
 """
-
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -44,17 +48,35 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.records import plain
 from app.labs.shift.concepts import BUILTIN_CONCEPTS, KINDS, TEMPLATES, Concept, slugify
+from app.labs.shift.records import QUESTIONS, ConceptRecord, GlubRecord, GlubSummary, GlubSweep, RunKnobs, \
+    ShiftRunSummary
 from widgets.lab_controls import RunControls, fmt_number, offer_traces, plain_label, table_item
 from app.labs.shift._qt.plots import GlubPlot, ShiftScatterPlot, ValueDistributionPlot
 
-__all__ = ["ShiftLabPanel", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
+__all__ = ["ShiftLabPanel", "ModelRun", "CONCEPT_COLUMNS", "RESULT_COLUMNS"]
 
 CONCEPT_COLUMNS = ("id", "domain", "name", "unit", "question")
 RESULT_COLUMNS = ("concept", "domain", "A", "I", "S", "alpha_hat", "kept / why dropped")
 MODEL_COLUMNS = ("model", "mode", "concepts used", "alpha_hat > 0", "p one-sided", "p two-sided", "r", "when")
+#: the columns of ``csv_rows`` (the keys of the records' dict forms)
+GLUB_CSV_COLUMNS = ("valence", "mean", "spread", "shape", "n_examples", "average", "ideal", "S", "shift")
+CONCEPT_CSV_COLUMNS = ("concept_id", "name", "domain", "unit", "mode", "A", "I", "S", "alpha", "alpha_hat", "kept",
+                       "reason")
 
 
+class ModelRun(NamedTuple):
+    """One row of the table of models: a finished concept-set run's summary, the model's name
+    and when the run was made (ISO time)."""
+
+    summary: ShiftRunSummary
+    model: str
+    created_at: str
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 class ShiftLabPanel(QWidget):
@@ -68,9 +90,10 @@ class ShiftLabPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._records: list[dict] = []
-        self._glub_records: list[dict] = []
-        self._summary: dict | None = None
+        self._kind = "concepts"  # what the results show: "concepts" or "glub"
+        self._records: list[ConceptRecord] = []
+        self._glub_records: list[GlubRecord] = []
+        self._summary: ShiftRunSummary | None = None
         self._templates: dict[tuple[str, str], str] = dict(TEMPLATES)
         self._loading_template = False
         self._build()
@@ -334,13 +357,13 @@ class ShiftLabPanel(QWidget):
         self._templates = dict(TEMPLATES)
         self._show_template()
 
-    def params(self) -> dict[str, Any]:
-        return {"mode": self.mode.currentText(), "samples": self.samples.value(),
-                "temperature": self.temperature.value(), "min_mass": self.min_mass.value(),
-                "style": self.style.currentText(), "seed": self.seed.value(), "limit": self.limit.value(),
-                "templates": {f"{k}/{s}": v for (k, s), v in self._templates.items()}}
+    def params(self) -> RunKnobs:
+        return RunKnobs(mode=self.mode.currentText(), samples=self.samples.value(),
+                        temperature=self.temperature.value(), min_mass=self.min_mass.value(),
+                        style=self.style.currentText(), seed=self.seed.value(), limit=self.limit.value(),
+                        templates={f"{k}/{s}": v for (k, s), v in self._templates.items()})
 
-    def glub_params(self) -> dict[str, Any]:
+    def glub_params(self) -> GlubSweep:
         """The sweep's knobs; ValueError for an unreadable mean or an unknown valence."""
         try:
             means = [float(x) for x in self.glub_means.text().replace(";", ",").split(",") if x.strip()]
@@ -351,9 +374,9 @@ class ShiftLabPanel(QWidget):
         sweep = self.glub_sweep.currentText()
         if not means or (sweep == "mean" and (bad or not valences)):
             raise ValueError("Valences: positive, negative and/or control; at least one value to sweep")
-        return {"sweep": sweep, "means": means, "valences": valences if sweep == "mean" else ["peaked"],
-                "base_mean": self.glub_base_mean.value(), "n_examples": self.glub_examples.value(),
-                "shape": "bimodal" if self.glub_bimodal.isChecked() else "unimodal"}
+        return GlubSweep(sweep=sweep, means=tuple(means), valences=tuple(valences) if sweep == "mean" else ("peaked",),
+                         base_mean=self.glub_base_mean.value(), n_examples=self.glub_examples.value(),
+                         shape="bimodal" if self.glub_bimodal.isChecked() else "unimodal")
 
     def set_exact_available(self, available: bool, reason: str = "") -> None:
         """The exact method needs the model's logits (local models)."""
@@ -390,16 +413,12 @@ class ShiftLabPanel(QWidget):
         """The sampled answers of the concept in ``row`` (A, I and S), each a generation."""
         if not 0 <= row < len(self._records):
             return []
-        rec = self._records[row]
-        out = []
-        for key in ("A", "I", "S"):
-            for i, a in enumerate(rec.get(f"{key}_answers") or []):
-                if isinstance(a, dict) and a.get("trace"):
-                    out.append((f"{key} answer {i + 1}: {' '.join(str(a.get('raw', '')).split())[:40]}", a["trace"]))
-        return out
+        return [(f"{q} answer {i + 1}: {' '.join(a.raw.split())[:40]}", a.trace)
+                for q, i, a in self._records[row].all_answers() if a.trace]
 
-    def add_record(self, rec: dict) -> None:
-        if getattr(self, "_kind", "") == "glub":
+    def add_record(self, rec: ConceptRecord | GlubRecord) -> None:
+        """One record of the run shown: a ``GlubRecord`` in a glubbing sweep, else a ``ConceptRecord``."""
+        if isinstance(rec, GlubRecord):
             self._glub_records.append(rec)
             self._draw_glub()
         else:
@@ -410,18 +429,21 @@ class ShiftLabPanel(QWidget):
                 self.results_table.selectRow(0)
         self.progress.setValue(min(self.progress.value() + 1, self.progress.maximum()))
 
-    def show_summary(self, summary: dict | None, status: str) -> None:
+    def show_summary(self, summary: ShiftRunSummary | GlubSummary | None, status: str) -> None:
+        """The run's end: a ``GlubSummary`` after a glubbing sweep, a ``ShiftRunSummary`` after a
+        concept set, None when the run kept none."""
         self.set_running(False)
-        n = len(self._glub_records) if getattr(self, "_kind", "") == "glub" else len(self._records)
+        n = len(self._glub_records) if self._kind == "glub" else len(self._records)
         self.status.setText(("Stopped: " if status == "stopped" else "Done: ") + f"{n} result(s) kept and saved.")
-        if getattr(self, "_kind", "") == "glub":
-            if summary:
-                shifts = ", ".join(f"{v}: {s:+.3g}" for v, s in (summary.get("mean_shift") or {}).items())
-                self.glub_note.setText(f"Mean shift of S from the shown average, by valence: {shifts or '–'}. "
-                                       "The paper reports positive valence shifting up, negative down, control near 0.")
+        if isinstance(summary, GlubSummary):
+            shifts = ", ".join(f"{v}: {s:+.3g}" for v, s in summary.mean_shift.items())
+            self.glub_note.setText(f"Mean shift of S from the shown average, by valence: {shifts or '–'}. "
+                                   "The paper reports positive valence shifting up, negative down, control near 0.")
+            return
+        if self._kind == "glub":
             return
         self._summary = summary
-        if summary:
+        if summary is not None:
             self._show_summary_text(summary)
             self._draw_scatter()
 
@@ -430,31 +452,28 @@ class ShiftLabPanel(QWidget):
         self.status.setText(message)
 
     # ------------------------------------------------------------------ views
-    def _show_summary_text(self, s: dict) -> None:
-        dropped = s.get("dropped") or []
+    def _show_summary_text(self, s: ShiftRunSummary) -> None:
         reasons: dict[str, int] = {}
-        for d in dropped:
-            key = str(d.get("reason", "")).split(":")[0]
+        for d in s.dropped:
+            key = d.reason.split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
         why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
-        frac = s.get("fraction")
         self.summary_label.setText(
-            f"{s.get('n_used', 0)} of {s.get('n_total', 0)} concepts used"
+            f"{s.n_used} of {s.n_total} concepts used"
             + (f" (dropped — {why})" if why else "")
-            + f". alpha_hat > 0 for {s.get('n_positive', 0)} of {s.get('n_used', 0)}"
-            + (f" ({100 * frac:.1f}%)" if isinstance(frac, (int, float)) else "")
-            + f"; exact binomial test against 50%: p = {fmt_number(s.get('p_one_sided'))} one-sided, "
-            f"{fmt_number(s.get('p_two_sided'))} two-sided. Mean alpha_hat {fmt_number(s.get('mean_alpha_hat'))}, "
-            f"median {fmt_number(s.get('median_alpha_hat'))}; r(S − A, I − A) = {fmt_number(s.get('r'))}.")
+            + f". alpha_hat > 0 for {s.n_positive} of {s.n_used}"
+            + (f" ({100 * s.fraction:.1f}%)" if _finite(s.fraction) else "")
+            + f"; exact binomial test against 50%: p = {fmt_number(s.p_one_sided)} one-sided, "
+            f"{fmt_number(s.p_two_sided)} two-sided. Mean alpha_hat {fmt_number(s.mean_alpha_hat)}, "
+            f"median {fmt_number(s.median_alpha_hat)}; r(S − A, I − A) = {fmt_number(s.r)}.")
 
-    def _append_result_row(self, r: dict) -> None:
+    def _append_result_row(self, r: ConceptRecord) -> None:
         row = self.results_table.rowCount()
         self.results_table.insertRow(row)
-        kept = "kept" if r.get("kept") else (r.get("reason") or "dropped")
-        if r.get("interrupted"):
+        kept = "kept" if r.kept else (r.reason or "dropped")
+        if r.interrupted:
             kept = "stopped mid-concept (not counted)"
-        cells = [r.get("name", ""), r.get("domain", ""), fmt_number(r.get("A")), fmt_number(r.get("I")), fmt_number(r.get("S")),
-                 fmt_number(r.get("alpha_hat")), kept]
+        cells = [r.name, r.domain, fmt_number(r.A), fmt_number(r.I), fmt_number(r.S), fmt_number(r.alpha_hat), kept]
         for col, text in enumerate(cells):
             self.results_table.setItem(row, col, table_item(text))
 
@@ -468,80 +487,80 @@ class ShiftLabPanel(QWidget):
         if not 0 <= index < len(self._records):
             return
         r = self._records[index]
-        exact = r.get("S_exact")
-        if exact:
-            self.distribution_plot.show_concept(r["name"], A=r.get("A"), I=r.get("I"), S=r.get("S"),
-                                                values=exact["values"], probs=exact["probs"], unit=r.get("unit", ""))
-            lines = []
-            for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
-                d = r.get(f"{key}_exact") or {}
-                lines.append(f"{label}: mean {fmt_number(d.get('mean'))}; numeric answers cover {fmt_number(d.get('covered'))} "
-                             f"of the probability, not a number {fmt_number(d.get('not_number'))}, pruned "
-                             f"{fmt_number(d.get('pruned'))} ({d.get('nodes', 0)} tree nodes)")
-            self.answers_view.setPlainText("\n".join(lines))
+        exact = r.S_exact
+        lines = []
+        if exact is not None:
+            self.distribution_plot.show_concept(r.name, A=r.A, I=r.I, S=r.S, values=exact.values, probs=exact.probs,
+                                                unit=r.unit)
+            for q, label in QUESTIONS:
+                d = r.exact(q)
+                if d is None:
+                    lines.append(f"{label}: not measured")
+                    continue
+                lines.append(f"{label}: mean {fmt_number(d.mean)}; numeric answers cover {fmt_number(d.covered)} "
+                             f"of the probability, not a number {fmt_number(d.not_number)}, pruned "
+                             f"{fmt_number(d.pruned)} ({d.nodes} tree nodes)")
         else:
-            answers = r.get("S_answers") or []
-            values = [a["value"] for a in answers if a.get("value") is not None]
-            self.distribution_plot.show_concept(r["name"], A=r.get("A"), I=r.get("I"), S=r.get("S"),
-                                                values=values, unit=r.get("unit", ""))
-            lines = []
-            for key, label in (("A", "average"), ("I", "ideal"), ("S", "sample")):
-                for a in r.get(f"{key}_answers") or []:
-                    got = fmt_number(a.get("value")) if a.get("value") is not None else f"[{a.get('error')}]"
-                    lines.append(f"{label}: {got} ← {a.get('raw', '')!r}")
-            self.answers_view.setPlainText("\n".join(lines))
+            values = [a.value for a in r.answers("S") if a.value is not None]
+            self.distribution_plot.show_concept(r.name, A=r.A, I=r.I, S=r.S, values=values, unit=r.unit)
+            for q, label in QUESTIONS:
+                for a in r.answers(q):
+                    got = fmt_number(a.value) if a.value is not None else f"[{a.error}]"
+                    lines.append(f"{label}: {got} ← {a.raw!r}")
+        self.answers_view.setPlainText("\n".join(lines))
 
     def _draw_scatter(self) -> None:
-        kept = [r for r in self._records if r.get("kept") and not r.get("interrupted")]
-        x = [r["I"] - r["A"] for r in kept]
-        y = [r["S"] - r["A"] for r in kept]
-        s = self._summary or {}
-        self.scatter_plot.show_points(x, y, [r["name"] for r in kept], s.get("slope"), s.get("intercept"),
-                                      s.get("r"))
+        points = [(r.name, xy) for r in self._records if (xy := r.offsets) is not None]
+        s = self._summary
+        self.scatter_plot.show_points([x for _n, (x, _y) in points], [y for _n, (_x, y) in points],
+                                      [name for name, _xy in points], None if s is None else s.slope,
+                                      None if s is None else s.intercept, None if s is None else s.r)
 
     def _draw_glub(self) -> None:
         """Sample against the shown average (mean sweep) or against the graded ideal (ideal sweep)."""
         series: dict[str, tuple[list, list]] = {}
-        ideal_sweep = any(r.get("valence") == "peaked" for r in self._glub_records)
+        ideal_sweep = any(r.valence == "peaked" for r in self._glub_records)
         for r in self._glub_records:
-            if r.get("S") is None:
+            if r.S is None:
                 continue
-            name = "graded toward the ideal" if r["valence"] == "peaked" else r["valence"]
+            name = "graded toward the ideal" if r.valence == "peaked" else r.valence
             xs, ys = series.setdefault(name, ([], []))
-            xs.append(r["ideal"] if ideal_sweep else r["average"])
-            ys.append(r["S"])
+            xs.append(r.ideal if ideal_sweep else r.average)
+            ys.append(r.S)
         self.glub_plot.show_conditions(series, x_label="ideal (where the grades peak)" if ideal_sweep
                                        else "average of the shown values")
 
-    def show_models(self, rows: list[dict]) -> None:
+    def show_models(self, rows: Sequence[ModelRun]) -> None:
+        """The table of finished concept-set runs, one row per run."""
         t = self.models_table
         t.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            frac = row.get("fraction")
-            cells = [row.get("model", ""), row.get("mode", ""), f"{row.get('n_used', 0)} of {row.get('n_total', 0)}",
-                     f"{100 * frac:.1f}%" if isinstance(frac, (int, float)) else "–",
-                     fmt_number(row.get("p_one_sided")), fmt_number(row.get("p_two_sided")), fmt_number(row.get("r")),
-                     row.get("created_at", "")[:16].replace("T", " ")]
+        for i, (s, model, created_at) in enumerate(rows):
+            cells = [model, s.mode, f"{s.n_used} of {s.n_total}",
+                     f"{100 * s.fraction:.1f}%" if _finite(s.fraction) else "–",
+                     fmt_number(s.p_one_sided), fmt_number(s.p_two_sided), fmt_number(s.r),
+                     created_at[:16].replace("T", " ")]
             for col, text in enumerate(cells):
                 t.setItem(i, col, table_item(text))
 
     # ------------------------------------------------------------------ data for tests and exports
     def export_data(self) -> dict[str, Any]:
-        return {"lab": "sampled-vs-ideal", "params": self.params(), "records": list(self._records),
-                "summary": self._summary, "glub_records": list(self._glub_records)}
+        """Plain JSON-ready data: the knobs, the records and summary as their dict forms."""
+        return {"lab": "sampled-vs-ideal", "params": plain(self.params()), "records": plain(self._records),
+                "summary": plain(self._summary), "glub_records": plain(self._glub_records)}
 
     def csv_rows(self) -> tuple[list[str], list[list]]:
-        if getattr(self, "_kind", "") == "glub" or (not self._records and self._glub_records):
-            header = ["valence", "mean", "spread", "shape", "n_examples", "average", "ideal", "S", "shift"]
-            return header, [[r.get(k) for k in header] for r in self._glub_records]
-        header = ["concept_id", "name", "domain", "unit", "mode", "A", "I", "S", "alpha", "alpha_hat", "kept",
-                  "reason"]
-        return header, [[r.get(k) for k in header] for r in self._records]
+        if self._kind == "glub" or (not self._records and self._glub_records):
+            return list(GLUB_CSV_COLUMNS), [[g.valence, g.mean, g.spread, g.shape, g.n_examples, g.average, g.ideal,
+                                             g.S, g.shift] for g in self._glub_records]
+        return list(CONCEPT_CSV_COLUMNS), [[r.concept_id, r.name, r.domain, r.unit, r.mode, r.A, r.I, r.S, r.alpha,
+                                            r.alpha_hat, r.kept, r.reason] for r in self._records]
 
     def current_plot(self):
         return {0: self.distribution_plot, 1: self.scatter_plot, 3: self.glub_plot}.get(self.tabs.currentIndex())
 
     def results(self) -> dict[str, Any]:
-        return {"records": list(self._records), "summary": self._summary, "glub_records": list(self._glub_records),
+        """What is shown, for tests: the records and summary as their dict forms, the plots' data."""
+        return {"records": plain(self._records), "summary": plain(self._summary),
+                "glub_records": plain(self._glub_records),
                 "distribution": self.distribution_plot.data(), "scatter": self.scatter_plot.data(),
                 "glub": self.glub_plot.data()}

@@ -3,22 +3,29 @@
 Owns: ``ShiftLab`` — reads the panel's concepts, templates and knobs, checks them, builds the
 job bodies (a concept-set run, a glubbing sweep) and hands them to ``controller.labs`` (the
 "lab-worker" thread); feeds records, summaries and errors back to the panel; CSV import and
-export of the concept set; the table of finished runs per model from the run store. GUI
-thread; the job bodies run on the lab worker and touch only the lab's engine.
+export of the concept set; the table of finished runs per model from the run store (their
+stored summaries read as ``ShiftRunSummary``). Params, records and summaries are the lab's
+typed values (``app.labs.shift.records``): ``ShiftParams`` / ``GlubParams`` go to the runner,
+the engines' records and summaries come back to the panel as they are, and a stored run is
+read through ``RECORDS`` by the run's kind. GUI thread; the job bodies run on the lab worker
+and touch only the lab's engine.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 
 from PySide6.QtWidgets import QFileDialog
 
+from app.core.records import RecordError
 from app.labs.shift.engine import SAMPLE_SETTINGS, iter_glub, iter_shift
 from app.labs.shift.glubbing import GlubSpec, sweep
 from app.labs.shift.concepts import ConceptFileError, concepts_from_csv, concepts_to_csv, render
+from app.labs.shift.records import RECORDS, GlubParams, ShiftParams, ShiftRunSummary
 from app.lab_presenter import LabPresenter
-from app.labs.shift._qt.panel import ShiftLabPanel
+from app.labs.shift._qt.panel import ModelRun, ShiftLabPanel
 
 __all__ = ["ShiftLab", "KIND", "make_engine"]
 
@@ -56,7 +63,7 @@ class ShiftLab(LabPresenter):
         self.panel.set_exact_available(caps.full_logits, "The exact method (the probability of every digit) "
                                        + caps.why_not("full_logits") + ".")
         p = self.panel.params()
-        settings = replace(SAMPLE_SETTINGS, temperature=p["temperature"])
+        settings = replace(SAMPLE_SETTINGS, temperature=p.temperature)
         return source, settings, p
 
     def run(self) -> None:
@@ -65,15 +72,15 @@ class ShiftLab(LabPresenter):
             return
         source, settings, p = ready
         concepts, problems = self.panel.concepts()
-        if p["limit"]:
-            concepts = concepts[: p["limit"]]
+        if p.limit:
+            concepts = concepts[: p.limit]
         if not concepts:
             self.panel.show_status("No concept to run: add rows to the table or reset to the built-in set.")
             return
         templates = self.panel.templates()
         try:  # a bad template is refused before anything runs
             for kind in ("average", "ideal", "sample"):
-                render(concepts[0], kind, p["style"], templates)
+                render(concepts[0], kind, p.style, templates)
         except ValueError as exc:
             self.panel.show_status(f"Template: {exc}")
             return
@@ -81,14 +88,14 @@ class ShiftLab(LabPresenter):
 
         def body(cancel: threading.Event):
             engine = labs.engine(source, "shift")
-            return (yield from iter_shift(engine, concepts, mode=p["mode"], samples=p["samples"], settings=settings,
-                                          seed=p["seed"], style=p["style"], templates=templates,
-                                          min_mass=p["min_mass"], cancel=cancel))
+            return (yield from iter_shift(engine, concepts, mode=p.mode, samples=p.samples, settings=settings,
+                                          seed=p.seed, style=p.style, templates=templates,
+                                          min_mass=p.min_mass, cancel=cancel))
 
         if problems:
             self.panel.show_status("Rows left out: " + "; ".join(problems))
-        params = {**p, "concepts": [c.to_dict() for c in concepts], "settings": settings.to_dict()}
-        self._start("concepts", f"Shift ({p['mode']}): {len(concepts)} concepts", params, body, source,
+        params = ShiftParams.of(p, concepts, settings)
+        self._start("concepts", f"Shift ({p.mode}): {len(concepts)} concepts", params, body, source,
                     len(concepts))
 
     def run_glub(self) -> None:
@@ -98,12 +105,12 @@ class ShiftLab(LabPresenter):
         source, settings, p = ready
         try:
             g = self.panel.glub_params()
-            if g["sweep"] == "ideal":
-                base = GlubSpec(mean=g["base_mean"], n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
-                specs = sweep("ideal", g["means"], base)
+            if g.sweep == "ideal":
+                base = GlubSpec(mean=g.base_mean, n_examples=g.n_examples, shape=g.shape, seed=p.seed)
+                specs = sweep("ideal", g.means, base)
             else:
-                specs = [GlubSpec(valence=v, mean=m, n_examples=g["n_examples"], shape=g["shape"], seed=p["seed"])
-                         for v in g["valences"] for m in g["means"]]
+                specs = [GlubSpec(valence=v, mean=m, n_examples=g.n_examples, shape=g.shape, seed=p.seed)
+                         for v in g.valences for m in g.means]
         except ValueError as exc:
             self.panel.show_status(str(exc))
             return
@@ -111,26 +118,35 @@ class ShiftLab(LabPresenter):
 
         def body(cancel: threading.Event):
             engine = labs.engine(source, "shift")
-            return (yield from iter_glub(engine, specs, mode=p["mode"], samples=p["samples"], settings=settings,
-                                         seed=p["seed"], style=p["style"], min_mass=p["min_mass"], cancel=cancel))
+            return (yield from iter_glub(engine, specs, mode=p.mode, samples=p.samples, settings=settings,
+                                         seed=p.seed, style=p.style, min_mass=p.min_mass, cancel=cancel))
 
-        self._start("glub", f"Glubbing ({p['mode']}): {len(specs)} conditions", {**p, **g}, body, source,
+        self._start("glub", f"Glubbing ({p.mode}): {len(specs)} conditions", GlubParams.of(p, g), body, source,
                     len(specs))
 
-    def _start(self, kind: str, title: str, params: dict, body, source, total: int) -> None:
+    def _start(self, kind: str, title: str, params: ShiftParams | GlubParams, body, source, total: int) -> None:
         self.panel.start_results(kind)
         self.start(kind, title, params, body, source, total, kind=KIND if kind == "concepts" else "glub")
 
     def replay(self, exp) -> None:
+        """A stored run, typed (the window reads it through ``RECORDS``; a run straight from the
+        store, with dicts, is read here the same way), into the results of its kind."""
+        if isinstance(exp.params, Mapping):
+            exp = RECORDS.read_experiment(exp)
         self.panel.start_results("glub" if exp.kind == "glub" else "concepts")
         super().replay(exp)
 
     def on_finished(self, what: str, summary, status: str) -> None:
         self.panel.show_summary(summary, status)
-        self.refresh_models()
+        writer = getattr(self.controller, "writer", None)
+        if writer is None:
+            self.refresh_models()
+        else:  # the run's end is written by the store-writer thread, in order: refresh once it is
+            writer.submit(lambda store: None, on_done=lambda _result: self.refresh_models())
 
     def refresh_models(self) -> None:
-        """The table of finished shift runs (one row per run, newest first)."""
+        """The table of finished shift runs (one row per run, newest first); a run whose summary
+        cannot be read (written by a newer version, damaged) is left out."""
         store = self.controller.store
         if store is None:
             return
@@ -140,8 +156,13 @@ class ShiftLab(LabPresenter):
                 if e.status not in ("done", "stopped"):
                     continue
                 exp = store.load_experiment(e.id)
-                if exp.summary:
-                    rows.append({**exp.summary, "model": exp.model_name, "created_at": exp.created_at})
+                if not exp.summary:
+                    continue
+                try:
+                    summary = ShiftRunSummary.from_dict(exp.summary)
+                except RecordError:
+                    continue
+                rows.append(ModelRun(summary, exp.model_name, exp.created_at))
         except Exception as exc:  # noqa: BLE001 - the table is a convenience
             self.panel.show_status(f"The run store could not be read: {exc}")
             return
