@@ -21,6 +21,7 @@ from typing import Any, Sequence
 __all__ = [
     "SamplerSettings",
     "SAMPLER_ORDER",
+    "SAMPLER_STAGES",
     "samplers_from_string",
     "samplers_to_string",
     "GRAMMAR_FORCED",
@@ -48,19 +49,23 @@ GRAMMAR_FORCED = 0.01
 SAMPLER_ORDER: tuple[str, ...] = ("penalties", "dry", "top_n_sigma", "top_k", "typical", "top_p", "min_p", "xtc",
                                   "temperature")
 
+#: Every stage a chain order may name: the default order's, and adaptive-p, which (like
+#: llama.cpp's) is never in the default order and always runs last, since it picks the token.
+SAMPLER_STAGES: tuple[str, ...] = SAMPLER_ORDER + ("adaptive_p",)
+
 #: llama.cpp's name of each stage in a ``--samplers`` string, where it differs from ours
 _LLAMA_NAME = {"typical": "typ_p"}
 #: every spelling llama.cpp's ``common_sampler_types_from_names`` accepts (canonical, kebab-case,
 #: without the underscore, and its aliases), lower case, to our stage names; plus "typical"
 _SAMPLER_NAMES: dict[str, str] = {}
-for _stage in SAMPLER_ORDER:
+for _stage in SAMPLER_STAGES:
     _canon = _LLAMA_NAME.get(_stage, _stage)
     for _spelling in {_canon, _canon.replace("_", "-"), _canon.replace("_", ""), _stage}:
         _SAMPLER_NAMES[_spelling] = _stage
 _SAMPLER_NAMES.update({"nucleus": "top_p", "temp": "temperature", "typ": "typical"})
 #: llama.cpp's one-letter names (``--sampling-seq``)
 _SAMPLER_CHARS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k", "y": "typical", "p": "top_p",
-                  "m": "min_p", "x": "xtc", "t": "temperature"}
+                  "m": "min_p", "x": "xtc", "t": "temperature", "a": "adaptive_p"}
 
 
 def samplers_from_string(text: str) -> tuple[str, ...]:
@@ -80,7 +85,7 @@ def samplers_from_string(text: str) -> tuple[str, ...]:
         if not name:
             continue
         if name not in _SAMPLER_NAMES:
-            known = ", ".join(_LLAMA_NAME.get(n, n) for n in SAMPLER_ORDER)
+            known = ", ".join(_LLAMA_NAME.get(n, n) for n in SAMPLER_STAGES)
             raise ValueError(f"unknown sampler {part.strip()!r} in the order; the samplers are {known}")
         out.append(_SAMPLER_NAMES[name])
     return tuple(out)
@@ -101,6 +106,15 @@ class SamplerSettings:
     greedy. ``samplers`` is the order of the chain (``SAMPLER_ORDER`` by default; llama.cpp's
     ``--samplers``); ``logit_bias`` holds (token id or text, bias) pairs, added to the logits
     before the chain as llama.cpp does (a text biases each of its tokens; -inf bans a token).
+
+    DRY is off with dry_multiplier 0 (or dry_base < 1, or dry_penalty_last_n 0); it penalizes a
+    token that would extend a repeat longer than dry_allowed_length, seen in the last
+    dry_penalty_last_n tokens, by multiplier * base ** (length - allowed); a sequence breaker
+    ends the repeats it interrupts. ``mirostat`` 1 or 2 replaces the ordered chain by the
+    temperature and Mirostat (target surprise ``mirostat_tau``, learning rate
+    ``mirostat_eta``), as llama.cpp does. adaptive-p is off with a negative
+    ``adaptive_target``; with a target in 0..1 it runs last (llama.cpp also needs it named in
+    ``--samplers``; here the target is enough).
     """
 
     temperature: float = 0.8
@@ -124,6 +138,16 @@ class SamplerSettings:
     dynatemp_exponent: float = 1.0
     logit_bias: tuple[tuple[int | str, float], ...] = ()
     samplers: tuple[str, ...] = SAMPLER_ORDER
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 64
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", "\"", "*")
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    adaptive_target: float = -1.0
+    adaptive_decay: float = 0.9
 
     #: (name, minimum, maximum) checked by ``validate``; the widgets use the same limits.
     LIMITS = {
@@ -145,6 +169,15 @@ class SamplerSettings:
         "xtc_threshold": (0.0, 1.0),
         "dynatemp_range": (0.0, 5.0),
         "dynatemp_exponent": (0.0, 100.0),
+        "dry_multiplier": (0.0, 100.0),
+        "dry_base": (0.0, 100.0),
+        "dry_allowed_length": (0, 4096),
+        "dry_penalty_last_n": (0, 32768),
+        "mirostat": (0, 2),
+        "mirostat_tau": (0.0, 100.0),
+        "mirostat_eta": (0.0, 10.0),
+        "adaptive_target": (-1.0, 1.0),
+        "adaptive_decay": (0.0, 0.99),  # llama.cpp clamps the decay to this range
     }
 
     @property
@@ -159,10 +192,12 @@ class SamplerSettings:
                 raise ValueError(f"{name} is not a number")
             if not lo <= value <= hi:
                 raise ValueError(f"{name} = {value} is outside the allowed range {lo} .. {hi}")
-        unknown = [n for n in self.samplers if n not in SAMPLER_ORDER]
+        unknown = [n for n in self.samplers if n not in SAMPLER_STAGES]
         if unknown:
             raise ValueError(f"unknown sampler {unknown[0]!r} in the order; the samplers are "
-                             f"{samplers_to_string(SAMPLER_ORDER)}")
+                             f"{samplers_to_string(SAMPLER_STAGES)}")
+        if any(not isinstance(b, str) for b in self.dry_sequence_breakers):
+            raise ValueError("a DRY sequence breaker is a text")
         for entry in self.logit_bias:
             if len(entry) != 2:
                 raise ValueError(f"a logit bias is a (token, bias) pair, not {entry!r}")
@@ -186,6 +221,7 @@ class SamplerSettings:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["stop"] = list(self.stop)
         d["samplers"] = list(self.samplers)
+        d["dry_sequence_breakers"] = list(self.dry_sequence_breakers)
         # JSON has no infinity: a ban is written "-inf" (float("-inf") reads it back)
         d["logit_bias"] = [[t, b if math.isfinite(b) else "-inf"] for t, b in self.logit_bias]
         return d
@@ -194,8 +230,9 @@ class SamplerSettings:
     def from_dict(cls, d: dict[str, Any]) -> "SamplerSettings":
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
-        if "stop" in kwargs:
-            kwargs["stop"] = tuple(kwargs["stop"])
+        for name in ("stop", "dry_sequence_breakers"):
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
         if "samplers" in kwargs:
             order = kwargs["samplers"]
             kwargs["samplers"] = samplers_from_string(order) if isinstance(order, str) else tuple(order)

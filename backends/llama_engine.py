@@ -166,6 +166,7 @@ class LlamaModel:
         self.n_ctx_train = int(ll.llama_model_n_ctx_train(model))
         self.n_embd = int(ll.llama_model_n_embd(model))
         self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._vocab_bytes: tuple[bytes, ...] | None = None
         self._lock = threading.Lock()
         self._contexts: set[int] = set()
         self._closed = False
@@ -282,6 +283,25 @@ class LlamaModel:
             with self._lock:
                 self._pieces[key] = b
         return b
+
+    def vocab_bytes(self) -> tuple[bytes, ...]:
+        """Every token's bytes in id order, control tokens by their names (what llama.cpp's
+        DRY sampler searches for its sequence breakers). Built on first use (about 0.3 s for
+        262,144 tokens), then kept."""
+        if self._vocab_bytes is None:
+            ll, vocab = self._ll, self._vocab
+            buf = ctypes.create_string_buffer(256)
+            out = []
+            for tok in range(self.n_vocab):
+                n = ll.llama_token_to_piece(vocab, tok, buf, 256, 0, True)
+                if n < 0:
+                    big = ctypes.create_string_buffer(-n)
+                    n = ll.llama_token_to_piece(vocab, tok, big, -n, 0, True)
+                    out.append(big.raw[: max(n, 0)])
+                else:
+                    out.append(buf.raw[:n])
+            self._vocab_bytes = tuple(out)
+        return self._vocab_bytes
 
     def piece(self, token: int) -> str:
         """Display text of one token: its text, or ``<0xE2>``-style escapes for bytes that are
@@ -697,6 +717,9 @@ class Sequence:
 
     def piece(self, token: int) -> str:
         return self.model.piece(token)
+
+    def vocab_bytes(self) -> tuple[bytes, ...]:
+        return self.model.vocab_bytes()
 
     def is_eog(self, token: int) -> bool:
         return self.model.is_eog(token)

@@ -38,10 +38,39 @@ def test_a_banned_text_never_comes(capsys):
     assert summary["settings"]["logit_bias"] == [[first, "-inf"]]
 
 
+def test_dry_mirostat_and_adaptive_p_flags(capsys):
+    rep = ["--prompt", "one two three one two three one two three one two", "--max-tokens", "6", "--json"]
+
+    def run(*flags):
+        assert main(["generate", *rep, *flags]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return lines[:-1], lines[-1]["summary"]
+
+    steps, summary = run("--dry-multiplier", "0.8", "--dry-allowed-length", "1", "--dry-sequence-breaker", "none",
+                         "--dry-sequence-breaker", "\\n", "--temperature", "0")
+    assert [st["name"] for st in steps[0]["stages"]][:2] == ["dry", "top_k"]
+    s = summary["settings"]
+    assert s["dry_multiplier"] == 0.8 and s["dry_allowed_length"] == 1 and s["dry_sequence_breakers"] == ["\n"]
+    plain, _ = run("--temperature", "0")
+    # greedy repeats "three one two ..."; DRY's penalty on the continuing token changes the text
+    assert "".join(st["token"] for st in steps) != "".join(st["token"] for st in plain)
+    steps, summary = run("--mirostat", "2", "--mirostat-ent", "3", "--mirostat-lr", "0.2")
+    assert all([st["name"] for st in step["stages"]] == ["temperature", "mirostat_v2"] for step in steps)
+    mus = [step["stages"][-1]["value"] for step in steps]
+    assert mus[0] == pytest.approx(6.0) and len(set(mus)) == len(mus)  # 2 tau, then moving each step
+    assert summary["settings"]["mirostat"] == 2 and summary["settings"]["mirostat_tau"] == 3.0
+    steps, summary = run("--adaptive-target", "0.2", "--adaptive-decay", "0.5")
+    assert all(step["stages"][-1]["name"] == "adaptive_p" for step in steps)
+    assert steps[0]["stages"][-1]["value"] == pytest.approx(0.2)
+    assert summary["settings"]["adaptive_target"] == 0.2
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--samplers", "top_k;top_q"], "unknown sampler 'top_q'"),
     (["-l", "15043*2"], "TOKEN+BIAS"),
     (["--xtc-probability", "2"], "xtc_probability"),
+    (["--mirostat", "3"], "invalid choice"),
+    (["--adaptive-decay", "1.5"], "adaptive_decay"),
 ])
 def test_bad_sampler_flags_are_refused_with_a_reason(capsys, flags, message):
     try:

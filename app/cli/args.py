@@ -44,6 +44,26 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="dynamic temperature: temperature +/- this range by the step's entropy (0 = off)")
     p.add_argument("--dynatemp-exp", dest="dynatemp_exponent", type=float, default=d.dynatemp_exponent,
                    help="dynamic temperature exponent")
+    p.add_argument("--dry-multiplier", type=float, default=d.dry_multiplier,
+                   help="DRY: penalty multiplier for tokens that extend a repeat (0 = off)")
+    p.add_argument("--dry-base", type=float, default=d.dry_base, help="DRY: base of the penalty's growth")
+    p.add_argument("--dry-allowed-length", type=int, default=d.dry_allowed_length,
+                   help="DRY: repeats up to this many tokens go unpenalised")
+    p.add_argument("--dry-penalty-last-n", type=int, default=d.dry_penalty_last_n,
+                   help="DRY: how many recent tokens are searched for repeats (0 = off)")
+    p.add_argument("--dry-sequence-breaker", action="append", default=None, metavar="TEXT",
+                   help="DRY: a text that ends a repeat (repeatable; replaces the defaults "
+                   + ", ".join(repr(b) for b in d.dry_sequence_breakers) + "; 'none' for no breaker; \\n and the like are read as escapes)")
+    p.add_argument("--mirostat", type=int, default=d.mirostat, choices=(0, 1, 2),
+                   help="Mirostat: 1 or 2 replaces top-k, top-p and the rest of the chain (0 = off)")
+    p.add_argument("--mirostat-lr", dest="mirostat_eta", type=float, default=d.mirostat_eta,
+                   help="Mirostat learning rate, eta")
+    p.add_argument("--mirostat-ent", dest="mirostat_tau", type=float, default=d.mirostat_tau,
+                   help="Mirostat target entropy (surprise in bits), tau")
+    p.add_argument("--adaptive-target", type=float, default=d.adaptive_target,
+                   help="adaptive-p: pick tokens near this probability, 0..1 (negative = off); runs last")
+    p.add_argument("--adaptive-decay", type=float, default=d.adaptive_decay,
+                   help="adaptive-p: decay of its moving average, 0..0.99 (history about 1/(1-decay) tokens)")
     p.add_argument("--samplers", type=_sampler_order, default=d.samplers, metavar="ORDER",
                    help="the chain's order, separated by ';' (default: " + samplers_to_string(d.samplers) + ")")
     p.add_argument("-l", "--logit-bias", action="append", type=_logit_bias, default=[],
@@ -228,7 +248,27 @@ def settings_from_args(a: argparse.Namespace) -> SamplerSettings:
         dynatemp_exponent=a.dynatemp_exponent,
         samplers=tuple(a.samplers),
         logit_bias=tuple(a.logit_bias),
+        dry_multiplier=a.dry_multiplier,
+        dry_base=a.dry_base,
+        dry_allowed_length=a.dry_allowed_length,
+        dry_penalty_last_n=a.dry_penalty_last_n,
+        dry_sequence_breakers=_breakers(a.dry_sequence_breaker),
+        mirostat=a.mirostat,
+        mirostat_tau=a.mirostat_tau,
+        mirostat_eta=a.mirostat_eta,
+        adaptive_target=a.adaptive_target,
+        adaptive_decay=a.adaptive_decay,
     )
+
+
+def _breakers(given: list[str] | None) -> tuple[str, ...]:
+    """``--dry-sequence-breaker`` as llama.cpp reads it: the defaults when none is given, "none"
+    for no breaker, "\\n" and the like unescaped."""
+    if given is None:
+        return SamplerSettings().dry_sequence_breakers
+    if "none" in given:  # llama.cpp: "none" clears what came before it
+        given = given[len(given) - given[::-1].index("none"):]
+    return tuple(b.encode("latin-1", "backslashreplace").decode("unicode_escape") for b in given if b)
 
 
 def load_settings_from_args(a: argparse.Namespace) -> LoadSettings:

@@ -8,7 +8,11 @@ the GUI thread.
 
 A session works against any object with the small "logits engine" surface of
 ``backends.llama_local.LlamaCppBackend``: ``tokenize, prepare, feed, logits, piece,
-token_bytes, is_eog, n_ctx``.
+token_bytes, is_eog, n_ctx`` (and ``vocab_bytes`` when DRY has sequence breakers).
+
+The stateful samplers (Mirostat's mu, adaptive-p's average) advance with each token taken:
+``state`` holds the state for the next step, and each step's chain stages record the value
+they used (``StageInfo.value``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from backends.base import Finished, GenerationError, PromptTooLongError, SamplerSettings, Step, require_prompt
 from backends.text import Utf8Stream
 
-from .sampling import ChainResult, apply_chain, resolve_logit_bias
+from .sampling import ChainResult, DryBreakers, SamplerState, apply_chain, history_needed, resolve_inputs
 
 __all__ = ["GenerationSession", "LogitsEngine", "Utf8Stream"]
 
@@ -76,6 +80,9 @@ class GenerationSession:
         # does not change which tokens the main draw picks where XTC leaves the candidates alone
         self.xtc_rng = np.random.Generator(np.random.PCG64([settings.seed, 0x585443]))
         self._logit_bias: tuple[np.ndarray, np.ndarray] | None = None  # resolved at start (a text needs the tokenizer)
+        self._dry_breakers: DryBreakers | None = None  # resolved at start (they need the vocabulary)
+        #: what Mirostat and adaptive-p carry into the next step
+        self.state = SamplerState.initial(settings)
         self.prompt_tokens: list[int] = []
         self.generated: list[int] = []
         self.text = ""
@@ -100,9 +107,7 @@ class GenerationSession:
                 f"The prompt is {len(self.prompt_tokens):,} tokens but the context holds "
                 f"{self.engine.n_ctx:,}. Shorten the prompt or load the model with a larger context."
             )
-        if self.settings.logit_bias:
-            self._logit_bias = resolve_logit_bias(
-                self.settings, lambda text: self.engine.tokenize(text, add_special=False))
+        self._logit_bias, self._dry_breakers = resolve_inputs(self.settings, self.engine)
         self.reused_tokens = self.engine.prepare(self.prompt_tokens)
         self._t0 = time.perf_counter()  # tokens/s counts generation, not prompt evaluation
         self._started = True
@@ -117,13 +122,15 @@ class GenerationSession:
             raise GenerationError("The session has not been started.")
         if self._pending is None:
             s = self.settings
-            window = (self.prompt_tokens + self.generated)[-s.penalty_last_n :] if s.penalty_last_n > 0 else ()
+            need = history_needed(s)
+            window = (self.prompt_tokens + self.generated)[-need:] if need > 0 else ()
             logits = self.engine.logits()
             if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
                 logits = logits.copy()
                 logits[list(self.banned_tokens)] = _BANNED
             self._pending = apply_chain(logits, s, window, top_n=s.top_n, grammar=self.grammar,
-                                        logit_bias=self._logit_bias, rng=self.xtc_rng)
+                                        logit_bias=self._logit_bias, rng=self.xtc_rng, state=self.state,
+                                        dry_breakers=self._dry_breakers)
         return self._pending
 
     def commit(self, token_id: int | None = None) -> Step:
@@ -148,6 +155,7 @@ class GenerationSession:
         )
         self.steps.append(step)
         self.generated.append(tok)
+        self.state = result.next_state(tok, drawn=not forced) or self.state
         self._pending = None
         if self.grammar is not None and not eog:
             self.grammar.accept(tok)

@@ -23,7 +23,8 @@ from tests.core.test_sampling_reference import OFF, SIZES, compare, distinct, ll
 
 KINDS = ("top_n_sigma", "xtc", "dynatemp", "logit_bias", "order")
 N_CASES = 150
-#: the stages a random order draws from (DRY is not one of ours yet)
+#: the stages a random order draws from (DRY, which needs a vocabulary, is compared in
+#: tests/core/test_samplers_stateful_reference.py)
 STAGES = tuple(nm for nm in SAMPLER_ORDER if nm != "dry")
 
 

@@ -2,7 +2,8 @@
 
 Owns: ``softmax_stats``, ``apply_chain`` and ``ChainResult`` (plus ``benchmark_chain``).
 Given one step's full-vocabulary logits, ``apply_chain`` runs the chain in llama.cpp's
-default order (``SAMPLER_ORDER``: penalties, top_k, typical, top_p, min_p, temperature),
+order of the settings (``SAMPLER_ORDER`` by default: penalties, DRY, top-n-sigma, top_k,
+typical, top_p, min_p, XTC, temperature; Mirostat replaces it; adaptive-p runs last),
 records what every active stage did (``StageInfo``), and leaves a ``ChainResult`` that can
 draw the next token and build the ``Step`` record.
 
@@ -25,17 +26,21 @@ are only read, never written, and a ``ChainResult`` keeps no reference to them. 
 ``ChainResult`` is not meant to be shared across threads.
 
 The package: ``numeric`` (float32 arithmetic as C rounds it, ``_Raw``), ``stages`` (the
-candidate array and one function per sampler), ``result`` (per-stage snapshots and
+candidate array and one function per sampler), ``dry`` (DRY and its sequence breakers),
+``adaptive`` (the samplers with state: Mirostat v1/v2, adaptive-p; ``SamplerState``), ``result`` (per-stage snapshots and
 ``ChainResult``), ``chain`` (``apply_chain``) and ``timing`` (``benchmark_chain``,
 ``python -m app.core.sampling``). The stages share the private candidate array and its cached
 exponentials, which must not leak out of this package.
 """
 
-from .chain import apply_chain, resolve_logit_bias
+from .adaptive import SamplerState
+from .chain import apply_chain, history_needed, resolve_inputs, resolve_logit_bias, stage_names
+from .dry import DryBreakers, dry_penalties, resolve_dry_breakers
 from .numeric import _argsort_desc, _expf, _logf, _sample_index, _top_desc, softmax_stats
 from .result import ChainResult
 from .stages import GRAMMAR_TAIL, GrammarDeadEnd
 from .timing import benchmark_chain
 
-__all__ = ["softmax_stats", "apply_chain", "resolve_logit_bias", "ChainResult", "benchmark_chain", "GRAMMAR_TAIL", "GrammarDeadEnd",
+__all__ = ["softmax_stats", "apply_chain", "resolve_logit_bias", "history_needed", "resolve_inputs", "stage_names", "SamplerState",
+           "DryBreakers", "dry_penalties", "resolve_dry_breakers", "ChainResult", "benchmark_chain", "GRAMMAR_TAIL", "GrammarDeadEnd",
            "_argsort_desc", "_expf", "_logf", "_sample_index", "_top_desc"]

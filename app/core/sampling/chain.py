@@ -7,12 +7,14 @@ Any thread (the generation worker in the app); no Qt.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from backends.base import GenerationError, SamplerSettings
 
+from .adaptive import SamplerState, _stage_adaptive_p, _stage_mirostat, _stage_mirostat_v2
+from .dry import NO_BREAKERS, DryBreakers, _stage_dry, dry_active, dry_penalties, resolve_dry_breakers
 from .numeric import _F32, _Raw, _top_desc
 from .result import ChainResult, _raw_mass, _Snap
 from .stages import (_Cands, _stage_dynamic_temperature, _stage_grammar, _stage_logit_bias, _stage_min_p, _stage_penalties, _stage_temperature,
@@ -38,7 +40,30 @@ def _active(name: str, s: SamplerSettings, pen: bool) -> bool:
         return bool(s.xtc_probability > 0 and _F32(s.xtc_threshold) <= _F32(0.5))
     if name == "temperature":
         return bool(_F32(s.temperature) != 1 or s.dynatemp_range > 0)
-    return False  # "dry": not implemented yet
+    if name == "dry":
+        return dry_active(s.dry_multiplier, s.dry_base, s.dry_penalty_last_n)
+    return False  # "adaptive_p" runs last, outside the order (see ``stage_names``)
+
+
+def stage_names(s: SamplerSettings) -> list[str]:
+    """The stages the chain runs after the grammar and the logit bias, in order: with Mirostat
+    the temperature and Mirostat alone (llama.cpp ignores the order then); otherwise the active
+    stages of ``s.samplers`` and adaptive-p last when its target is set."""
+    if s.mirostat in (1, 2):
+        return (["temperature"] if _F32(s.temperature) != 1 else []) + ["mirostat" if s.mirostat == 1 else
+                                                                         "mirostat_v2"]
+    pen = _penalties_active(s)
+    names = [nm for nm in s.samplers if _active(nm, s, pen)]
+    if s.adaptive_target >= 0:
+        names.append("adaptive_p")
+    return names
+
+
+def history_needed(s: SamplerSettings) -> int:
+    """How many of the latest tokens the chain reads (the penalties' and DRY's windows):
+    callers pass at least that much ``history``."""
+    return max(s.penalty_last_n if s.penalty_last_n > 0 else 0,
+               s.dry_penalty_last_n if dry_active(s.dry_multiplier, s.dry_base, s.dry_penalty_last_n) else 0)
 
 
 def _penalties_active(s: SamplerSettings) -> bool:
@@ -68,9 +93,35 @@ def resolve_logit_bias(settings: SamplerSettings, tokenize: Callable[[str], Sequ
     return np.asarray(ids, dtype=np.int64), np.asarray(bias, dtype=_F32)
 
 
+class TokenizingEngine(Protocol):
+    """What ``resolve_inputs`` needs of an engine (``vocab_bytes`` too, for DRY's breakers)."""
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+
+
+def resolve_inputs(settings: SamplerSettings, engine: TokenizingEngine) -> tuple[tuple[np.ndarray, np.ndarray] | None,
+                                                               DryBreakers | None]:
+    """What the chain needs from the model before a generation, once: the logit bias with its
+    texts tokenized, and DRY's sequence breakers as tokens. ``engine`` gives ``tokenize`` (and
+    ``vocab_bytes`` when DRY has breakers); GenerationError says what is missing."""
+    bias = None
+    if settings.logit_bias:
+        bias = resolve_logit_bias(settings, lambda text: engine.tokenize(text, add_special=False))
+    breakers = None
+    if "dry" in stage_names(settings) and settings.dry_sequence_breakers:
+        vocab = getattr(engine, "vocab_bytes", None)
+        if vocab is None:
+            raise GenerationError("DRY's sequence breakers need the model's vocabulary, which this engine "
+                                  "does not give; clear the breakers or use a local model.")
+        breakers = resolve_dry_breakers(settings.dry_sequence_breakers, vocab(),
+                                        lambda text: engine.tokenize(text, add_special=False))
+    return bias, breakers
+
+
 def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence[int] = (),
                 top_n: int | None = None, grammar=None, *, logit_bias: tuple[np.ndarray, np.ndarray] | None = None,
-                xtc_draw: float | None = None, rng: np.random.Generator | None = None) -> ChainResult:
+                xtc_draw: float | None = None, rng: np.random.Generator | None = None,
+                state: SamplerState | None = None, dry_breakers: DryBreakers | None = None) -> ChainResult:
     """Run the chain on one step's logits (1-D, the whole vocabulary; never modified).
 
     The stages run in ``settings.samplers`` order (llama.cpp's ``--samplers``), after two that
@@ -83,7 +134,13 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     ``history``: token ids seen so far; the penalties use its last ``penalty_last_n``.
     ``top_n`` defaults to ``settings.top_n``. XTC acts at a step when its draw is at most
     ``xtc_probability``: ``xtc_draw`` gives that draw (a recorded step replayed), else it is
-    drawn from ``rng`` (the generation's own), else XTC acts (a what-if shows what it does)."""
+    drawn from ``rng`` (the generation's own), else XTC acts (a what-if shows what it does).
+
+    ``history`` also feeds DRY (its last ``dry_penalty_last_n``; ``history_needed`` says how
+    much the chain reads), with ``dry_breakers`` its sequence breakers as tokens
+    (``resolve_dry_breakers``; none by default). ``state`` is what Mirostat and adaptive-p
+    carry from the step before (``SamplerState.initial(settings)`` by default); the result's
+    ``next_state(token)`` is the state for the step after."""
     raw = _Raw(logits)
     x = raw.x
     assert x is not None  # dropped only at the end of this function
@@ -91,8 +148,8 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     top_n = settings.top_n if top_n is None else top_n
     top_n = max(0, min(int(top_n), n))
 
-    order = settings.samplers
-    pen = _penalties_active(settings)
+    if state is None:
+        state = SamplerState.initial(settings)
     k = int(settings.top_k)
     typ = _F32(settings.typical_p)
     top_p = _F32(settings.top_p)
@@ -107,7 +164,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     bias_on = logit_bias is not None and logit_bias[0].shape[0] > 0
 
     # one selection serves both the raw top-N and a top-k on the raw logits (top_k first in the order)
-    active = [nm for nm in order if _active(nm, settings, pen)]
+    active = stage_names(settings)
     top_first = bool(active) and active[0] == "top_k" and grammar is None and not bias_on
     want = top_n
     if top_first and k < n:
@@ -120,6 +177,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     meta: list[tuple[str, int, float, float, float | None]] = []
     raw_in = 1.0
     greedy = False
+    adaptive_at: int | None = None  # the snapshot entering adaptive-p
 
     def record(name: str, new: _Cands, filtering: bool | np.bool_, value: float | None = None) -> None:
         nonlocal raw_in
@@ -147,14 +205,28 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
         record("logit_bias", c, True)
     for name in active:
         if name == "penalties":
-            last_n = int(settings.penalty_last_n)
-            try:
-                tail = history[-last_n:]
-            except TypeError:  # an iterable without slicing
-                tail = list(history)[-last_n:]
-            window = np.asarray(tail, dtype=np.int64).reshape(-1)
+            window = np.asarray(_tail(history, int(settings.penalty_last_n)), dtype=np.int64).reshape(-1)
             c = _stage_penalties(c, settings, window)
             record(name, c, False)
+        elif name == "dry":
+            last_n = int(settings.dry_penalty_last_n)
+            pens = dry_penalties(_tail(history, last_n), settings.dry_multiplier, settings.dry_base,
+                                 int(settings.dry_allowed_length), last_n,
+                                 dry_breakers if dry_breakers is not None else NO_BREAKERS)
+            c = _stage_dry(c, pens)
+            record(name, c, False)
+        elif name in ("mirostat", "mirostat_v2"):
+            mu = state.mu if state.mu is not None else float(_F32(2.0) * _F32(settings.mirostat_tau))
+            if name == "mirostat":
+                c = _stage_mirostat(c, settings.mirostat_tau, mu, n)
+            else:
+                c = _stage_mirostat_v2(c, mu)
+            record(name, c, True, float(mu))
+        elif name == "adaptive_p":
+            adaptive_at = len(snaps) - 1
+            target = state.adapted_target(settings.adaptive_target)
+            c = _stage_adaptive_p(c, target)
+            record(name, c, False, target)
         elif name == "top_n_sigma":
             c = _stage_top_n_sigma(c, nsig)
             record(name, c, True)
@@ -177,7 +249,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
                 c = _stage_xtc(c, xtc_t, min_keep)
             record(name, c, True, u)
         elif name == "temperature":
-            if delta > 0:
+            if delta > 0 and settings.mirostat == 0:  # with Mirostat llama.cpp uses the plain temperature
                 if len(c) <= 1:  # llama.cpp's temp-ext leaves a single candidate as it is
                     continue
                 c, t_used = _stage_dynamic_temperature(c, temp, delta, _F32(settings.dynatemp_exponent))
@@ -190,4 +262,15 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
 
     changed = not (snaps[-1].ids is None and snaps[-1].lg is raw.y)
     raw.x = None  # may be the caller's (llama.cpp's) memory: keep no reference to it
-    return ChainResult(raw, top_ids, snaps, meta, greedy=greedy, changed=changed)
+    return ChainResult(raw, top_ids, snaps, meta, greedy=greedy, changed=changed, settings=settings, state=state,
+                       adaptive_at=adaptive_at)
+
+
+def _tail(history: Sequence[int], n: int) -> Sequence[int]:
+    """The last ``n`` of ``history`` (any sequence or iterable)."""
+    if n <= 0:
+        return ()
+    try:
+        return history[-n:]
+    except TypeError:  # an iterable without slicing
+        return list(history)[-n:]

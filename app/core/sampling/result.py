@@ -12,8 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from backends.base import StageInfo, Step, TokenAlt
+from backends.base import SamplerSettings, StageInfo, Step, TokenAlt
 
+from .adaptive import SamplerState, advance
 from .numeric import _F32, _SMALL, _Raw, _sample_index
 from .stages import _Cands
 
@@ -122,8 +123,14 @@ class ChainResult:
     ``probs`` aligned with ``top_ids``."""
 
     def __init__(self, raw: _Raw, top_ids: np.ndarray, snaps: list[_Snap],
-                 stage_meta: list[tuple[str, int, float, float, float | None]], greedy: bool, changed: bool):
+                 stage_meta: list[tuple[str, int, float, float, float | None]], greedy: bool, changed: bool,
+                 settings: SamplerSettings | None = None, state: SamplerState | None = None,
+                 adaptive_at: int | None = None):
         self._raw = raw
+        self._settings = settings
+        #: the stateful samplers' state this step used (``next_state`` gives the next one)
+        self.state = state
+        self._adaptive_at = adaptive_at
         self._snaps = snaps  # snaps[0] is raw; snaps[i + 1] is after stage i
         self.greedy = greedy
         self.n_vocab = int(raw.y.shape[0])
@@ -204,6 +211,16 @@ class ChainResult:
         if top.shape[0] and v >= y[top[-1]]:  # among the top-N: every better token is too
             return int(np.count_nonzero(y[top] > v)) + 1
         return int(np.count_nonzero(y > v)) + 1  # a pass over the whole vocabulary
+
+    def next_state(self, token_id: int, drawn: bool = True) -> SamplerState | None:
+        """The state of Mirostat and adaptive-p after ``token_id`` is taken (``drawn`` False:
+        forced by the user); None when the chain was given none."""
+        if self.state is None or self._settings is None:
+            return self.state
+        p_before = None
+        if self._adaptive_at is not None:
+            p_before = float(self._snaps[self._adaptive_at].probs_of(np.array([int(token_id)]))[0])
+        return advance(self.state, self._settings, self.p_final(token_id), p_before, drawn)
 
     def draw(self, rng: np.random.Generator) -> int:
         """Greedy: the argmax of the final distribution. Otherwise one draw from it."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generator, Sequence
 import numpy as np
 
 from app.core.jsonsafe import json_safe
-from app.core.sampling import apply_chain
+from app.core.sampling import SamplerState, apply_chain, history_needed, resolve_inputs
 from app.core.streams import drain
 from backends.base import Finished, SamplerSettings, Step, TokenAlt
 
@@ -321,6 +321,10 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
     history = tree.prompt_tokens + [int(t) for t in path]
     goto_prefix(backend, tree.prompt_tokens, path)
     rng = np.random.Generator(np.random.PCG64(st.seed))
+    xtc_rng = np.random.Generator(np.random.PCG64([st.seed, 0x585443]))  # as a session's (XTC's own draw)
+    bias, breakers = resolve_inputs(st, backend)
+    state = SamplerState.initial(st)  # Mirostat and adaptive-p start afresh at the branch point
+    need = history_needed(st)
     node, data, reason = node_id, b"", "length"
     for i in range(st.max_tokens):
         if cancel is not None and cancel.is_set():
@@ -329,11 +333,13 @@ def _branch_local(backend: LocalEngine, tree: BranchTree, node_id: int, token_id
         if len(history) >= backend.n_ctx:
             reason = "context"
             break
-        window = history[-st.penalty_last_n:] if st.penalty_last_n > 0 else ()
-        res = apply_chain(backend.logits(), st, window, top_n=st.top_n)
+        window = history[-need:] if need > 0 else ()
+        res = apply_chain(backend.logits(), st, window, top_n=st.top_n, logit_bias=bias, rng=xtc_rng, state=state,
+                          dry_breakers=breakers)
         forced_id = token_id if i == 0 else None
         forced = forced_id is not None
         tok = int(forced_id) if forced_id is not None else int(res.draw(rng))
+        state = res.next_state(tok, drawn=not forced) or state
         step = res.to_step(tok, index=len(history) - len(tree.prompt_tokens), position=len(history), text="",
                            piece=backend.piece(tok), piece_of=backend.piece, forced=forced)
         eog = backend.is_eog(tok)

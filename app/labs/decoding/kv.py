@@ -242,5 +242,8 @@ class _ColumnEngine:
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
         return self.backend.token_bytes(token, special=special)
 
+    def vocab_bytes(self) -> tuple[bytes, ...]:
+        return self.backend.vocab_bytes()
+
     def is_eog(self, token: int) -> bool:
         return self.backend.is_eog(token)

@@ -20,7 +20,10 @@ leading space, digits, optionally "." and more digits, ended by any other token 
 starts with digits and goes on with other characters, like "7%", ends the number inside that
 token). At every node of that token tree the next-token distribution is the sampler chain's
 (``apply_chain`` with the run's settings, exactly what sampled mode draws from), so the exact
-distribution and a large sampled run agree within sampling error. Branches whose probability is
+distribution and a large sampled run agree within sampling error. XTC, which acts at a step with
+probability ``xtc_probability``, makes each step the mixture of the chain with and without its
+cut; Mirostat's mu and adaptive-p's average are carried along each path of the tree (with XTC
+as well, a path's state follows the chain without XTC's cut: an approximation). Branches whose probability is
 below ``min_mass`` are not expanded (their mass is reported as ``pruned``), numbers longer than
 ``max_tokens`` tokens likewise; mass that does not start a numeral is ``not_number``. The KV
 cache is reused along the tree (depth-first order, ``prepare`` keeps the common prefix), so each
@@ -43,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence, TypeAlias
 import numpy as np
 
 from app.core.records import plain
-from app.core.sampling import apply_chain
+from app.core.sampling import SamplerState, apply_chain, history_needed, resolve_inputs, stage_names
 from app.labs.shift.concepts import Concept, render
 from app.labs.shift.glubbing import GlubSpec, make_glub
 from app.labs.shift.numbers import extract_number
@@ -254,6 +257,7 @@ class _Node:
     prob: float
     state: str  # "start", "space", "int", "dot", "dec"
     text: str  # the numeral so far (without the leading space)
+    chain_state: SamplerState | None = None  # Mirostat's mu and adaptive-p's average along this path
 
 
 def _value(text: str) -> float:
@@ -277,7 +281,11 @@ def exact_distribution(engine: LocalShiftEngine, prompt: str, settings: SamplerS
     masses: dict[float, float] = {}
     not_number = pruned = 0.0
     nodes = 0
-    stack = [_Node((), 1.0, "start", "")]
+    stack = [_Node((), 1.0, "start", "", SamplerState.initial(settings))]
+    bias, breakers = resolve_inputs(settings, b)
+    need = history_needed(settings)
+    # XTC acts at a step with probability xtc_probability: the step's distribution is the mixture
+    xtc_q = min(1.0, settings.xtc_probability) if "xtc" in stage_names(settings) else 0.0
     cancelled = False
     while stack:
         if cancel is not None and cancel.is_set():
@@ -290,10 +298,16 @@ def exact_distribution(engine: LocalShiftEngine, prompt: str, settings: SamplerS
             continue
         b.prepare(prompt_tokens + list(node.tokens))
         nodes += 1
-        history = (prompt_tokens + list(node.tokens))[-settings.penalty_last_n:] if settings.penalty_last_n > 0 else ()
-        chain = apply_chain(b.logits(), settings, history, top_n=0)
+        history = (prompt_tokens + list(node.tokens))[-need:] if need > 0 else ()
+        logits = b.logits()
+        chain = apply_chain(logits, settings, history, top_n=0, logit_bias=bias, dry_breakers=breakers,
+                            state=node.chain_state, xtc_draw=2.0)  # XTC does not act (draw above any probability)
         p_full[:] = 0.0
-        p_full[chain.ids] = chain.probs
+        p_full[chain.ids] = chain.probs * (1.0 - xtc_q)
+        if xtc_q > 0:
+            acting = apply_chain(logits, settings, history, top_n=0, logit_bias=bias, dry_breakers=breakers,
+                                 state=node.chain_state, xtc_draw=0.0)
+            p_full[acting.ids] += acting.probs * xtc_q
         p_num = p_full[num_ids]
         # mass of tokens that cannot continue a numeral: they end it here (or, at the start,
         # the answer is not a number)
@@ -308,7 +322,7 @@ def exact_distribution(engine: LocalShiftEngine, prompt: str, settings: SamplerS
             elif kind == "leaf":  # the numeral ends inside this token ("7%", "5 ")
                 masses[child] = masses.get(child, 0.0) + q
             else:
-                children.append(_Node(node.tokens + (tok,), q, kind, child))
+                children.append(_Node(node.tokens + (tok,), q, kind, child, chain.next_state(tok)))
         end_mass = ending * node.prob
         if end_mass <= 0.0:
             pass
