@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QFileDialog
 
+from app.core.presets import model_preset
 from backends.base import ModelInfo
 from widgets.formatting import menu_text, plain_tip
 from widgets.model_panel import show_progress
@@ -93,6 +94,10 @@ class ModelMixin:
         self.connection_panel.show_status(f"Connected: {self.controller.model_info.name} at {cfg.base_url}.")
         reasons = {n: "remote servers do not take this setting" for n in
                    ("typical_p", "repeat_penalty", "penalty_last_n", "min_keep")}
+        for n in ("top_n_sigma", "xtc_probability", "xtc_threshold", "dynatemp_range", "dynatemp_exponent",
+                  "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
+                  "mirostat_tau", "mirostat_eta", "adaptive_target", "adaptive_decay"):
+            reasons[n] = "not sent to remote servers yet (the server's own chain samples there)"
         for knob in ("top_k", "min_p", "seed"):
             if not getattr(caps, knob, False):
                 reasons[knob] = f"this server ignores {knob} (found by the capability probe)"
@@ -115,7 +120,9 @@ class ModelMixin:
         self._on_state(self.controller.state)  # enable the local- or remote-only controls
         if self.controller.remote is not None:
             self.setWindowTitle(f"Samplescope — {info.name} (remote)")
+            self.sampling_panel.set_model_preset(None)
             return
+        self.sampling_panel.set_model_preset(model_preset(info))  # the GGUF's general.sampling.* keys
         self.sampling_panel.set_unsupported({})
         self.distribution_plot.set_stage_note("")
         self.prompt_stack.setCurrentWidget(self.prompt_edit)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ __all__ = [
     "SamplerSettings",
     "SAMPLER_ORDER",
     "SAMPLER_STAGES",
+    "parse_logit_bias",
     "samplers_from_string",
     "samplers_to_string",
     "GRAMMAR_FORCED",
@@ -89,6 +91,20 @@ def samplers_from_string(text: str) -> tuple[str, ...]:
             raise ValueError(f"unknown sampler {part.strip()!r} in the order; the samplers are {known}")
         out.append(_SAMPLER_NAMES[name])
     return tuple(out)
+
+
+def parse_logit_bias(text: str) -> tuple[int | str, float]:
+    """One logit bias in llama.cpp's TOKEN_ID(+/-)BIAS form ("15043+1", "15043-inf"); a TOKEN
+    that is not a number is a text (" Paris-inf" biases the tokens of " Paris"). ValueError
+    says what it cannot read; +inf is refused (it would force the token)."""
+    m = re.fullmatch(r"(.+?)([+-])(inf|\d+(?:\.\d*)?|\.\d+)", text, flags=re.S | re.I)
+    if m is None:
+        raise ValueError(f"{text!r} is not TOKEN+BIAS or TOKEN-BIAS (e.g. 15043+1, 15043-inf)")
+    token, sign, amount = m.groups()
+    bias = float(amount) * (1 if sign == "+" else -1)
+    if bias == math.inf:
+        raise ValueError(f"{text!r}: a bias of +inf would force the token; use a large number")
+    return (int(token) if token.strip().isdigit() else token), bias
 
 
 def samplers_to_string(order: Sequence[str]) -> str:
@@ -495,6 +511,8 @@ class ModelInfo:
     gpu_offload_supported: bool = False
     bos_token: int | None = None
     eos_token: int | None = None
+    #: the GGUF's ``general.sampling.*`` entries (the model maker's recommended sampler settings)
+    sampling: tuple[tuple[str, str], ...] = ()
 
     def card_lines(self) -> list[tuple[str, str]]:
         return [

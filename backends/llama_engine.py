@@ -228,6 +228,7 @@ class LlamaModel:
             gpu_offload_supported=offload,
             bos_token=bos if bos >= 0 else None,
             eos_token=eos if eos >= 0 else None,
+            sampling=tuple(sorted((k, v) for k, v in meta.items() if k.startswith("general.sampling."))),
         )
 
     # ----------------------------------------------------------------- text

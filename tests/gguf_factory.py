@@ -126,3 +126,54 @@ def malformed() -> dict[str, bytes]:
         "cut in the middle": ok[: len(ok) // 2],
         "no tensors at all": gguf_bytes(BASIC_KV),
     }
+
+
+def _skip_value(buf: bytes, pos: int, t: int) -> int:
+    """The position after a value of type ``t`` starting at ``pos``."""
+    if t == STRING:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return pos + 8 + n
+    if t == ARRAY:
+        inner, count = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        for _ in range(count):
+            pos = _skip_value(buf, pos, inner)
+        return pos
+    return pos + struct.calcsize(_FMT[t])
+
+
+def with_metadata(src, dst, kv: dict[str, Any]) -> None:
+    """Copy the GGUF ``src`` to ``dst`` with the pairs ``kv`` added to its metadata (the tensor
+    data is copied as it is, re-aligned after the longer header: a real model that loads)."""
+    import shutil
+
+    with open(src, "rb") as f:
+        head = f.read(64 << 20)  # the header of any model we use fits in 64 MiB
+    magic, (version, n_tensors, n_kv) = head[:4], struct.unpack_from("<IQQ", head, 4)
+    assert magic == b"GGUF"
+    pos = 24
+    alignment = 32
+    for _ in range(n_kv):
+        (klen,) = struct.unpack_from("<Q", head, pos)
+        key = head[pos + 8: pos + 8 + klen].decode("utf-8")
+        pos += 8 + klen
+        (t,) = struct.unpack_from("<I", head, pos)
+        if key == "general.alignment":
+            (alignment,) = struct.unpack_from("<I", head, pos + 4)
+        pos = _skip_value(head, pos + 4, t)
+    kv_end = pos
+    for _ in range(n_tensors):
+        (nlen,) = struct.unpack_from("<Q", head, pos)
+        pos += 8 + nlen
+        (ndims,) = struct.unpack_from("<I", head, pos)
+        pos += 4 + 8 * ndims + 4 + 8
+    infos_end = pos
+    data_start = infos_end + (-infos_end) % alignment
+    extra = b"".join(_string(k) + struct.pack("<I", _typed(v)[0]) + _typed(v)[1] for k, v in kv.items())
+    new_head = (magic + struct.pack("<IQQ", version, n_tensors, n_kv + len(kv)) + head[24:kv_end] + extra
+                + head[kv_end:infos_end])
+    new_head += b"\0" * ((-len(new_head)) % alignment)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(new_head)
+        fin.seek(data_start)
+        shutil.copyfileobj(fin, fout, 16 << 20)

@@ -163,6 +163,21 @@ class _PercentAxis(pg.AxisItem):
         return [f"{v * scale * 100:.{decimals}f}%" for v in values]
 
 
+def stage_value_text(st) -> str:
+    """What a stage decided at a step (``StageInfo.value``), in words: Mirostat's running mu,
+    adaptive-p's adapted target, the dynamic temperature used, XTC's draw."""
+    v = st.value
+    if st.name in ("mirostat", "mirostat_v2"):
+        return f"mu {v:.3f} bits"
+    if st.name == "adaptive_p":
+        return f"adaptive-p target {v:.3f}"
+    if st.name == "temperature":
+        return f"temperature used {v:.3f}"
+    if st.name == "xtc":
+        return f"XTC draw {v:.3f}"
+    return f"{st.name} {v:.3g}"
+
+
 class DistributionPlot(QWidget):
     """Horizontal bars for the candidates of one ``Step``, one row per token (most likely at the
     top): raw probability above final probability (or the distribution after one sampler stage,
@@ -580,6 +595,9 @@ class DistributionPlot(QWidget):
         )
         if step.forced:
             text += "  ·  forced"
+        decided = [stage_value_text(st) for st in step.stages if st.value is not None]
+        if decided:
+            text += "  ·  " + "  ·  ".join(decided)
         if self._data["chosen_index"] is None and step.top:
             text += "  ·  chosen token not among the bars"
         if self._stage != _FINAL_KEY:

@@ -8,10 +8,9 @@ engine takes). Runs on the main thread; no model, no Qt.
 from __future__ import annotations
 
 import argparse
-import re
 
 from app.lab_registry import LABS
-from backends.base import LoadSettings, SamplerSettings, samplers_from_string, samplers_to_string
+from backends.base import LoadSettings, SamplerSettings, parse_logit_bias, samplers_from_string, samplers_to_string
 
 __all__ = ["build_parser", "settings_from_args", "load_settings_from_args", "TRACES_HELP"]
 
@@ -80,16 +79,10 @@ def _sampler_order(text: str) -> tuple[str, ...]:
 
 
 def _logit_bias(text: str) -> tuple[int | str, float]:
-    """llama.cpp's TOKEN_ID(+/-)BIAS ("15043+1", "15043-inf"); a TOKEN that is not a number is
-    a text ("' Paris'-inf" arrives as " Paris-inf")."""
-    m = re.fullmatch(r"(.+?)([+-])(inf|\d+(?:\.\d*)?|\.\d+)", text, flags=re.S | re.I)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not TOKEN+BIAS or TOKEN-BIAS (e.g. 15043+1, 15043-inf)")
-    token, sign, amount = m.groups()
-    bias = float(amount) * (1 if sign == "+" else -1)
-    if bias == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: a bias of +inf would force the token; use a large number")
-    return (int(token) if token.strip().isdigit() else token), bias
+    try:
+        return parse_logit_bias(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser, remote: bool = False) -> None:
