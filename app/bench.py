@@ -20,6 +20,8 @@ Sections (``--skip`` leaves any out):
   distribution decoded alone and inside a batch of 8).
 - ``grammar``: ``grammar_vs_free``, tokens per second of a grammar-held VS answer against a free
   answer of the same length on the same context.
+- ``whatif``: ``whatif_update_ms``, one live what-if update (a step of a finished run recomputed
+  from its kept logits under changed knobs, as the window does), median over several changes.
 - ``gui``: ``gui_vs_headless``, the Workbench window streaming (offscreen, plots live;
   ``app.bench_gui``) against the headless ``samplescope generate`` command, same prompt, settings
   and seeds, each run in a fresh process of its own.
@@ -55,7 +57,7 @@ from backends.base import SamplerSettings, Step
 __all__ = ["run_bench", "SECTIONS", "BENCH_PROMPT"]
 
 BENCH_PROMPT = "Once upon a time, in a village at the edge of a great forest, there lived"
-SECTIONS = ("baseline", "engine", "parallel", "grammar", "gui", "remote", "long")
+SECTIONS = ("baseline", "engine", "parallel", "grammar", "whatif", "gui", "remote", "long")
 N_PARALLEL = 8
 CHILD_TOKENS = 32
 
@@ -495,8 +497,43 @@ def _long(b: _Bench) -> dict:
     return r
 
 
-_RUN = {"baseline": _baseline, "engine": _engine, "parallel": _parallel, "grammar": _grammar, "gui": _gui,
-        "remote": _remote, "long": _long}
+def _whatif(b: _Bench) -> dict:
+    """``whatif_update_ms``: one live what-if update (a step of a finished run recomputed by our
+    chain from its kept logits, as the window does when a knob moves), median over knob changes."""
+    from app.core.session import GenerationSession
+    from app.core.whatif import LogitMemory, what_if
+
+    memory = LogitMemory()
+
+    def keep(session, index, logits):
+        if index == 0:
+            memory.start(1, session.prompt_tokens)
+        memory.put(1, index, logits)
+
+    b.backend.reset()
+    session = GenerationSession(b.backend, BENCH_PROMPT, b.settings.replace(max_tokens=32), banned_tokens=[b.eos],
+                                on_logits=keep)
+    steps = [x for x in session.run() if isinstance(x, Step)]
+    changes = [dict(temperature=t) for t in (0.5, 0.9, 1.3)] + [dict(top_k=k) for k in (5, 0, 100)] \
+        + [dict(top_p=p) for p in (0.8, 0.99)] + [dict(min_p=0.1), dict(top_k=0, top_p=1.0, min_p=0.0)]
+    times = []
+    for r in range(max(2, b.repeats)):
+        for i, ch in enumerate(changes):
+            idx = (i * 7 + r) % len(steps)
+            prompt_tokens, logits = memory.get(1, idx)
+            t0 = time.perf_counter()
+            what_if(logits, b.settings.replace(**ch), prompt_tokens, steps, idx, b.backend, b.backend.piece)
+            times.append((time.perf_counter() - t0) * 1e3)
+    times = times[len(changes):]  # the first round warms up
+    r = {"whatif_update_ms": round(_median(times), 3), "whatif_update_p90_ms": round(float(np.percentile(times, 90)), 3),
+         "whatif_memory_mb_per_step": round(262144 * 4 / 2**20, 2)}
+    b.out(f"what-if update: median {r['whatif_update_ms']:.2f} ms, p90 {r['whatif_update_p90_ms']:.2f} ms "
+          f"(target: at most 50 ms); logits kept per step {r['whatif_memory_mb_per_step']} MB")
+    return r
+
+
+_RUN = {"baseline": _baseline, "engine": _engine, "parallel": _parallel, "grammar": _grammar, "whatif": _whatif,
+        "gui": _gui, "remote": _remote, "long": _long}
 
 
 def run_bench(a) -> dict:

@@ -25,6 +25,7 @@ from app.workbench_control import (BusyFailure, ConnectionSettingsFailure, Inval
 from backends.sources import LocalSource, RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
+from app.core.whatif import LogitMemory
 from app.core.store import RunHead
 from app.lab_runner import LabRunner, LabSource
 from app.store_writer import RunSaver, StoreWriter
@@ -70,6 +71,11 @@ class WorkbenchController(QObject):
         self.model_info: ModelInfo | None = None
         self.model_sha256: str = ""
         self.trace: Trace | None = None
+        #: the full logits of recent local runs' steps, for the live what-if (bounded; a setting)
+        self.logit_memory = LogitMemory()
+        #: which run of ``logit_memory`` the shown trace is (None: a run it does not hold)
+        self.trace_memory_key: int | None = None
+        self._memory_runs = 0
         self._session: GenerationSession | None = None
         self._jobs: dict[int, JobKind] = {}
         self._gen_job: Job | None = None
@@ -263,11 +269,33 @@ class WorkbenchController(QObject):
                     cancel=cancel, on_wait=lambda left, why: self.waitCountdown.emit(float(left), str(why)),
                 )
                 return
-            session = GenerationSession(backend, prompt, settings)
+            session = GenerationSession(backend, prompt, settings, on_logits=keep)
             yield from session.run(cancel)
 
+        keep = self._memory_for_new_run()
         self._gen_job = self._submit(job, JobKind.GENERATE, State.GENERATING)
         return self._gen_job
+
+    @property
+    def local_engine(self):
+        """The Workbench's local backend (None without a local model or with a server connected);
+        the GUI thread may use its tokenizer and token texts only while the model worker is idle."""
+        return self._backend if self._remote is None else None
+
+    def _memory_for_new_run(self):
+        """The ``on_logits`` of a new local run: its steps' logits go to ``logit_memory`` (on the
+        model worker), under a new key that the shown trace now has."""
+        self._memory_runs += 1
+        key = self._memory_runs
+        self.trace_memory_key = key
+        memory = self.logit_memory
+
+        def keep(session: GenerationSession, index: int, logits) -> None:
+            if index == 0:
+                memory.start(key, session.prompt_tokens)
+            memory.put(key, index, logits)
+
+        return keep
 
     def step(self, prompt: str, settings: SamplerSettings, token_id: int | None = None) -> Job | None:
         """Step mode: take one token (``token_id`` or sampled), then show the next
@@ -280,7 +308,7 @@ class WorkbenchController(QObject):
         if self._session is None or self._session.finished is not None:
             if not self._check_ready(prompt, settings):
                 return None
-            self._session = GenerationSession(self._backend, prompt, settings)
+            self._session = GenerationSession(self._backend, prompt, settings, on_logits=self._memory_for_new_run())
             self.trace = Trace(prompt=prompt, settings=settings, model_name=self.model_info.name)
             self._start_saving(self.trace)
             self.traceReset.emit(self.trace)
@@ -488,6 +516,7 @@ class WorkbenchController(QObject):
             self._fail(RunNotOpened(str(exc)))
             return None
         self.trace = trace
+        self.trace_memory_key = None  # a stored run: its logits are not in memory
         self.traceReset.emit(trace)
         self.traceOpened.emit(trace)
         self.stepsAdded.emit()
@@ -502,6 +531,7 @@ class WorkbenchController(QObject):
             return False
         self._end_step_mode()
         self.trace = trace
+        self.trace_memory_key = None  # an opened generation: its logits are not in memory
         self.traceReset.emit(trace)
         self.traceOpened.emit(trace)
         self.stepsAdded.emit()

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
+from app.core.whatif import what_if
 from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
 from app.lab_presenter import LabPresenter
 from app.lab_registry import LABS
@@ -41,7 +42,7 @@ from app.redraw_pacer import RedrawPacer
 from app.window_exports import ExportsMixin
 from app.window_labs import LabsMixin
 from app.window_model import ModelMixin
-from backends.base import Finished, SamplerSettings, Step
+from backends.base import Finished, GenerationError, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
 from widgets.connection_panel import ConnectionPanel
 from widgets.distribution_plot import DistributionPlot
@@ -84,6 +85,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self._gen_t0: float | None = None
         self._gen_n0 = 0
         self._selected: int | None = None  # None: follow the latest step
+        self.last_what_if_ms: float | None = None  # how long the last what-if took
         self._pending: Step | None = None
         self._build_widgets()
         self._build_menus()
@@ -105,6 +107,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
     def _build_widgets(self) -> None:
         self.model_panel = ModelPanel()
         self.sampling_panel = SamplingPanel()
+        self.sampling_panel.settingsChanged.connect(self._what_if)
         self.history_panel = HistoryPanel()
         self.connection_panel = ConnectionPanel()
         for title, w, name in (
@@ -282,6 +285,8 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         )
         self.model_panel.openRequested.connect(self.open_model_dialog)
         self.model_panel.parallel.valueChanged.connect(self._set_parallel)
+        self.model_panel.whatif_memory.valueChanged.connect(
+            lambda mb: self.controller.logit_memory.set_max_bytes(int(mb) << 20))
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
         self.step_button.clicked.connect(lambda: self.step())
@@ -323,6 +328,8 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.model_panel.n_threads.setValue(s.n_threads)
         self.model_panel.n_gpu.setValue(s.n_gpu_layers)
         self.model_panel.parallel.setValue(s.max_parallel)
+        self.model_panel.whatif_memory.setValue(s.whatif_memory_mb)
+        self.controller.logit_memory.set_max_bytes(s.whatif_memory_mb << 20)
         self._set_parallel(s.max_parallel)
         self._update_recent()
         palette = s.palette if s.palette in PALETTES else next(iter(PALETTES))
@@ -487,6 +494,42 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.token_view.select(index)
         self.entropy_plot.select(index)
         self.distribution_plot.show_step(trace.steps[index])
+        self._what_if(self.sampling_panel.settings())
+
+    def _what_if(self, settings: SamplerSettings) -> Step | None:
+        """Live what-if: with a finished local run shown and the knobs moved away from its
+        settings, the shown step again under the new ones (``app.core.whatif``), from the logits
+        kept in memory; the chosen token stays marked, p_final 0 means the new settings cut it.
+        Returns the what-if step (None when none is shown)."""
+        c = self.controller
+        trace, engine = c.trace, c.local_engine
+        self.last_what_if_ms = None
+        if (trace is None or not trace.steps or trace.finished is None or c.busy or engine is None
+                or settings == trace.settings):
+            return None
+        idx = self._selected if self._selected is not None else len(trace.steps) - 1
+        orig = trace.steps[idx]
+        kept = c.logit_memory.get(c.trace_memory_key, idx) if c.trace_memory_key is not None else None
+        if kept is None or orig.token_id is None:
+            self.distribution_plot.show_step(orig, note=(
+                "What-if needs this step's logits: they are kept in memory for runs made in this session "
+                f"(at most {c.logit_memory.max_bytes >> 20} MB); generate the run again to try other settings on it."))
+            return None
+        t0 = time.perf_counter()
+        try:
+            step = what_if(kept[1], settings, kept[0], trace.steps, idx, engine, engine.piece)
+        except (GenerationError, ValueError) as exc:
+            self.distribution_plot.show_step(orig, note=f"What-if not computed: {exc}")
+            return None
+        self.last_what_if_ms = (time.perf_counter() - t0) * 1e3
+        note = (f"What-if with the knobs as set now (the run used others): p_final {orig.p_final:.1%} → "
+                f"{step.p_final:.1%}, kept {orig.kept:,} → {step.kept:,}, final entropy "
+                f"{orig.entropy_final:.3f} → {step.entropy_final:.3f} nats")
+        if step.p_final <= 0:
+            note += "; the new settings would have CUT the chosen token"
+        note += f"  ({c.logit_memory.used_bytes >> 20} of {c.logit_memory.max_bytes >> 20} MB of logits kept)"
+        self.distribution_plot.show_step(step, note=note)
+        return step
 
     # ------------------------------------------------------------------ state & errors
     def _on_state(self, state: State) -> None:
@@ -624,6 +667,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         s.n_threads = self.model_panel.n_threads.value()
         s.n_gpu_layers = self.model_panel.n_gpu.value()
         s.max_parallel = self.model_panel.parallel.value()
+        s.whatif_memory_mb = self.model_panel.whatif_memory.value()
         s.remote = self.connection_panel.config().to_dict()
         try:
             s.save()

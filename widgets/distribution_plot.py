@@ -272,11 +272,13 @@ class DistributionPlot(QWidget):
 
     # ------------------------------------------------------------------ public API
 
-    def show_step(self, step: Step | None, *, pending: bool = False) -> None:
+    def show_step(self, step: Step | None, *, pending: bool = False, note: str = "") -> None:
         """Draw ``step``'s candidates (``None`` clears). Keeps the chosen stage if the new step
         has a stage of the same name, otherwise falls back to "Raw vs final". ``pending``: the
         distribution of the next token in step mode, not chosen yet (its marked token is only
-        the most likely one)."""
+        the most likely one). ``note``: a line shown above the step's figures (a what-if says
+        so there)."""
+        self._note = note
         self._step = step
         self._pending = pending and step is not None
         if step is None:
@@ -590,6 +592,7 @@ class DistributionPlot(QWidget):
                 f"{_pct(step.unseen_mass)} mass unseen"
             )
         text = (
+            (f"{self._note}\n" if getattr(self, "_note", "") else "") +
             f"Step {step.index}: {tok}  ·  p_raw {_pct(step.p_raw)}  ·  p_final {_pct(step.p_final)}"
             f"  ·  rank {step.rank}  ·  entropy {step.entropy_raw:.3f} → {step.entropy_final:.3f} nats"
         )

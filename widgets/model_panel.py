@@ -100,6 +100,17 @@ class ModelPanel(QWidget):
             "Each generation keeps its own seed either way; batching moves probabilities only by llama.cpp's "
             "float noise.")
         form.addRow("Parallel sequences", self.parallel)
+        self.whatif_memory = QSpinBox()
+        self.whatif_memory.setRange(0, 65536)
+        self.whatif_memory.setSuffix(" MB")
+        self.whatif_memory.setSpecialValueText("off (0)")
+        self.whatif_memory.setSingleStep(64)
+        self.whatif_memory.setValue(256)
+        self.whatif_memory.setToolTip(
+            "Memory for the live what-if: the full logits of every step of recent runs are kept (1 MB a "
+            "step for a 262,144-token vocabulary), so moving a sampler knob re-computes the selected step "
+            "at once. The oldest runs are dropped first. 0 = keep none (no what-if).")
+        form.addRow("What-if memory", self.whatif_memory)
         lay.addLayout(form)
         self.gpu_label = _plain()
         lay.addWidget(self.gpu_label)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -67,8 +67,12 @@ class GenerationSession:
         banned_tokens: Sequence[int] = (),
         parse_special: bool = False,
         grammar=None,
+        on_logits: Callable[["GenerationSession", int, np.ndarray], None] | None = None,
     ) -> None:
         settings.validate()
+        #: called with (this session, step index, the step's full logits) before the chain runs
+        #: (the what-if memory keeps a copy); the array is the engine's: copy it to keep it
+        self.on_logits = on_logits
         self.grammar = grammar  # a backends.grammar.Grammar: the "grammar" stage of the chain
         self.parse_special = parse_special  # a chat prompt from ``format_chat``
         self.banned_tokens = tuple(int(t) for t in banned_tokens)
@@ -125,6 +129,8 @@ class GenerationSession:
             need = history_needed(s)
             window = (self.prompt_tokens + self.generated)[-need:] if need > 0 else ()
             logits = self.engine.logits()
+            if self.on_logits is not None:
+                self.on_logits(self, len(self.steps), logits)
             if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
                 logits = logits.copy()
                 logits[list(self.banned_tokens)] = _BANNED

@@ -64,6 +64,8 @@ class AppSettings:
     n_threads: int = field(default_factory=default_threads)
     #: the most generations the labs run at once (0 = automatic)
     max_parallel: int = 0
+    #: the memory bound of the live what-if's kept logits, in MiB (0 = none kept)
+    whatif_memory_mb: int = 256
     sampler: dict[str, Any] = field(default_factory=_default_sampler)
     preset_name: str = ""
     top_n: int = 20
@@ -213,6 +215,8 @@ def _checked(name: str, v: Any) -> Any:
         return v
     if name == "max_parallel":
         return v if is_int(v) and 0 <= v <= 64 else _BAD
+    if name == "whatif_memory_mb":
+        return v if is_int(v) and 0 <= v <= 65536 else _BAD
     if name == "top_n":
         lo, hi = SamplerSettings.LIMITS["top_n"]
         return v if is_int(v) and lo <= v <= hi else _BAD

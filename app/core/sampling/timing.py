@@ -36,6 +36,13 @@ def benchmark_chain(n_vocab: int = 262144, steps: int = 200, seed: int = 0) -> N
         ("typical .9 + default", base.replace(typical_p=0.9)),
         ("typical .9 only (k 0, p 1, min_p 0)", base.replace(top_k=0, top_p=1.0, min_p=0.0,
                                                            typical_p=0.9, temperature=1.0)),
+        ("default + DRY (.8, window 64)", base.replace(dry_multiplier=0.8, dry_sequence_breakers=())),
+        ("default + XTC (p 1, threshold .1)", base.replace(xtc_probability=1.0)),
+        ("top-n-sigma 1 + temperature", base.replace(top_k=0, top_p=1.0, min_p=0.0, top_n_sigma=1.0)),
+        ("dynamic temperature (.8 +/- .5)", base.replace(dynatemp_range=0.5)),
+        ("Mirostat v1 (tau 5)", base.replace(mirostat=1)),
+        ("Mirostat v2 (tau 5)", base.replace(mirostat=2)),
+        ("min_p .05 + adaptive-p (.3)", base.replace(top_k=0, top_p=1.0, adaptive_target=0.3)),
     ]
     flat = [rng.normal(0.0, 1.0, n_vocab).astype(_F32) for _ in range(2)]
     draw_rng = np.random.default_rng(1)

@@ -1,0 +1,126 @@
+"""Live what-if: a step of a run recomputed under other sampler settings, from its full logits.
+
+Owns:
+- ``LogitMemory``: the full next-token logits of every step of recent runs (float32 copies,
+  1 MB per step for a 262,144-token vocabulary), with the prompt's tokens, bounded by a number
+  of bytes (a setting, shown in the window); the oldest runs are dropped first. The generation
+  worker writes (``put``, through ``GenerationSession``'s ``on_logits``), the GUI thread reads;
+  a lock guards the dict, and an array, once stored, is never written again;
+- ``what_if``: one step again: our chain on that step's logits with new settings, the same
+  token taken (teacher-forced), as a ``Step`` record whose ``p_final`` 0 means the new settings
+  would have cut the token.
+
+Mirostat and adaptive-p start from their initial state in a what-if (the state a run carried
+to that step depends on the tokens before it under the new settings, which is a re-score of
+the whole run, not one step).
+
+Any thread; no Qt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import numpy as np
+
+from backends.base import SamplerSettings, Step
+
+from .sampling import apply_chain, history_needed, resolve_inputs
+from .sampling.chain import TokenizingEngine
+
+__all__ = ["LogitMemory", "what_if", "DEFAULT_MEMORY_MB"]
+
+#: the default bound of the what-if memory, in MiB (about 256 steps of a 262,144-token vocabulary)
+DEFAULT_MEMORY_MB = 256
+
+
+class LogitMemory:
+    """Full logits per (run, step) of recent runs, at most ``max_bytes`` in all."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMORY_MB << 20) -> None:
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[int, tuple[tuple[int, ...], dict[int, np.ndarray]]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = int(max_bytes)
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def start(self, run: int, prompt_tokens: Sequence[int]) -> None:
+        """A new run: its prompt's tokens (the history of its first step)."""
+        with self._lock:
+            old = self._runs.pop(run, None)
+            if old is not None:
+                self._bytes -= sum(a.nbytes for a in old[1].values())
+            self._runs[run] = (tuple(int(t) for t in prompt_tokens), {})
+
+    def put(self, run: int, index: int, logits: np.ndarray) -> None:
+        """Keep a copy of step ``index``'s logits (nothing when the bound is 0 or the run unknown)."""
+        if self.max_bytes <= 0:
+            return
+        copy = np.array(logits, dtype=np.float32, copy=True)
+        with self._lock:
+            entry = self._runs.get(run)
+            if entry is None:
+                return
+            steps = entry[1]
+            if index in steps:
+                self._bytes -= steps[index].nbytes
+            steps[index] = copy
+            self._bytes += copy.nbytes
+            self._runs.move_to_end(run)
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._runs:
+            run, (_, steps) = next(iter(self._runs.items()))
+            if len(self._runs) == 1:  # the newest run: drop its oldest steps
+                if not steps:
+                    break
+                first = min(steps)
+                self._bytes -= steps.pop(first).nbytes
+                continue
+            self._runs.pop(run)
+            self._bytes -= sum(a.nbytes for a in steps.values())
+
+    def set_max_bytes(self, n: int) -> None:
+        with self._lock:
+            self.max_bytes = int(n)
+            self._evict()
+
+    def get(self, run: int, index: int) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """(prompt tokens, logits) of step ``index`` of ``run``, or None when not kept."""
+        with self._lock:
+            entry = self._runs.get(run)
+            if entry is None or index not in entry[1]:
+                return None
+            return entry[0], entry[1][index]
+
+
+def what_if(logits: np.ndarray, settings: SamplerSettings, prompt_tokens: Sequence[int], steps: Sequence[Step],
+            index: int, engine: TokenizingEngine, piece_of: Callable[[int], str]) -> Step:
+    """Step ``index`` of a run (``steps``, its records) recomputed with ``settings``: the chain
+    on that step's ``logits`` (the history is the prompt's tokens and the run's tokens before
+    it), the run's token taken. ``engine`` tokenizes a logit-bias text and gives DRY's
+    vocabulary (``resolve_inputs``)."""
+    step = steps[index]
+    assert step.token_id is not None
+    history = list(prompt_tokens) + [int(s.token_id) for s in steps[:index] if s.token_id is not None]
+    need = history_needed(settings)
+    bias, breakers = resolve_inputs(settings, engine)
+    res = apply_chain(logits, settings, history[-need:] if need > 0 else (), top_n=settings.top_n,
+                      logit_bias=bias, dry_breakers=breakers, xtc_draw=_xtc_draw(step))
+    return res.to_step(int(step.token_id), index=step.index, position=step.position, text=step.token,
+                       piece=step.piece, piece_of=piece_of, forced=step.forced)
+
+
+def _xtc_draw(step: Step) -> float | None:
+    """The run's own XTC draw at this step, when it had one (so XTC acts where it acted)."""
+    for st in step.stages:
+        if st.name == "xtc" and st.value is not None:
+            return float(st.value)
+    return None
