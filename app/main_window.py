@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
-from app.core.whatif import what_if
+from app.core.whatif import rescore, what_if
 from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
 from app.lab_presenter import LabPresenter
 from app.lab_registry import LABS
@@ -86,6 +86,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self._gen_n0 = 0
         self._selected: int | None = None  # None: follow the latest step
         self.last_what_if_ms: float | None = None  # how long the last what-if took
+        self.last_rescore = None  # the last "Apply to this run" (app.core.whatif.Rescored)
         self._pending: Step | None = None
         self._build_widgets()
         self._build_menus()
@@ -156,7 +157,11 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.step_mode_button = QPushButton("Step mode")
         self.step_mode_button.setCheckable(True)
         self.step_mode_button.setToolTip("Advance one token at a time, for demos (Ctrl+T)")
-        for b in (self.generate_button, self.stop_button, self.step_mode_button, self.step_button):
+        self.rescore_button = QPushButton("Apply to this run")
+        self.rescore_button.setToolTip(
+            "Re-score the shown run with the knobs as set now (Ctrl+Shift+A): same tokens, every step "
+            "recomputed; the timeline overlays the new final entropy and marks tokens the new settings cut")
+        for b in (self.generate_button, self.stop_button, self.step_mode_button, self.step_button, self.rescore_button):
             row.addWidget(b)
         row.addStretch(1)
         pl.addLayout(row)
@@ -242,6 +247,11 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         r.addSeparator()
         self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
         self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
+        self.rescore_action = self._action(
+            r, "&Apply knobs to this run", self.rescore_run, "Ctrl+Shift+A",
+            "Re-score the shown run with the sampler knobs as set now: the same tokens, every step recomputed; "
+            "the timeline overlays the new final entropy and the chosen tokens' new probabilities and marks "
+            "each step whose token the new settings would have cut")
         r.addSeparator()
         self.vs_once_action = self._action(r, "VS lab: run &once", self._vs_run_once, "Ctrl+Shift+R",
                                            "Verbalized Sampling: one answer and its stated distribution")
@@ -290,6 +300,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
         self.step_button.clicked.connect(lambda: self.step())
+        self.rescore_button.clicked.connect(self.rescore_run)
         self.step_mode_button.toggled.connect(self.step_mode_action.setChecked)
         self.token_view.stepClicked.connect(self.select_step)
         self.entropy_plot.stepClicked.connect(self.select_step)
@@ -496,6 +507,33 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.distribution_plot.show_step(trace.steps[index])
         self._what_if(self.sampling_panel.settings())
 
+    def rescore_run(self):
+        """"Apply to this run": every step of the shown (finished, local, in-memory) run again
+        under the current knobs, overlaid on the timeline. Returns the ``Rescored`` (None, with
+        the reason in the banner, when it cannot be done)."""
+        c = self.controller
+        trace, engine = c.trace, c.local_engine
+        if trace is None or not trace.steps or trace.finished is None or c.busy:
+            self.show_banner("Apply to this run: first generate a run (and let it finish).")
+            return None
+        if engine is None or c.trace_memory_key is None:
+            self.show_banner("Apply to this run needs the run's logits, kept for local runs made in this session; "
+                             "generate it again on the local model.")
+            return None
+        try:
+            res = rescore(c.logit_memory, c.trace_memory_key, self.sampling_panel.settings(), trace.steps, engine,
+                          engine.piece)
+        except (GenerationError, ValueError) as exc:
+            self.show_banner(f"The run was not re-scored: {exc}")
+            return None
+        self.entropy_plot.set_overlay(res.entropy_final, res.p_final, res.cut)
+        missing = f"; {res.n_missing} step(s) without kept logits skipped" if res.n_missing else ""
+        self.statusBar().showMessage(
+            f"Re-scored {len(trace.steps) - res.n_missing} steps with the current knobs: {res.n_cut} chosen token(s) "
+            f"would have been cut (marked x){missing}", 15000)
+        self.last_rescore = res
+        return res
+
     def _what_if(self, settings: SamplerSettings) -> Step | None:
         """Live what-if: with a finished local run shown and the knobs moved away from its
         settings, the shown step again under the new ones (``app.core.whatif``), from the logits
@@ -556,6 +594,8 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         can_step = caps.step_mode or caps.kind == "none"
         self.step_button.setEnabled(has_model and can_step and not generating and not loading)
         self.step_action.setEnabled(has_model and can_step and not generating and not loading)
+        self.rescore_action.setEnabled(has_model and not generating and not loading)
+        self.rescore_button.setEnabled(has_model and not generating and not loading)
         self.step_mode_button.setEnabled(can_step)
         self.step_mode_action.setEnabled(can_step)
         self.step_button.setToolTip(

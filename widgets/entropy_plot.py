@@ -83,6 +83,17 @@ class EntropyPlot(QWidget):
                 connect="finite",
             )
             self._curves[key] = item
+        # "Apply to this run": the run re-scored under other settings, over the run's own curves
+        self._overlay: dict[str, pg.PlotDataItem] = {}
+        for key, name, color in (("entropy_final", "re-scored final entropy", FINAL_COLOR),
+                                 ("surprisal", "re-scored -ln p_final of chosen", (0, 158, 115))):
+            item = pi.plot(np.zeros(0), np.zeros(0), name=name,
+                           pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine), connect="finite")
+            item.setVisible(False)
+            self._overlay[key] = item
+        self._cut_marks = pi.plot(np.zeros(0), np.zeros(0), name="cut by the new settings", pen=None, symbol="x",
+                                  symbolSize=11, symbolBrush=(204, 0, 0), symbolPen=pg.mkPen((204, 0, 0), width=2))
+        self._cut_marks.setVisible(False)
         self._line = pg.InfiniteLine(
             pos=0, angle=90, movable=False, pen=pg.mkPen((204, 0, 102), width=1.5, style=Qt.PenStyle.DashLine)
         )
@@ -103,8 +114,9 @@ class EntropyPlot(QWidget):
     # ------------------------------------------------------------------ public API
 
     def set_trace(self, trace: Trace | None) -> None:
-        """Plot ``trace`` (None clears) and draw it at once."""
+        """Plot ``trace`` (None clears) and draw it at once (a re-scored overlay goes)."""
         self._trace = trace
+        self.set_overlay(None)
         self._n_drawn = -1
         self._estimated_seen = 0
         self._estimated = False
@@ -118,6 +130,39 @@ class EntropyPlot(QWidget):
 
     def trace(self) -> Trace | None:
         return self._trace
+
+    def set_overlay(self, entropy_final: np.ndarray | None, p_final: np.ndarray | None = None,
+                    cut: np.ndarray | None = None) -> None:
+        """Overlay a re-scored run (``app.core.whatif.Rescored``): its final entropy and the
+        chosen tokens' -ln p_final under the new settings as dashed lines, an x at every step whose token
+        the new settings cut (at the height of the run's own surprisal). None clears."""
+        if entropy_final is None:
+            for item in (*self._overlay.values(), self._cut_marks):
+                item.setData(np.zeros(0), np.zeros(0))
+                item.setVisible(False)
+            return
+        n = entropy_final.shape[0]
+        x = np.arange(n, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            surprisal = -np.log(np.asarray(p_final, dtype=np.float64))
+        surprisal[~np.isfinite(surprisal)] = np.nan  # a cut token has no surprisal: marked instead
+        self._overlay["entropy_final"].setData(x, np.asarray(entropy_final, dtype=np.float64))
+        self._overlay["surprisal"].setData(x, surprisal)
+        for item in self._overlay.values():
+            item.setVisible(True)
+        cut = np.zeros(n, dtype=bool) if cut is None else np.asarray(cut, dtype=bool)
+        own = self._trace.surprisal.view()[:n] if self._trace is not None else np.zeros(n)
+        self._cut_marks.setData(x[cut], np.asarray(own, dtype=np.float64)[cut])
+        self._cut_marks.setVisible(bool(cut.any()))
+
+    def overlay_data(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The overlay's curves and the cut marks as drawn (empty arrays when none)."""
+        out = {}
+        for key, item in (*self._overlay.items(), ("cut", self._cut_marks)):
+            x = item.xData if item.xData is not None and item.isVisible() else np.zeros(0)
+            y = item.yData if item.yData is not None and item.isVisible() else np.zeros(0)
+            out[key] = (np.asarray(x), np.asarray(y))
+        return out
 
     def refresh(self, live: bool = False) -> None:
         """Hand the trace's columns to the curves if the trace changed length since last time.

@@ -8,11 +8,13 @@ Owns:
   a lock guards the dict, and an array, once stored, is never written again;
 - ``what_if``: one step again: our chain on that step's logits with new settings, the same
   token taken (teacher-forced), as a ``Step`` record whose ``p_final`` 0 means the new settings
-  would have cut the token.
+  would have cut the token;
+- ``rescore`` -> ``Rescored``: every step of a run again under new settings ("Apply to this
+  run"), with the stateful samplers' state carried along the run's tokens.
 
-Mirostat and adaptive-p start from their initial state in a what-if (the state a run carried
-to that step depends on the tokens before it under the new settings, which is a re-score of
-the whole run, not one step).
+Mirostat and adaptive-p start from their initial state in a one-step what-if (the state a run
+carried to that step depends on the steps before it under the new settings: ``rescore`` carries
+it).
 
 Any thread; no Qt.
 """
@@ -21,16 +23,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from backends.base import SamplerSettings, Step
 
-from .sampling import apply_chain, history_needed, resolve_inputs
+from .sampling import SamplerState, apply_chain, history_needed, resolve_inputs
 from .sampling.chain import TokenizingEngine
 
-__all__ = ["LogitMemory", "what_if", "DEFAULT_MEMORY_MB"]
+__all__ = ["LogitMemory", "Rescored", "what_if", "rescore", "DEFAULT_MEMORY_MB"]
 
 #: the default bound of the what-if memory, in MiB (about 256 steps of a 262,144-token vocabulary)
 DEFAULT_MEMORY_MB = 256
@@ -116,6 +119,57 @@ def what_if(logits: np.ndarray, settings: SamplerSettings, prompt_tokens: Sequen
                       logit_bias=bias, dry_breakers=breakers, xtc_draw=_xtc_draw(step))
     return res.to_step(int(step.token_id), index=step.index, position=step.position, text=step.token,
                        piece=step.piece, piece_of=piece_of, forced=step.forced)
+
+
+@dataclass(frozen=True)
+class Rescored:
+    """A whole run recomputed under other settings, token for token (``rescore``): ``steps``
+    (None where the step's logits are not kept), and per step the new final entropy, the
+    chosen token's new final probability and whether the new settings cut it (NaN / False
+    where not computed)."""
+
+    settings: SamplerSettings
+    steps: tuple[Step | None, ...]
+    entropy_final: np.ndarray
+    p_final: np.ndarray
+    cut: np.ndarray
+
+    @property
+    def n_cut(self) -> int:
+        return int(self.cut.sum())
+
+    @property
+    def n_missing(self) -> int:
+        return sum(s is None for s in self.steps)
+
+
+def rescore(memory: LogitMemory, run: int, settings: SamplerSettings, steps: Sequence[Step],
+            engine: TokenizingEngine, piece_of: Callable[[int], str]) -> Rescored:
+    """Every step of ``run`` (its records ``steps``) recomputed with ``settings`` and the run's
+    tokens (teacher-forced). Unlike one what-if, Mirostat's mu and adaptive-p's average are
+    carried from step to step along the run's tokens, as a generation would."""
+    need = history_needed(settings)
+    bias, breakers = resolve_inputs(settings, engine)
+    state = SamplerState.initial(settings)
+    out: list[Step | None] = []
+    for i, step in enumerate(steps):
+        kept = memory.get(run, i)
+        if kept is None or step.token_id is None:
+            out.append(None)
+            state = SamplerState.initial(settings)  # the chain of states breaks at a gap
+            continue
+        prompt_tokens, logits = kept
+        history = list(prompt_tokens) + [int(s.token_id) for s in steps[:i] if s.token_id is not None]
+        res = apply_chain(logits, settings, history[-need:] if need > 0 else (), top_n=settings.top_n,
+                          logit_bias=bias, dry_breakers=breakers, xtc_draw=_xtc_draw(step), state=state)
+        new = res.to_step(int(step.token_id), index=step.index, position=step.position, text=step.token,
+                          piece=step.piece, piece_of=piece_of, forced=step.forced)
+        state = res.next_state(int(step.token_id)) or state
+        out.append(new)
+    ent = np.array([s.entropy_final if s is not None else np.nan for s in out], dtype=np.float64)
+    pf = np.array([s.p_final if s is not None else np.nan for s in out], dtype=np.float64)
+    cut = np.array([s is not None and s.p_final <= 0 for s in out], dtype=bool)
+    return Rescored(settings, tuple(out), ent, pf, cut)
 
 
 def _xtc_draw(step: Step) -> float | None:

@@ -70,3 +70,33 @@ def test_the_memory_bound_is_a_setting_and_a_run_without_logits_says_so(window, 
         assert "at most 0 MB" in window.distribution_plot._info.text()
     finally:
         window.model_panel.whatif_memory.setValue(256)
+
+
+def test_apply_to_this_run_rescores_every_step(window, qtbot):
+    run = SamplerSettings(max_tokens=10, seed=11, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    window.sampling_panel.set_settings(run)
+    window.prompt_edit.setPlainText("The weather today is")
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000):
+        window.generate_action.trigger()
+    qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+    wait_saved(window, qtbot)
+    trace = window.controller.trace
+    # the run's own settings give the run back, step for step
+    res = window.rescore_run()
+    assert res is not None and res.n_missing == 0 and res.n_cut == 0
+    assert np.allclose(res.p_final, [s.p_final for s in trace.steps], atol=1e-9)
+    # greedy keeps only the most likely token: every step whose token was not rank 1 is cut
+    window.sampling_panel._spins["temperature"].setValue(0.0)
+    res = window.rescore_button.click() or window.last_rescore
+    expected = np.array([s.rank != 1 for s in trace.steps])
+    assert expected.any() and np.array_equal(res.cut, expected)
+    assert np.all(res.p_final[~expected] == 1.0)
+    drawn = window.entropy_plot.overlay_data()
+    assert len(drawn["entropy_final"][0]) == len(trace.steps) and np.allclose(drawn["entropy_final"][1], 0.0)
+    assert list(drawn["cut"][0]) == [float(i) for i in np.flatnonzero(expected)]
+    assert "would have been cut" in window.statusBar().currentMessage()
+    # a new run clears the overlay
+    window.sampling_panel.set_settings(run.replace(max_tokens=2))
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000):
+        window.generate_action.trigger()
+    assert len(window.entropy_plot.overlay_data()["cut"][0]) == 0
