@@ -174,7 +174,7 @@ class LabRunner(QObject):
         return self._job is not None and job_id == self._job.id
 
     def _on_yielded(self, job_id: int, item: object) -> None:
-        if not self._mine(job_id) or not isinstance(item, (Record, dict)):  # dict: until every lab is typed
+        if not self._mine(job_id) or not isinstance(item, Record):  # TICK and other progress: not records
             return
         self.records.append(item)
         if self.writer is not None:
@@ -203,8 +203,8 @@ class LabRunner(QObject):
         if not self._mine(job_id):
             return
         cancelled = self._job.cancel.is_set()
-        summary = result if isinstance(result, (Record, dict)) else None
-        done = summary.get("cancelled") if isinstance(summary, dict) else getattr(summary, "cancelled", False)
+        summary = result if isinstance(result, Record) else None
+        done = bool(getattr(summary, "cancelled", False))
         status = "stopped" if cancelled or done else "done"
         self._end(summary, status)
         self.finished.emit(summary, status)

@@ -1,6 +1,8 @@
 """Verbalized Sampling lab end to end: the embedded model with the JSON-schema grammar, the seeded
-draw and tau, ``samplescope vs --json`` headless, and a remote run against llama-cpp-python's
-server. Kept small (2 cores): k <= 3, n <= 2, short token limits."""
+draw and tau, the typed records of real runs (they round-trip through their dict forms; the
+dict forms without a model are in ``test_vs_records``), ``samplescope vs --json`` headless, and
+a remote run against llama-cpp-python's server. Kept small (2 cores): k <= 3, n <= 2, short
+token limits."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import numpy as np
 import pytest
 
 from app.labs.vs.engine import (DEFAULT_SETTINGS, LocalVSEngine, RemoteVSEngine, compare, draw,
-                                     model_distribution, run_vs_once)
+                                     model_distribution, run_vs_once, single_run_record)
 from app.labs.vs.prompts import build_request
+from app.labs.vs.records import ModelDistribution, VSRunRecord
+from tests.test_vs_records import assert_round_trips
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = replace(DEFAULT_SETTINGS, max_tokens=110)
@@ -45,7 +49,8 @@ def test_vs_comparison_on_the_embedded_model_every_answer_parses(engine):
     records = []
     result = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS, seed=5,
                      on_record=records.append, direct_max_tokens=12, tau=0.2)
-    assert [(r["arm"], r["run"]) for r in records] == [("direct", 0), ("vs", 0), ("direct", 1), ("vs", 1)]
+    assert [(r.arm, r.run) for r in records] == [("direct", 0), ("vs", 0), ("direct", 1), ("vs", 1)]
+    assert all(isinstance(r, VSRunRecord) and r.counted for r in records)
     for out in result.vs:
         assert out.error is None and out.parsed is not None, out.raw
         assert len(out.parsed.candidates) == 3
@@ -58,6 +63,16 @@ def test_vs_comparison_on_the_embedded_model_every_answer_parses(engine):
     assert result.vs_metrics["n_samples"] == 6
     assert 0.0 <= result.vs_metrics["semantic_diversity"] <= 100.0
     assert set(result.ratios) >= {"semantic_diversity", "lexical_similarity", "distinct_1"}
+    # the records are the outcomes' (the VS arm's, in run order), with the keys of before; they
+    # and the summary round-trip through their dict forms
+    vs_records = [r for r in records if r.arm == "vs"]
+    assert [(r.raw, r.drawn_index, r.texts) for r in vs_records] == [(o.raw, o.drawn_index, o.parsed.texts)
+                                                                     for o in result.vs]
+    assert not {"interrupted", "model", "kind"} & set(records[1].to_dict())
+    summary = result.summary("Gemma")
+    assert summary.runs.vs == 2 and summary.model == "Gemma" and summary.vs["n_samples"] == 6
+    for typed in (*records, summary):
+        assert_round_trips(typed)
     # the same seeds give the same answers and draws: the runs went as parallel sequences, in the
     # same batches every time (a lone run of the same seed may differ by llama.cpp's batch noise)
     again = compare(engine, "Name a US state.", "VS-Standard", k=3, n=2, settings=SETTINGS, seed=5,
@@ -78,10 +93,32 @@ def test_continuation_logprob_and_embeddings(engine):
     lp = engine.continuation_logprob("Task: Name a US state.\nAnswer:", " Ohio")
     assert lp < 0 and math.isfinite(lp)
     dist = model_distribution(engine, "Name a US state.", ["Ohio", "Texas", "zqxv blorf"], stated=[0.2, 0.3, 0.5])
-    assert abs(sum(dist["probabilities"]) - 1) < 1e-9 and dist["probabilities"][2] < dist["probabilities"][0]
-    assert dist["logprobs"][0] == pytest.approx(lp) and dist["kl_stated_to_model"] > 0.1
+    assert isinstance(dist, ModelDistribution)
+    assert abs(sum(dist.probabilities) - 1) < 1e-9 and dist.probabilities[2] < dist.probabilities[0]
+    assert dist.logprobs[0] == pytest.approx(lp) and dist.kl_stated_to_model > 0.1
+    # without stated probabilities there is no KL, and the dict form has no key for it
+    bare = model_distribution(engine, "Name a US state.", ["Ohio", "Texas"])
+    assert bare.kl_stated_to_model is None and set(bare.to_dict()) == {"logprobs", "probabilities"}
     emb = engine.embed(["Ohio", "Texas", "Ohio"])
     assert emb.shape[0] == 3 and np.allclose(emb[0], emb[2])
+
+
+def test_a_single_run_record_has_what_the_model_does(engine):
+    req = build_request("VS-Standard", "Name a US state.", 2)
+    rec = single_run_record(engine, req, replace(SETTINGS, max_tokens=80), 4)
+    assert (rec.arm, rec.run, rec.method) == ("vs", 0, "VS-Standard") and rec.counted
+    assert rec.error is None or rec.cut, rec.raw
+    if rec.error is None:  # a local model's readable answer: "what the model does" for each candidate
+        assert rec.model is not None and len(rec.model.probabilities) == len(rec.candidates)
+        assert rec.model.kl_stated_to_model is not None and rec.model.kl_stated_to_model >= 0
+        assert set(rec.to_dict()["model"]) == {"logprobs", "probabilities", "kl_stated_to_model"}
+    assert_round_trips(rec)
+    cancel = threading.Event()
+    cancel.set()  # a Stop before the answer: reported, marked, without the model's distribution
+    cut = single_run_record(engine, req, replace(SETTINGS, max_tokens=80), 4, cancel=cancel)
+    assert cut.interrupted and cut.model is None and not cut.counted
+    assert cut.to_dict()["interrupted"] is True and "model" not in cut.to_dict()
+    assert_round_trips(cut)
 
 
 def test_free_text_and_sequence_methods_on_the_embedded_model(engine):
@@ -131,9 +168,12 @@ def test_stop_inside_a_comparison_reports_the_cut_run_but_does_not_count_it(engi
     assert result.cancelled and not result.direct and not result.vs
     # the runs in flight (they run as parallel sequences) were cut: each is reported, in run
     # order, marked interrupted, and none is counted
-    assert records and all(r["interrupted"] is True for r in records)
-    assert (records[0]["arm"], records[0]["run"]) == ("direct", 0)
-    assert all(t["finished"]["reason"] == "cancelled" for r in records for t in r["traces"])
+    assert records and all(r.interrupted is True for r in records)
+    assert (records[0].arm, records[0].run) == ("direct", 0)
+    assert all(t["finished"]["reason"] == "cancelled" for r in records for t in r.traces)
+    assert all(r.to_dict()["interrupted"] is True for r in records)
+    for r in records:
+        assert_round_trips(r)
     assert any("stopped" in n for n in result.notes)
 
 

@@ -1,7 +1,9 @@
 """``samplescope vs``: Direct against a Verbalized Sampling method, headless.
 
-Owns: ``cmd_vs``, printing one record per run as it arrives (JSON lines with ``--json``) and
-then the comparison's summary; the lab's engine is built on the backend the scaffold opened.
+Owns: ``cmd_vs``, printing one record per run as it arrives (JSON lines with ``--json``: each
+``VSRunRecord``'s dict form, then ``{"summary": ...}`` with the ``VSSummary``'s and the sampler
+settings) and then the comparison's summary; the lab's engine is built on the backend the
+scaffold opened.
 Main thread; no Qt.
 """
 
@@ -9,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from app.core.jsonsafe import json_safe
+from app.core.records import plain
 
 from .args import settings_from_args
 from .scaffold import checking_input, is_remote, load_backend, print_record, print_summary, remote_backend
+
+if TYPE_CHECKING:
+    from app.labs.vs.records import VSRunRecord
 
 __all__ = ["cmd_vs"]
 
@@ -34,12 +41,12 @@ def cmd_vs(a: argparse.Namespace) -> int:
         reference = load_us_state_reference()
     cancel = a.cancel
 
-    def record(r: dict) -> None:
+    def record(r: VSRunRecord) -> None:
         if a.json:
             print_record(r, a)
         else:
-            shown = r["drawn"] if r["drawn"] is not None else f"[{r['error']}]"
-            print(f"{r['arm']:>6} #{r['run'] + 1}: {shown}", flush=True)
+            shown = r.drawn if r.drawn is not None else f"[{r.error}]"
+            print(f"{r.arm:>6} #{r.run + 1}: {shown}", flush=True)
 
     engine = local = None
     try:
@@ -59,7 +66,7 @@ def cmd_vs(a: argparse.Namespace) -> int:
             engine.close()
         if local is not None:
             local.close()
-    summary = {**result.summary(), "model": engine.name, "settings": settings.to_dict()}
+    summary = {**plain(result.summary(engine.name)), "settings": settings.to_dict()}
     if a.json:
         print_summary(summary, a)
     else:

@@ -21,7 +21,9 @@ The rules of the dict form, the same for every record:
 - JSON has no NaN: the store and ``--json`` write a non-finite number as null, and ``from_dict``
   reads null back as NaN in a field typed ``float`` (``float | None`` keeps None);
 - tuples are written as lists, enums as their values, numpy scalars and arrays as numbers and
-  lists; fields typed ``dict`` or ``Any`` (a generation's trace) are kept as they are.
+  lists; fields typed ``dict`` or ``Any`` (a generation's trace) are kept as they are;
+- a nested value type with a dict form of its own (``to_dict`` and ``from_dict``, as
+  ``SamplerSettings``, whose banned tokens are written "-inf") is written and read by it.
 
 Any thread: records are immutable values, made on a worker and read on the GUI thread.
 No Qt.
@@ -54,6 +56,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if callable(getattr(value, "to_dict", None)) and callable(getattr(type(value), "from_dict", None)):
+            return plain(value.to_dict())  # a value type with a dict form of its own (SamplerSettings)
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
@@ -110,7 +114,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise RecordError(f"{path}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         out = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         return out if origin is list else tuple(out)
@@ -132,6 +136,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return value
             if not isinstance(value, Mapping):
                 raise RecordError(f"{path}: expected an object, got {type(value).__name__}")
+            own = getattr(tp, "from_dict", None)
+            if callable(own):  # a value type with a dict form of its own (SamplerSettings: "-inf" bans)
+                try:
+                    return own(dict(value))
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise RecordError(f"{path}: {exc}") from None
             return _build(tp, value, path)
         if issubclass(tp, enum.Enum):
             try:

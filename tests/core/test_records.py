@@ -13,6 +13,7 @@ import pytest
 
 from app.core.records import Record, RecordError, RecordTypes
 from app.core.store import Experiment
+from backends.base import SamplerSettings
 
 
 class Colour(enum.Enum):
@@ -118,3 +119,23 @@ def test_record_types_read_by_kind_and_a_stored_run_keeps_what_it_can_read() -> 
     assert typed.params == Renamed("p") and typed.summary == Total(2)
     assert typed.records == (Row(0, 1.0), Total(1))
     assert len(typed.problems) == 2 and "record 3" in typed.problems[0] and "mystery" in typed.problems[1]
+
+
+@dataclass(frozen=True)
+class _WithSettings(Record):
+    pair: tuple[int, str]
+    settings: SamplerSettings
+
+
+def test_fixed_tuples_and_settings_with_a_ban_survive_the_store() -> None:
+    """A ``tuple[int, str]`` reads back as its values (not as its types), and nested sampler
+    settings keep a banned token's -inf through JSON (written "-inf" by their own dict form)."""
+    import json
+
+    rec = _WithSettings((3, "x"), SamplerSettings(logit_bias=((5, float("-inf")), ("hi", 1.5)), stop=("\n",)))
+    stored = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert stored["settings"]["logit_bias"] == [[5, "-inf"], ["hi", 1.5]]
+    back = _WithSettings.from_dict(stored)
+    assert back == rec and back.pair == (3, "x") and back.settings.logit_bias[0][1] == float("-inf")
+    with pytest.raises(RecordError, match="pair"):
+        _WithSettings.from_dict({**stored, "pair": [3]})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.records import Record
 from app.core.store import RunStore
 from app.lab_registry import lab_for_kind
 
@@ -43,7 +44,12 @@ def test_every_lab_run_of_the_earlier_version_replays_into_its_panel(window, qtb
         assert spec is not None, exp.kind
         kinds.append(exp.kind)
         lab = window.lab_presenters[spec.name]
-        lab.reopen(exp)  # raises if a record no longer fits the panel
+        # as the window reads it: every record into the lab's typed records, none left out
+        typed = spec.record_types().read_experiment(exp)
+        assert typed.problems == (), typed.problems
+        assert all(isinstance(r, Record) for r in typed.records)
+        assert isinstance(typed.params, Record) and (typed.summary is None or isinstance(typed.summary, Record))
+        lab.reopen(typed)  # raises if a record no longer fits the panel
         assert f"Lab run #{exp.id}" in lab.panel.status.text()
         assert exp.status == "done" and exp.records
     assert sorted(kinds) == ["align", "decoding", "shift", "vs"]

@@ -1,6 +1,7 @@
 """The Verbalized Sampling lab in the window, on the real embedded model (pytest-qt, offscreen):
 one run with "what the model says vs what it does", a small comparison (N=3) whose plots'
-data are checked, Stop mid-comparison, records in the run store, template errors, plain text.
+data are checked, Stop mid-comparison, records in the run store (the lab's typed records, as
+their dict forms) and reopened from it, template errors, plain text.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 
 import pytest
 
+from app.core.jsonsafe import json_safe
+from app.labs.vs.records import StatedCandidate, VSRunRecord, VSSummary
 from backends.base import SamplerSettings
 from tests.widgets.factory import wait_saved
 
@@ -36,8 +39,12 @@ def test_run_once_shows_what_the_model_says_and_does(window, qtbot):
     p.method.setCurrentText("VS-Standard")
     summary, status = _run(qtbot, window, window.vs_once_action)
     assert status == "done" and window.lab_tabs.currentWidget() is p
+    assert summary is None  # a single run has no summary
+    (typed,) = window.controller.labs.records
+    assert isinstance(typed, VSRunRecord) and typed.arm == "vs" and typed.counted
     res = p.results()
     (rec,) = res["records"]
+    assert rec == typed.to_dict()  # the results are the records' dict forms
     # a grammar-held answer parses unless the token limit cut it (the 270M model can loop inside
     # a string; on some processors it does here)
     assert rec["error"] is None or rec["cut"], rec["raw"]
@@ -54,6 +61,8 @@ def test_run_once_shows_what_the_model_says_and_does(window, qtbot):
     assert p.raw_view.toPlainText() == rec["raw"]
     exp = window.controller.store.list_experiments("vs")[0]
     assert exp.n_records == 1 and exp.status == "done"
+    stored = window.controller.store.load_experiment(exp.id)
+    assert stored.records[0] == json.loads(json.dumps(json_safe(rec))) and stored.params["mode"] == "once"
 
 
 def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
@@ -62,6 +71,7 @@ def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
     p.reference.setCurrentIndex(1)  # US states
     summary, status = _run(qtbot, window, window.vs_compare_action)
     assert status == "done", p.status.text()
+    assert isinstance(summary, VSSummary) and summary.runs.direct == summary.runs.vs == 3
     assert p.progress.maximum() == 6 and p.progress.value() == 6
     res = p.results()
     arms = [(r["arm"], r["run"]) for r in res["records"]]
@@ -72,14 +82,14 @@ def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
     assert ratio["reference"] == 1.0 and "distinct-1" in ratio["categories"]
     (values,) = ratio["series"].values()
     i = ratio["categories"].index("distinct-1")
-    assert math.isclose(values[i], summary["ratios"]["distinct_1"])
+    assert math.isclose(values[i], summary.ratios["distinct_1"])
     # every readable VS run gives its candidates as samples: k = 3 each, fewer only for an answer
     # the token limit cut (the 270M model can run a grammar-held answer into it) or one not read
     vs_records = [r for r in res["records"] if r["arm"] == "vs"]
-    assert summary["vs"]["n_samples"] == sum(len(r["samples"]) for r in vs_records)
+    assert summary.vs["n_samples"] == sum(len(r["samples"]) for r in vs_records)
     for r in vs_records:
         assert len(r["samples"]) == 3 or r["cut"] or r["error"], r
-    assert summary["vs"]["parse_failure_rate"] == sum(bool(r["error"]) for r in vs_records) / 3
+    assert summary.vs["parse_failure_rate"] == sum(bool(r["error"]) for r in vs_records) / 3
     assert p.metrics_table.rowCount() >= 8
     # the histogram: reference shares and each arm's answer distribution over the states
     hist = res["histogram"]
@@ -93,7 +103,8 @@ def test_comparison_n3_fills_plots_and_the_run_store(window, qtbot):
     store = window.controller.store
     exp = store.load_experiment(window.controller.labs.experiment_id)
     assert exp.status == "done" and len(exp.records) == 6
-    assert exp.summary["ratios"] == summary["ratios"] and exp.params["n"] == 3
+    assert exp.summary["ratios"] == summary.ratios and exp.params["n"] == 3
+    assert exp.summary == json.loads(json.dumps(json_safe(summary.to_dict()))) and exp.params["mode"] == "compare"
     # the lab run is listed in the history and reopens with the same plots
     assert window.history_panel.lab_run_ids()[0] == exp.id
     before = p.results()
@@ -117,8 +128,8 @@ def test_stop_mid_comparison_keeps_finished_runs(window, qtbot):
         window.lab_tabs.setCurrentWidget(p)
         window.stop_action.trigger()  # Esc stops the lab run when its tab shows
     summary, status = blocker.args
-    assert status == "stopped" and summary["cancelled"] is True
-    kept = [r for r in labs.records if not r.get("interrupted")]
+    assert status == "stopped" and summary.cancelled is True
+    kept = [r for r in labs.records if not r.interrupted]
     assert 1 <= len(kept) < 60
     wait_saved(window, qtbot)
     exp = window.controller.store.load_experiment(labs.experiment_id)
@@ -150,8 +161,10 @@ def test_model_output_is_plain_text_and_export_has_it(window, tmp_path):
     p = window.vs_panel
     p.start_results("compare", None)
     html = "<b>bold</b><img src=x>"
-    p.add_record({"arm": "vs", "run": 0, "raw": html, "error": None, "drawn": html, "samples": [html],
-                  "candidates": [{"text": html, "stated": 1.0, "probability": 1.0}], "seconds": 0.1, "seed": 1})
+    p.add_record(VSRunRecord(arm="vs", run=0, method="VS-Standard", raw=html, error=None, samples=(html,),
+                             candidates=(StatedCandidate(html, 1.0, 1.0),), repairs=(), problems=(),
+                             source_format="json", drawn=html, drawn_index=0, kept=(0,), notes=(), seconds=0.1,
+                             seed=1))
     assert p.runs_table.item(0, 2).text() == html
     window.lab_tabs.setCurrentWidget(p)
     path = window.export_lab_results(str(tmp_path / "vs.json"))

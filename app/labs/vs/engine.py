@@ -1,22 +1,28 @@
 """Verbalized Sampling lab, headless: engines, one VS run, and Direct-vs-VS comparisons.
 
 Owns:
-- ``LocalVSEngine``: a GGUF model through llama-cpp-python's high-level ``Llama``; VS answers
-  held to the answer's JSON schema by a llama.cpp grammar (so even the 270M model returns valid
-  JSON); embeddings from a second, lazily created ``Llama`` in embedding mode (mean pooling);
-  ``continuation_logprob`` for "what the model says vs what it does".
+- ``LocalVSEngine``: a GGUF model on the one engine (``backends.llama_engine``: a loaded
+  ``LlamaModel``, shared with the Workbench, or a path opened here); answers run through
+  ``GenerationSession`` with the sampler chain, as parallel sequences of one context, a VS
+  answer held to its JSON schema by the grammar stage (``backends.grammar``; so even the 270M
+  model returns valid JSON), each answer with its trace; embeddings from the model's embedding
+  context (mean pooling); ``continuation_logprob`` for "what the model says vs what it does".
 - ``RemoteVSEngine``: an ``OpenAICompatBackend``; the server's JSON-schema response format when
   the probe found one, otherwise a plain request read by the lenient parser; ``/v1/embeddings``.
-- ``run_vs_once`` -> ``VSOutcome``; ``compare`` -> ``Comparison`` (metrics of both arms and the
-  VS/Direct ratios; precision, coverage-N and KL to a reference for enumerable questions).
+- ``run_vs_once`` -> ``VSOutcome``; ``single_run_record`` -> ``VSRunRecord`` (with "what the
+  model does", ``model_distribution``); ``compare`` / ``iter_compare`` -> a ``VSRunRecord`` per
+  run as it arrives, then the ``Comparison`` (metrics of both arms and the VS/Direct ratios;
+  precision, coverage-N and KL to a reference for enumerable questions), whose ``summary`` is
+  the ``VSSummary`` the lab stores. The records, params and summary are the lab's typed values
+  (``app.labs.vs.records``).
 
 Threads: everything runs on the thread that calls it (the lab's worker thread in the window,
 the main thread in ``samplescope vs``). An engine holds a llama.cpp context or an HTTP client
 and must be used by one thread at a time. ``compare`` checks its ``cancel`` event between runs.
 No Qt.
 
-Over 500 lines: the VS lab's engines, runs and comparisons; it moves into the lab's own package
-with its typed records (issue 13, not done yet).
+Over 500 lines: the VS lab's two engines, its runs and its comparisons, which share the
+outcome of a run.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from app.core import metrics
 from app.core.streams import drain
 from app.labs.vs.parse import ParsedAnswer, ParseStats, VSParseError, parse_vs_answer
 from app.labs.vs.prompts import MULTI_TURN_METHODS, VSRequest, build_request
+from app.labs.vs.records import Arm, Metrics, ModelDistribution, RunCounts, StatedCandidate, VSRunRecord, VSSummary
 from backends.base import BackendError, GenerationError, SamplerSettings
 from backends.chat import conversation
 from backends.kinds import Backend, LocalEngine
@@ -358,18 +365,19 @@ class VSOutcome:
     #: each turn's generation record (local engines; ``app.core.export.generation_record``)
     traces: tuple[dict, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self, arm: Arm, run: int, *, interrupted: bool = False,
+               model: ModelDistribution | None = None) -> VSRunRecord:
+        """The run as the lab's record: run ``run`` of ``arm``, ``interrupted`` when a Stop cut
+        it, ``model`` ("what the model does") for a single run."""
         p = self.parsed
-        return {
-            "method": self.method, "raw": self.raw, "error": self.error, "samples": list(self.samples),
-            "candidates": [{"text": c.text, "stated": c.weight, "probability": q}
-                           for c, q in zip(p.candidates, p.probabilities)] if p else [],
-            "repairs": list(p.repairs) if p else [], "problems": list(p.problems) if p else [],
-            "source_format": p.source_format if p else None,
-            "drawn": self.drawn, "drawn_index": self.drawn_index, "kept": list(self.kept),
-            "notes": list(self.notes), "seconds": round(self.seconds, 3), "seed": self.seed, "cut": self.cut,
-            "traces": list(self.traces),
-        }
+        return VSRunRecord(
+            arm=arm, run=run, method=self.method, raw=self.raw, error=self.error, samples=tuple(self.samples),
+            candidates=tuple(StatedCandidate(c.text, c.weight, q) for c, q in zip(p.candidates, p.probabilities))
+            if p else (),
+            repairs=tuple(p.repairs) if p else (), problems=tuple(p.problems) if p else (),
+            source_format=p.source_format if p else None, drawn=self.drawn, drawn_index=self.drawn_index,
+            kept=tuple(self.kept), notes=tuple(self.notes), seconds=round(self.seconds, 3), seed=self.seed,
+            cut=self.cut, traces=tuple(self.traces), interrupted=interrupted, model=model)
 
 
 def draw(probabilities: Sequence[float], seed: int, tau: float | None = None
@@ -506,7 +514,7 @@ def _outcome(request: VSRequest, raws: list, settings: SamplerSettings, seed: in
 
 
 def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
-                       stated: Sequence[float] | None = None) -> dict[str, Any]:
+                       stated: Sequence[float] | None = None) -> ModelDistribution:
     """"What the model does" beside "what the model says": each candidate's log-probability as a
     continuation (after one space) of the Direct prompt, those probabilities renormalised over
     the candidates, and, when the ``stated`` probabilities are given, KL(stated || model) in
@@ -515,32 +523,36 @@ def model_distribution(engine: LocalVSEngine, prompt: str, texts: Sequence[str],
     lps = [engine.continuation_logprob(direct.text or "", " " + str(t).strip()) for t in texts]
     a = np.asarray(lps, dtype=np.float64)
     probs = (np.exp(a - a.max()) / np.exp(a - a.max()).sum()).tolist() if len(a) else []
-    out: dict[str, Any] = {"logprobs": lps, "probabilities": probs}
-    if stated is not None and len(a):
-        out["kl_stated_to_model"] = metrics.kl(list(stated), probs)
-    return out
+    kl = metrics.kl(list(stated), probs) if stated is not None and len(a) else None
+    return ModelDistribution(tuple(lps), tuple(float(q) for q in probs), kl)
 
 
 def single_run_record(engine: VSEngine, request: VSRequest, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
-                      *, tau: float | None = None, cancel: threading.Event | None = None) -> dict[str, Any]:
-    """One run of ``request`` as a record (``VSOutcome.to_dict`` plus ``arm`` / ``run``); for a
-    local engine and a readable answer also ``model``: "what the model does" for each candidate
-    (``model_distribution``, with the KL from the stated distribution). A run cut by ``cancel``
-    is marked ``interrupted`` and gets no model distribution."""
+                      *, tau: float | None = None, cancel: threading.Event | None = None) -> VSRunRecord:
+    """One run of ``request`` as the lab's record (``VSOutcome.record``, run 0 of its arm); for
+    a local engine and a readable answer with ``model``: "what the model does" for each
+    candidate (``model_distribution``, with the KL from the stated distribution). A run cut by
+    ``cancel`` is marked ``interrupted`` and gets no model distribution."""
     out = run_vs_once(engine, request, settings, seed, tau=tau, cancel=cancel)
-    record: dict[str, Any] = {"arm": "vs" if request.method != "Direct" else "direct", "run": 0, **out.to_dict()}
+    arm: Arm = "vs" if request.method != "Direct" else "direct"
     if cancel is not None and cancel.is_set():
-        record["interrupted"] = True
-    elif engine.capabilities.full_logits and out.parsed is not None:
-        record["model"] = model_distribution(cast(LocalVSEngine, engine), request.prompt, out.parsed.texts,
-                                             out.parsed.probabilities)
-    return record
+        return out.record(arm, 0, interrupted=True)
+    model = None
+    if engine.capabilities.full_logits and out.parsed is not None:
+        model = model_distribution(cast(LocalVSEngine, engine), request.prompt, out.parsed.texts,
+                                   out.parsed.probabilities)
+    return out.record(arm, 0, model=model)
 
 
 # ============================================================================ comparison
 
-def _nan_to_none(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
+def _nan_to_none(x: float) -> float | None:
+    return None if isinstance(x, float) and not math.isfinite(x) else float(x)
+
+
+def _defined(d: Mapping[str, float]) -> Metrics:
+    """Metrics as a summary keeps them: an undefined one (NaN) is None."""
+    return {k: _nan_to_none(v) for k, v in d.items()}
 
 
 def arm_metrics(samples: Sequence[str], stats: ParseStats, embeddings: np.ndarray | None,
@@ -595,23 +607,23 @@ class Comparison:
     notes: tuple[str, ...] = ()
     reference: str | None = None
 
-    def summary(self) -> dict[str, Any]:
-        clean = lambda d: {k: _nan_to_none(v) for k, v in d.items()}  # noqa: E731
-        return {"prompt": self.prompt, "method": self.method, "k": self.k, "n": self.n, "t": self.t,
-                "tau": self.tau, "runs": {"direct": len(self.direct), "vs": len(self.vs)},
-                "direct": clean(self.direct_metrics), "vs": clean(self.vs_metrics),
-                "ratios": clean(self.ratios), "cancelled": self.cancelled, "notes": list(self.notes),
-                "reference": self.reference}
+    def summary(self, model: str) -> VSSummary:
+        """The comparison as the lab stores it, run on the model named ``model`` (undefined
+        metrics None)."""
+        return VSSummary(prompt=self.prompt, method=self.method, k=self.k, n=self.n, t=self.t, tau=self.tau,
+                         runs=RunCounts(len(self.direct), len(self.vs)), direct=_defined(self.direct_metrics),
+                         vs=_defined(self.vs_metrics), ratios=_defined(self.ratios), cancelled=self.cancelled,
+                         notes=tuple(self.notes), reference=self.reference, model=model)
 
 
 def compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: int = 5, n: int = 30, t: float | None = None,
             tau: float | None = None, settings: SamplerSettings = DEFAULT_SETTINGS, seed: int = 0,
-            cancel: threading.Event | None = None, on_record: Callable[[dict], None] | None = None,
+            cancel: threading.Event | None = None, on_record: Callable[[VSRunRecord], None] | None = None,
             reference: Mapping[str, float] | None = None, reference_name: str | None = None,
             style: str = "completion", direct_max_tokens: int | None = None,
             direct_request: VSRequest | None = None, vs_request: VSRequest | None = None) -> Comparison:
     """Run Direct and ``method`` alternately N times each (run i uses seed + i for both arms),
-    calling ``on_record`` with each run's record as it arrives; stop between runs when ``cancel``
+    calling ``on_record`` with each run's ``VSRunRecord`` as it arrives; stop between runs when ``cancel``
     is set. All k candidates of a VS run count as samples (as in the paper). ``direct_request``
     / ``vs_request`` replace the built requests (templates edited in the window).
     ``iter_compare`` is the same as a generator of the records."""
@@ -626,8 +638,8 @@ def iter_compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: 
                  reference: Mapping[str, float] | None = None, reference_name: str | None = None,
                  style: str = "completion", direct_max_tokens: int | None = None,
                  direct_request: VSRequest | None = None, vs_request: VSRequest | None = None
-                 ) -> Generator[dict, None, Comparison]:
-    """``compare`` as a generator: yields each run's record as it arrives and returns the
+                 ) -> Generator[VSRunRecord, None, Comparison]:
+    """``compare`` as a generator: yields each run's ``VSRunRecord`` as it arrives and returns the
     ``Comparison`` (for the window's lab worker, which forwards records as they come)."""
     if method == "Direct":
         raise ValueError("compare Direct against one of the other methods")
@@ -641,8 +653,9 @@ def iter_compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: 
     cancelled = False
     # every run is a job; they run as parallel sequences (or concurrent requests) and their
     # records are given in run order, Direct before VS, as a one-at-a-time run would give them
-    keys = [(arm, i, req, st) for i in range(n) for arm, req, st in
-            (("direct", direct_req, direct_settings), ("vs", vs_req, settings))]
+    arm_requests: tuple[tuple[Arm, VSRequest, SamplerSettings], ...] = (
+        ("direct", direct_req, direct_settings), ("vs", vs_req, settings))
+    keys = [(arm, i, req, st) for i in range(n) for arm, req, st in arm_requests]
     jobs = [(lambda where, arm=arm, i=i, req=req, st=st:
              iter_vs_once(engine, where, req, st, seed + i, tau=tau if arm == "vs" else None, cancel=cancel))
             for arm, i, req, st in keys]
@@ -668,11 +681,11 @@ def iter_compare(engine: VSEngine, prompt: str, method: str = "VS-Standard", k: 
                 # stopped inside this run: its answer is cut short, so it is reported (and kept in
                 # the run store) but not counted in the metrics
                 cancelled = True
-                yield {"arm": arm, "run": i, "interrupted": True, **out.to_dict()}
+                yield out.record(arm, i, interrupted=True)
                 continue
             arms[arm].append(out)
             _count(stats[arm], out)
-            yield {"arm": arm, "run": i, **out.to_dict()}
+            yield out.record(arm, i)
     if cancel is not None and cancel.is_set():
         cancelled = True
     notes: list[str] = []

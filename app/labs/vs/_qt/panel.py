@@ -8,6 +8,10 @@ probabilities of each candidate, the KL between them, the raw answer), "Comparis
 ratio of each metric, the metrics table, one row per run) and "Reference" (answers against the
 reference distribution). The panel only shows and asks: it emits ``runOnceRequested`` /
 ``compareRequested`` / ``stopRequested`` and is fed records and summaries by ``app.labs.vs._qt.presenter``.
+The knobs it gives (``params``: ``VSKnobs``) and the records and summaries it shows
+(``VSRunRecord``, ``VSSummary``) are the lab's typed values (``app.labs.vs.records``), live and
+reopened alike; ``results``, ``export_data`` and ``csv_rows`` give them back as plain data (the
+records' dict forms).
 
 GUI thread only. Model output appears only in plain-text widgets (table items, a read-only
 QPlainTextEdit, axis labels drawn as plain text).
@@ -46,7 +50,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import metrics
+from app.core.records import plain
 from app.labs.vs.prompts import METHODS, MULTI_TURN_METHODS, VS_METHODS, default_template, request_from_template
+from app.labs.vs.records import VSKnobs, VSRunRecord, VSSummary
 from widgets.bar_chart import BarChart
 from widgets.lab_controls import OPEN_IN_WORKBENCH, fmt_number, offer_traces, table_item
 
@@ -71,9 +77,8 @@ TABLE_METRICS = (("n_samples", "samples"),) + RATIO_METRICS[:5] + (
     ("kl_to_reference", "KL to reference (nats)"))
 HISTOGRAM_TOP = 20
 REDRAW_MS = 200
-
-
-
+#: the columns of ``csv_rows``
+CSV_COLUMNS = ("arm", "run", "seed", "drawn", "error", "candidates", "stated_probabilities", "seconds", "interrupted")
 
 #: the figures of this lab: three significant digits, large values without decimals
 _fmt = partial(fmt_number, fixed_from=1000)
@@ -87,8 +92,8 @@ class VSLabPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._records: list[dict] = []
-        self._summary: dict | None = None
+        self._records: list[VSRunRecord] = []
+        self._summary: VSSummary | None = None
         self._reference: dict[str, float] | None = None
         self._expected_runs = 0
         self._template_edited = False
@@ -305,31 +310,31 @@ class VSLabPanel(QWidget):
         self.stop_button.clicked.connect(self.stopRequested)
 
     # ------------------------------------------------------------------ knobs and template
-    def params(self) -> dict[str, Any]:
-        """The knobs as plain data (stored with the lab run; no secrets)."""
-        return {
-            "prompt": self.prompt_edit.toPlainText().strip(), "method": self.method.currentText(),
-            "k": self.k.value(), "t": self.t.value() if self.t_on.isChecked() else None,
-            "tau": self.tau.value() if self.tau_on.isChecked() else None, "style": self.style.currentText(),
-            "n": self.n_runs.value(), "max_tokens": self.max_tokens.value(),
-            "direct_max_tokens": self.direct_max_tokens.value(),
-            "reference": REFERENCES[self.reference.currentText()],
-            "template": self.template_edit.toPlainText(), "follow_up": self.follow_up_edit.text(),
-            "template_edited": self._template_edited,
-        }
+    def params(self) -> VSKnobs:
+        """The knobs (stored with the lab run; no secrets)."""
+        return VSKnobs(
+            prompt=self.prompt_edit.toPlainText().strip(), method=self.method.currentText(),
+            k=self.k.value(), t=self.t.value() if self.t_on.isChecked() else None,
+            tau=self.tau.value() if self.tau_on.isChecked() else None, style=self.style.currentText(),
+            n=self.n_runs.value(), max_tokens=self.max_tokens.value(),
+            direct_max_tokens=self.direct_max_tokens.value(),
+            reference=REFERENCES[self.reference.currentText()],
+            template=self.template_edit.toPlainText(), follow_up=self.follow_up_edit.text(),
+            template_edited=self._template_edited,
+        )
 
     def request(self, method: str | None = None):
         """The ``VSRequest`` that will be sent for ``method`` (default: the chosen one), from the
         template when it is that method's. ValueError says what is wrong (empty prompt, no
         ``{prompt}`` in the template, ...)."""
         p = self.params()
-        method = method or p["method"]
-        t = p["t"] if method in VS_METHODS else None
-        if method != p["method"]:  # e.g. the Direct arm of a comparison: its own default template
-            tpl, fu = default_template(method, p["k"], t, p["style"])
-            return request_from_template(method, p["prompt"], p["k"], t, p["style"], tpl, fu)
-        return request_from_template(method, p["prompt"], p["k"], t, p["style"], p["template"],
-                                     p["follow_up"] if method in MULTI_TURN_METHODS else None)
+        method = method or p.method
+        t = p.t if method in VS_METHODS else None
+        if method != p.method:  # e.g. the Direct arm of a comparison: its own default template
+            tpl, fu = default_template(method, p.k, t, p.style)
+            return request_from_template(method, p.prompt, p.k, t, p.style, tpl, fu)
+        return request_from_template(method, p.prompt, p.k, t, p.style, p.template,
+                                     p.follow_up if method in MULTI_TURN_METHODS else None)
 
     def _knobs_changed(self, *args) -> None:
         if not self._template_edited:
@@ -339,17 +344,17 @@ class VSLabPanel(QWidget):
 
     def _reset_template(self) -> None:
         p = self.params()
-        t = p["t"] if p["method"] in VS_METHODS else None
-        tpl, fu = default_template(p["method"], p["k"], t, p["style"])
+        t = p.t if p.method in VS_METHODS else None
+        tpl, fu = default_template(p.method, p.k, t, p.style)
         self._setting_template = True
         self.template_edit.setPlainText(tpl)
         self.follow_up_edit.setText(fu)
         self._setting_template = False
-        multi = p["method"] in MULTI_TURN_METHODS
+        multi = p.method in MULTI_TURN_METHODS
         self.follow_up_edit.setVisible(multi)
         self.follow_up_label.setVisible(multi)
         self._template_edited = False
-        self.template_state.setText(f"The {p['method']} template ({p['style']} style).")
+        self.template_state.setText(f"The {p.method} template ({p.style} style).")
 
     def _template_changed(self) -> None:
         if not self._setting_template:
@@ -394,26 +399,28 @@ class VSLabPanel(QWidget):
             self.tabs.setCurrentIndex(0)
         self._dirty = True
 
-    def add_record(self, record: dict) -> None:
+    def add_record(self, record: VSRunRecord) -> None:
         """One run's record as it arrives (from the lab worker, via the GUI thread)."""
         self._records.append(record)
         if getattr(self, "_kind", "compare") == "compare":
             self._append_run_row(record)
         else:
             self._show_answer(record)
-        done = sum(1 for r in self._records if not r.get("interrupted"))
+        done = sum(1 for r in self._records if r.counted)
         self.progress.setValue(min(done, self.progress.maximum()))
         self._dirty = True
 
-    def show_summary(self, summary: dict | None, status: str) -> None:
+    def show_summary(self, summary: VSSummary | None, status: str) -> None:
+        """The run's end: a comparison's ``VSSummary``, None after a single run (or a run cut
+        before it had one)."""
         self._summary = summary
         self.set_running(False)
-        n = sum(1 for r in self._records if not r.get("interrupted"))
+        n = sum(1 for r in self._records if r.counted)
         if status == "stopped":
             self.status.setText(f"Stopped: {n} finished run(s) kept and saved.")
         elif status == "done":
             self.status.setText(f"Done: {n} run(s).")
-        if summary and summary.get("direct") is not None:
+        if summary is not None:
             self._fill_metrics(summary)
         self._dirty = True
 
@@ -422,66 +429,61 @@ class VSLabPanel(QWidget):
         self.status.setText(message)
 
     # ------------------------------------------------------------------ result views
-    def _append_run_row(self, r: dict) -> None:
+    def _append_run_row(self, r: VSRunRecord) -> None:
         row = self.runs_table.rowCount()
         self.runs_table.insertRow(row)
-        if r.get("interrupted"):
+        if r.interrupted:
             drawn, detail = "(stopped mid-answer)", "not counted"
-        elif r.get("error"):
-            drawn, detail = "—", f"parse failure: {r['error']}"
+        elif r.error:
+            drawn, detail = "—", f"parse failure: {r.error}"
         else:
-            drawn = r.get("drawn") or "—"
-            cands = r.get("candidates") or []
-            detail = "; ".join(f"{c['text']} ({c['probability']:.2f})" for c in cands) if cands else r.get("raw", "")
-        cells = [r.get("arm", ""), str(r.get("run", 0) + 1), drawn, detail, f"{r.get('seconds', 0):.1f}"]
+            drawn = r.drawn or "—"
+            detail = "; ".join(f"{c.text} ({c.probability:.2f})" for c in r.candidates) if r.candidates else r.raw
+        cells = [r.arm, str(r.run + 1), drawn, detail, f"{r.seconds:.1f}"]
         for col, text in enumerate(cells):
             self.runs_table.setItem(row, col, table_item(text))
         self.runs_table.scrollToBottom()
 
     def _traces_of_row(self, row: int) -> list[tuple[str, dict]]:
         """The generations of the run shown in row ``row`` (one per turn)."""
-        runs = [r for r in self._records if "arm" in r]
-        if not 0 <= row < len(runs):
+        if not 0 <= row < len(self._records):
             return []
-        r = runs[row]
-        traces = r.get("traces") or []
-        name = f"{r.get('arm', '')} run {int(r.get('run', 0)) + 1}"
-        return [(f"{name}, turn {i + 1}" if len(traces) > 1 else name, t) for i, t in enumerate(traces)]
+        r = self._records[row]
+        name = f"{r.arm} run {r.run + 1}"
+        return [(f"{name}, turn {i + 1}" if len(r.traces) > 1 else name, t) for i, t in enumerate(r.traces)]
 
     def _open_answer(self) -> None:
-        if self._records and (self._records[-1].get("traces") or []):
-            self.openTraceRequested.emit(self._records[-1]["traces"][0])
+        if self._records and self._records[-1].traces:
+            self.openTraceRequested.emit(self._records[-1].traces[0])
 
-    def _show_answer(self, r: dict) -> None:
-        self.raw_view.setPlainText(r.get("raw", ""))
-        self.open_answer_button.setEnabled(bool(r.get("traces")))
-        if r.get("interrupted"):
+    def _show_answer(self, r: VSRunRecord) -> None:
+        self.raw_view.setPlainText(r.raw)
+        self.open_answer_button.setEnabled(bool(r.traces))
+        if r.interrupted:
             self.answer_note.setText("Stopped mid-answer: the partial answer is kept below.")
             self.answer_chart.clear()
             return
-        if r.get("error"):
-            self.answer_note.setText(f"The answer could not be read: {r['error']}")
+        if r.error:
+            self.answer_note.setText(f"The answer could not be read: {r.error}")
             self.answer_chart.clear()
             return
-        cands = r.get("candidates") or []
-        series = {"stated": [c["probability"] for c in cands]}
-        model = r.get("model")
+        series = {"stated": list(r.probabilities)}
         lines = []
-        if model:
-            series["model"] = list(model["probabilities"])
-            kl = model.get("kl_stated_to_model")
-            lines.append(f"KL(stated ‖ model) = {_fmt(kl)} nats over the {len(cands)} candidates.")
+        if r.model is not None:
+            series["model"] = list(r.model.probabilities)
+            lines.append(f"KL(stated ‖ model) = {_fmt(r.model.kl_stated_to_model)} nats over the "
+                         f"{len(r.candidates)} candidates.")
         elif getattr(self, "_model_does_reason", ""):
             lines.append(self._model_does_reason)
-        self.answer_chart.set_data([c["text"] for c in cands], series)
-        if r.get("drawn") is not None:
-            lines.append(f"Drawn (seed {r.get('seed')}): {r['drawn']}")
-        lines += list(r.get("notes") or []) + [f"Repaired: {x}" for x in r.get("repairs") or []]
-        lines += [f"Problem: {x}" for x in r.get("problems") or []]
+        self.answer_chart.set_data(list(r.texts), series)
+        if r.drawn is not None:
+            lines.append(f"Drawn (seed {r.seed}): {r.drawn}")
+        lines += list(r.notes) + [f"Repaired: {x}" for x in r.repairs]
+        lines += [f"Problem: {x}" for x in r.problems]
         self.answer_note.setText("\n".join(lines))
 
-    def _fill_metrics(self, summary: dict) -> None:
-        d, v, ratios = summary.get("direct") or {}, summary.get("vs") or {}, summary.get("ratios") or {}
+    def _fill_metrics(self, summary: VSSummary) -> None:
+        d, v, ratios = summary.direct, summary.vs, summary.ratios
         rows = [(label, d.get(key), v.get(key), ratios.get(key)) for key, label in TABLE_METRICS
                 if key in d or key in v]
         self.metrics_table.setRowCount(len(rows))
@@ -494,14 +496,12 @@ class VSLabPanel(QWidget):
                 cats.append(label)
                 value = ratios[key]
                 vals.append(math.nan if value is None else float(value))
-        self.ratio_chart.set_data(cats, {f"{summary.get('method', 'VS')} / Direct": vals}, reference=1.0)
-        notes = summary.get("notes") or []
-        if notes:
-            self.status.setText(self.status.text() + "\n" + "\n".join(notes))
+        self.ratio_chart.set_data(cats, {f"{summary.method} / Direct": vals}, reference=1.0)
+        if summary.notes:
+            self.status.setText(self.status.text() + "\n" + "\n".join(summary.notes))
 
     def _samples(self, arm: str) -> list[str]:
-        return [s for r in self._records if r.get("arm") == arm and not r.get("interrupted")
-                for s in r.get("samples") or []]
+        return [s for r in self._records if r.arm == arm and r.counted for s in r.samples]
 
     def _redraw(self) -> None:
         if not self._dirty:
@@ -531,24 +531,22 @@ class VSLabPanel(QWidget):
 
     # ------------------------------------------------------------------ data for tests and exports
     def export_data(self) -> dict[str, Any]:
-        return {"lab": "verbalized-sampling", "params": self.params(), "records": list(self._records),
-                "summary": self._summary}
+        """Plain JSON-ready data: the knobs, the records and summary as their dict forms."""
+        return {"lab": "verbalized-sampling", "params": plain(self.params()), "records": plain(self._records),
+                "summary": plain(self._summary)}
 
     def csv_rows(self) -> tuple[list[str], list[list]]:
-        header = ["arm", "run", "seed", "drawn", "error", "candidates", "stated_probabilities", "seconds",
-                  "interrupted"]
-        rows = [[r.get("arm"), r.get("run", 0) + 1, r.get("seed"), r.get("drawn"), r.get("error"),
-                 " | ".join(c["text"] for c in r.get("candidates") or []),
-                 " | ".join(f"{c['probability']:.4f}" for c in r.get("candidates") or []),
-                 r.get("seconds"), bool(r.get("interrupted"))] for r in self._records]
-        return header, rows
+        rows = [[r.arm, r.run + 1, r.seed, r.drawn, r.error, " | ".join(r.texts),
+                 " | ".join(f"{q:.4f}" for q in r.probabilities), r.seconds, r.interrupted] for r in self._records]
+        return list(CSV_COLUMNS), rows
 
     def current_plot(self):
         return (self.answer_chart, self.ratio_chart, self.histogram)[max(0, self.tabs.currentIndex())]
 
     def results(self) -> dict[str, Any]:
-        """The lab's current results as plain data (records, summary, chart data)."""
+        """The lab's current results as plain data (the records and summary as their dict forms, the
+        charts' data)."""
         self._redraw()
-        return {"records": list(self._records), "summary": self._summary,
+        return {"records": plain(self._records), "summary": plain(self._summary),
                 "answer_chart": self.answer_chart.data(), "ratio_chart": self.ratio_chart.data(),
                 "histogram": self.histogram.data()}

@@ -3,17 +3,22 @@
 Owns: ``VSLab`` — reads the panel's knobs and the Sampling dock's sampler settings, checks
 them, builds the job bodies (one run with "what the model says vs does", or a Direct-vs-method
 comparison over N runs) and hands them to ``controller.labs`` (the "lab-worker" thread); feeds
-records, summaries and errors back to the panel. GUI thread; the job bodies run on the lab
+records, summaries and errors back to the panel. Params, records and summaries are the lab's
+typed values (``app.labs.vs.records``): ``VSParams`` go to the runner, the engine's
+``VSRunRecord`` and ``VSSummary`` (None after a single run) come back to the panel as they
+are, and a stored run is read through ``RECORDS``. GUI thread; the job bodies run on the lab
 worker and only touch the lab's engine.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Callable
 
 from app.labs.vs.engine import iter_compare, single_run_record
+from app.labs.vs.records import RECORDS, Mode, VSParams
 from app.labs.vs.reference import load_us_state_reference
 from app.lab_presenter import LabPresenter
 from backends.base import SamplerSettings
@@ -52,7 +57,7 @@ class VSLab(LabPresenter):
             return None
         p = self.panel.params()
         try:
-            settings = replace(self._settings(), max_tokens=p["max_tokens"])
+            settings = replace(self._settings(), max_tokens=p.max_tokens)
             settings.validate()
         except ValueError as exc:
             self.panel.show_status(f"Sampler settings: {exc}")
@@ -79,11 +84,11 @@ class VSLab(LabPresenter):
 
         def body(cancel: threading.Event):
             engine = labs.engine(source, "vs")
-            yield single_run_record(engine, request, settings, settings.seed, tau=p["tau"], cancel=cancel)
+            yield single_run_record(engine, request, settings, settings.seed, tau=p.tau, cancel=cancel)
             return None
 
-        self._start("once", f"{p['method']} once: {p['prompt']}", {**p, "mode": "once",
-                    "settings": settings.to_dict()}, body, source, expected=1)
+        self._start("once", f"{p.method} once: {p.prompt}", VSParams.of(p, "once", settings), body, source,
+                    expected=1)
 
     def compare(self) -> None:
         ready = self._prepare()
@@ -91,7 +96,7 @@ class VSLab(LabPresenter):
             return
         source, settings = ready
         p = self.panel.params()
-        if p["method"] == "Direct":
+        if p.method == "Direct":
             self.panel.show_status("Choose the method to compare with Direct (VS-Standard, for instance).")
             return
         try:
@@ -100,25 +105,30 @@ class VSLab(LabPresenter):
         except ValueError as exc:
             self.panel.show_status(str(exc))
             return
-        reference = load_us_state_reference() if p["reference"] == "us-states" else None
+        reference = load_us_state_reference() if p.reference == "us-states" else None
         labs = self.labs
 
         def body(cancel: threading.Event):
             engine = labs.engine(source, "vs")
             result = yield from iter_compare(
-                engine, p["prompt"], p["method"], p["k"], p["n"], p["t"], p["tau"], settings, settings.seed,
-                cancel, reference, p["reference"], p["style"], p["direct_max_tokens"], direct_request, vs_request)
-            return {**result.summary(), "model": engine.name}
+                engine, p.prompt, p.method, p.k, p.n, p.t, p.tau, settings, settings.seed,
+                cancel, reference, p.reference, p.style, p.direct_max_tokens, direct_request, vs_request)
+            return result.summary(engine.name)
 
-        self._start("compare", f"Direct vs {p['method']}: {p['prompt']}", {**p, "mode": "compare",
-                    "settings": settings.to_dict()}, body, source, expected=2 * p["n"], reference=reference)
+        self._start("compare", f"Direct vs {p.method}: {p.prompt}", VSParams.of(p, "compare", settings), body,
+                    source, expected=2 * p.n, reference=reference)
 
     def replay(self, exp) -> None:
-        mode = "compare" if exp.params.get("mode") == "compare" else "once"
-        reference = load_us_state_reference() if exp.params.get("reference") == "us-states" else None
-        self.panel.start_results(mode, reference)
+        """A stored run, typed (the window reads it through ``RECORDS``; a run straight from the
+        store, with dicts, is read here the same way), into the results of its mode."""
+        if isinstance(exp.params, Mapping):
+            exp = RECORDS.read_experiment(exp)
+        params: VSParams = exp.params
+        reference = load_us_state_reference() if params.reference == "us-states" else None
+        self.panel.start_results("compare" if params.mode == "compare" else "once", reference)
         super().replay(exp)
 
-    def _start(self, kind, title, params, body, source, *, expected: int, reference=None) -> None:
+    def _start(self, kind: Mode, title: str, params: VSParams, body, source, *, expected: int,
+               reference=None) -> None:
         self.panel.start_results(kind, reference)
         self.start(kind, title, params, body, source, expected)
