@@ -56,8 +56,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if callable(getattr(value, "to_dict", None)) and callable(getattr(type(value), "from_dict", None)):
-            return plain(value.to_dict())  # a value type with a dict form of its own (SamplerSettings)
+        own = getattr(value, "to_dict", None)
+        if callable(own) and callable(getattr(type(value), "from_dict", None)):
+            return plain(own())  # a value type with a dict form of its own (SamplerSettings)
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
