@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g, remote=True)
     _add_sampler_args(g)
     g.add_argument("--json", action="store_true", help="one JSON object per step, then a summary line")
+    sc = sub.add_parser("score", help="score every token of a text: log-probability, rank, alternatives, perplexity")
+    sc.add_argument("--prompt", required=True)
+    sc.add_argument("--continuation", help="score this continuation of the prompt (the perplexity is its own)")
+    sc.add_argument("--top", type=int, default=5, help="alternatives listed per token (1..100)")
+    _add_model_args(sc, remote=True)
+    sc.add_argument("--json", action="store_true", help="one JSON object per token, then a summary line")
     v = sub.add_parser("vs", help="Verbalized Sampling: compare Direct against a VS method headless")
     v.add_argument("--prompt", required=True)
     v.add_argument("--method", default="VS-Standard",
