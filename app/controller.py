@@ -21,7 +21,8 @@ from PySide6.QtCore import QObject, Signal
 from app.core.errors import describe_unexpected
 from app.workbench_control import (BusyFailure, ConnectionSettingsFailure, InvalidInputFailure, JobKind, LoadProgress,
                           Loaded, ModelLoadFailure, NoModelFailure, Probed, NotSaved, Pending, RunNotOpened, State,
-                          StepModeUnavailable, UnexpectedFailure, WorkbenchFailure, failure_for_job)
+                          StepModeUnavailable, UnexpectedFailure, WorkbenchFailure, XrayUnavailable,
+                          failure_for_job)
 from backends.sources import LocalSource, RemoteConfig
 from app.core.session import GenerationSession
 from app.core.trace import Trace
@@ -47,6 +48,7 @@ class WorkbenchController(QObject):
     stepsAdded = Signal()
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
+    xrayDone = Signal(object)  # app.core.scoring.ScoreResult: the prompt X-ray, shown as the trace
     failed = Signal(object)  # a WorkbenchFailure: the window reacts to its type
     errorOccurred = Signal(str, str)  # the same failure in words: title, message (not for UnexpectedFailure)
     unexpectedError = Signal(str, str, str)  # title, message, details (the traceback): a bug, not a user error
@@ -77,6 +79,7 @@ class WorkbenchController(QObject):
         self.trace_memory_key: int | None = None
         self._memory_runs = 0
         self._session: GenerationSession | None = None
+        self._xray_settings = SamplerSettings()
         self._jobs: dict[int, JobKind] = {}
         self._gen_job: Job | None = None
         self._state = State.NO_MODEL
@@ -282,6 +285,39 @@ class WorkbenchController(QObject):
         the GUI thread may use its tokenizer and token texts only while the model worker is idle."""
         return self._backend if self._remote is None else None
 
+    def xray(self, prompt: str, settings: SamplerSettings) -> Job | None:
+        """The prompt X-ray: every prompt token scored by the model given what precedes it
+        (``app.core.scoring``), on the model worker; shown as a trace of its own (each token's
+        probability, rank, alternatives and surprisal) and announced by ``xrayDone``."""
+        if not self._check_ready(prompt, settings):
+            return None
+        if self._remote is not None:
+            self._fail(XrayUnavailable("The prompt X-ray needs a local model: a server's prompt "
+                                           "log-probabilities are not read yet."))
+            return None
+        self._end_step_mode()
+        backend = self._backend
+        self._xray_settings = settings
+
+        def job(cancel: threading.Event) -> Iterator[object]:
+            from app.core.scoring import score_text
+
+            return score_text(backend, prompt, cancel=cancel)
+            yield  # a generator: the worker runs it, the result is its return value
+
+        return self._submit(job, JobKind.XRAY, State.GENERATING)
+
+    def _show_xray(self, result) -> None:
+        # the prompt's own tokens are the trace's steps (its first token, the BOS, has no score)
+        trace = Trace(prompt="", settings=self._xray_settings, model_name=result.model)
+        trace.extend(result.steps())
+        self.trace = trace
+        self.trace_memory_key = None
+        self.traceReset.emit(trace)
+        self.traceOpened.emit(trace)
+        self.stepsAdded.emit()
+        self.xrayDone.emit(result)
+
     def _memory_for_new_run(self):
         """The ``on_logits`` of a new local run: its steps' logits go to ``logit_memory`` (on the
         model worker), under a new key that the shown trace now has."""
@@ -455,6 +491,8 @@ class WorkbenchController(QObject):
             if old is not None:
                 old.close()  # safe: the worker is idle between jobs and we are its only user
             self.modelLoaded.emit(backend.info)
+        elif kind == JobKind.XRAY and result is not None:
+            self._show_xray(result)
         elif isinstance(result, Probed) and kind == JobKind.TEST:
             self.remoteTested.emit(result.models, result.caps)
         elif isinstance(result, Probed):

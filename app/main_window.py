@@ -247,6 +247,10 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         r.addSeparator()
         self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
         self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
+        self.xray_action = self._action(
+            r, "&X-ray the prompt", self.xray_prompt, "Ctrl+Shift+X",
+            "Show the prompt's own tokens like generated ones: each token's probability given what precedes it, "
+            "its rank and alternatives on hover, the surprisal curve, and the prompt's perplexity")
         self.rescore_action = self._action(
             r, "&Apply knobs to this run", self.rescore_run, "Ctrl+Shift+A",
             "Re-score the shown run with the sampler knobs as set now: the same tokens, every step recomputed; "
@@ -301,6 +305,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.stop_button.clicked.connect(self.stop)
         self.step_button.clicked.connect(lambda: self.step())
         self.rescore_button.clicked.connect(self.rescore_run)
+        self.controller.xrayDone.connect(self._on_xray)
         self.step_mode_button.toggled.connect(self.step_mode_action.setChecked)
         self.token_view.stepClicked.connect(self.select_step)
         self.entropy_plot.stepClicked.connect(self.select_step)
@@ -507,6 +512,16 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.distribution_plot.show_step(trace.steps[index])
         self._what_if(self.sampling_panel.settings())
 
+    def xray_prompt(self):
+        """The prompt X-ray (``controller.xray``): the prompt scored token by token and shown as
+        a trace; the perplexity goes to the status bar when it arrives."""
+        return self.controller.xray(self.prompt_edit.toPlainText(), self.sampling_panel.settings())
+
+    def _on_xray(self, result) -> None:
+        self.statusBar().showMessage(
+            f"Prompt X-ray: {len(result.tokens)} tokens, perplexity {result.perplexity:.2f} "
+            f"(total log-probability {result.total_logprob:.2f} nats); hover a token for its alternatives", 30000)
+
     def rescore_run(self):
         """"Apply to this run": every step of the shown (finished, local, in-memory) run again
         under the current knobs, overlaid on the timeline. Returns the ``Rescored`` (None, with
@@ -595,6 +610,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, QMainWindow):
         self.step_button.setEnabled(has_model and can_step and not generating and not loading)
         self.step_action.setEnabled(has_model and can_step and not generating and not loading)
         self.rescore_action.setEnabled(has_model and not generating and not loading)
+        self.xray_action.setEnabled(has_model and not generating and not loading and self.controller.local_engine is not None)
         self.rescore_button.setEnabled(has_model and not generating and not loading)
         self.step_mode_button.setEnabled(can_step)
         self.step_mode_action.setEnabled(can_step)

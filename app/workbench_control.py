@@ -22,6 +22,7 @@ __all__ = [
     "State", "JobKind", "LoadProgress", "Pending", "Loaded", "Probed",
     "WorkbenchFailure", "BusyFailure", "NoModelFailure", "InvalidInputFailure", "ModelLoadFailure",
     "ConnectionFailure", "ConnectionSettingsFailure", "GenerationFailure", "StepFailure", "StepModeUnavailable",
+    "XrayUnavailable",
     "RunNotOpened", "NotSaved", "LabFailure", "UnexpectedFailure", "failure_for_job",
 ]
 
@@ -44,6 +45,7 @@ class JobKind(enum.StrEnum):
     CONNECT = "connect"
     GENERATE = "generate"
     STEP = "step"
+    XRAY = "xray"  # score the prompt's own tokens (the prompt X-ray)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,10 @@ class StepModeUnavailable(WorkbenchFailure):
     title = "Step mode unavailable"
 
 
+class XrayUnavailable(WorkbenchFailure):
+    title = "Prompt X-ray unavailable"
+
+
 class RunNotOpened(WorkbenchFailure):
     title = "Run not opened"
 
@@ -164,7 +170,7 @@ class UnexpectedFailure(WorkbenchFailure):
 
 _JOB_FAILURES: dict[JobKind, type[WorkbenchFailure]] = {
     JobKind.LOAD: ModelLoadFailure, JobKind.GENERATE: GenerationFailure, JobKind.STEP: StepFailure,
-    JobKind.TEST: ConnectionFailure, JobKind.CONNECT: ConnectionFailure,
+    JobKind.TEST: ConnectionFailure, JobKind.CONNECT: ConnectionFailure, JobKind.XRAY: GenerationFailure,
 }
 
 

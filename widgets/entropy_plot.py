@@ -84,16 +84,19 @@ class EntropyPlot(QWidget):
             )
             self._curves[key] = item
         # "Apply to this run": the run re-scored under other settings, over the run's own curves
+        # (in the legend only while shown)
         self._overlay: dict[str, pg.PlotDataItem] = {}
-        for key, name, color in (("entropy_final", "re-scored final entropy", FINAL_COLOR),
-                                 ("surprisal", "re-scored -ln p_final of chosen", (0, 158, 115))):
-            item = pi.plot(np.zeros(0), np.zeros(0), name=name,
+        self._overlay_names = {"entropy_final": "re-scored final entropy", "surprisal": "re-scored -ln p_final",
+                               "cut": "cut by the new settings"}
+        for key, color in (("entropy_final", FINAL_COLOR), ("surprisal", (0, 158, 115))):
+            item = pi.plot(np.zeros(0), np.zeros(0),
                            pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine), connect="finite")
             item.setVisible(False)
             self._overlay[key] = item
-        self._cut_marks = pi.plot(np.zeros(0), np.zeros(0), name="cut by the new settings", pen=None, symbol="x",
+        self._cut_marks = pi.plot(np.zeros(0), np.zeros(0), pen=None, symbol="x",
                                   symbolSize=11, symbolBrush=(204, 0, 0), symbolPen=pg.mkPen((204, 0, 0), width=2))
         self._cut_marks.setVisible(False)
+        self._legend_has_overlay = False
         self._line = pg.InfiniteLine(
             pos=0, angle=90, movable=False, pen=pg.mkPen((204, 0, 102), width=1.5, style=Qt.PenStyle.DashLine)
         )
@@ -136,11 +139,21 @@ class EntropyPlot(QWidget):
         """Overlay a re-scored run (``app.core.whatif.Rescored``): its final entropy and the
         chosen tokens' -ln p_final under the new settings as dashed lines, an x at every step whose token
         the new settings cut (at the height of the run's own surprisal). None clears."""
+        legend = self._plot.getPlotItem().legend
+        items = {**self._overlay, "cut": self._cut_marks}
         if entropy_final is None:
-            for item in (*self._overlay.values(), self._cut_marks):
+            for item in items.values():
                 item.setData(np.zeros(0), np.zeros(0))
                 item.setVisible(False)
+            if self._legend_has_overlay and legend is not None:
+                for item in items.values():
+                    legend.removeItem(item)
+                self._legend_has_overlay = False
             return
+        if not self._legend_has_overlay and legend is not None:
+            for key, item in items.items():
+                legend.addItem(item, self._overlay_names[key])
+            self._legend_has_overlay = True
         n = entropy_final.shape[0]
         x = np.arange(n, dtype=np.float64)
         with np.errstate(divide="ignore"):

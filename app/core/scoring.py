@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backends.base import GenerationError
+from backends.base import GenerationError, Step, TokenAlt
+from backends.text import Utf8Stream
 
 if TYPE_CHECKING:
     import threading
@@ -45,6 +46,10 @@ class ScoredToken:
     rank: int | None
     top: tuple[tuple[int, str, float], ...]
     continuation: bool
+    #: the entropy (nats) of the distribution the token was drawn from (NaN for the first)
+    entropy: float = math.nan
+    #: the text the token adds (a token holding part of a UTF-8 character adds "" and the next the whole)
+    text: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "token_id": self.token_id, "token": self.token, "logprob": self.logprob,
@@ -59,6 +64,22 @@ class ScoreResult:
     total_logprob: float
     perplexity: float
     model: str
+
+    def steps(self) -> list[Step]:
+        """The scored tokens after the first as ``Step`` records (raw = final: no sampler), so
+        the Workbench views show the prompt like a generation: coloured by probability, the
+        alternatives on hover, the surprisal curve."""
+        out = []
+        for t in self.tokens[1:]:
+            assert t.logprob is not None and t.rank is not None
+            p = math.exp(t.logprob)
+            top = tuple(TokenAlt(i, tok, q, q) for i, tok, q in t.top)
+            if all(a.id != t.token_id for a in top):
+                top += (TokenAlt(t.token_id, t.token, p, p),)
+            out.append(Step(index=t.position - 1, position=t.position, token_id=t.token_id, token=t.text,
+                            piece=t.token, p_raw=p, p_final=p, rank=t.rank, entropy_raw=t.entropy,
+                            entropy_final=t.entropy, kl_final_raw=0.0, top=top, kept=0, forced=True))
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"n_tokens": len(self.tokens), "n_scored": self.n_scored, "total_logprob": self.total_logprob,
@@ -81,6 +102,7 @@ def score_text(backend: LocalEngine, prompt: str, continuation: str = "", *, top
         raise GenerationError("The text is a single token: nothing precedes it to score it by.")
     ctx = model.context(n_ctx=max(16, n + 1), n_batch=max(1, chunk), n_threads=backend.info.n_threads or None)
     out: list[ScoredToken] = [ScoredToken(0, toks[0], model.piece(toks[0]), None, None, (), n_prompt == 0)]
+    utf8 = Utf8Stream()
     try:
         for start in range(0, n - 1, chunk):  # positions start .. end-1 predict tokens start+1 .. end
             if cancel is not None and cancel.is_set():
@@ -95,8 +117,12 @@ def score_text(backend: LocalEngine, prompt: str, continuation: str = "", *, top
                 top_ids = np.argpartition(-lg, min(top_n, lg.shape[0] - 1))[:top_n]
                 top_ids = top_ids[np.argsort(-lg[top_ids], kind="stable")]
                 top = tuple((int(t), model.piece(int(t)), math.exp(float(lg[t]) - lse)) for t in top_ids)
+                w = np.exp(lg - lse)
+                entropy = max(0.0, float(lse - np.dot(w, lg)))
+                text = "" if model.is_eog(nxt) else utf8.push(model.token_bytes(nxt))
                 out.append(ScoredToken(i + 1, nxt, model.piece(nxt), float(lg[nxt]) - lse,
-                                       int(np.count_nonzero(lg > lg[nxt])) + 1, top, i + 1 >= n_prompt))
+                                       int(np.count_nonzero(lg > lg[nxt])) + 1, top, i + 1 >= n_prompt,
+                                       entropy, text))
     finally:
         ctx.close()
     scored = [t for t in out if t.logprob is not None and (t.continuation or not continuation)]
