@@ -216,3 +216,78 @@ def test_a_forced_token_moves_mu_but_not_the_adaptive_average():
     a = OFF.replace(adaptive_target=0.4)
     ra = apply_chain(v, a)
     assert ra.next_state(kept, drawn=False) == ra.state and ra.next_state(kept).ema_sum != ra.state.ema_sum
+
+
+# ----------------------------------------------------------------------------- by hand
+
+def test_dry_by_hand():
+    # a b c a b: the suffix "a b" repeats what came before c, so c would extend a repeat of length 2
+    pens = dry_penalties([1, 2, 3, 1, 2], multiplier=1.0, base=2.0, allowed_length=1, last_n=64)
+    assert pens == {3: np.float32(2.0)}  # 1 * 2 ** (2 - 1)
+    assert dry_penalties([1, 2, 3, 1, 2], 1.0, 2.0, allowed_length=2, last_n=64) == {3: np.float32(1.0)}
+    assert dry_penalties([1, 2, 3, 1, 2], 1.0, 2.0, allowed_length=3, last_n=64) == {}  # too short a repeat
+    assert dry_penalties([1, 2, 3, 1, 2], 0.0, 2.0, 1, 64) == {}  # multiplier 0: off
+
+
+def test_mirostat_v2_by_hand():
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    logits = np.log(p).astype(np.float32)
+    s = OFF.replace(mirostat=2, mirostat_tau=1.0)  # mu starts at 2 bits: surprises 1, 2, 3, 3
+    r = apply_chain(logits, s)
+    assert sorted(r.ids.tolist()) == [0, 1] and np.allclose(sorted(r.probs), [1 / 3, 2 / 3])
+    # after token 1 (p 1/3 now, surprise log2 3 = 1.585 bits): mu = 2 - 0.1 * (1.585 - 1)
+    assert r.next_state(1).mu == pytest.approx(2 - 0.1 * (np.log2(3) - 1), abs=1e-6)
+
+
+def test_adaptive_p_by_hand():
+    logits = np.log(np.array([0.6, 0.3, 0.1])).astype(np.float32)
+    s = OFF.replace(adaptive_target=0.3, adaptive_decay=0.9)
+    r = apply_chain(logits, s)
+    # the average starts at the target, so the adapted target is 0.3; distances |p - 0.3| / 0.3
+    d = np.abs(np.array([0.6, 0.3, 0.1]) - 0.3) / 0.3
+    new = 5 - 10 * d * d / (1 + d)
+    expected = np.exp(new - new.max()) / np.exp(new - new.max()).sum()
+    assert r.stages[-1].value == pytest.approx(0.3)
+    assert np.allclose(r.probs[np.argsort(r.ids)], expected, atol=1e-6)
+    # taking token 0 (p 0.6 before the transform) pulls the next target down: 2 * 0.3 - mean
+    nxt = r.next_state(0)
+    mean = (0.6 + 0.9 * 3.0) / (1 + 0.9 * 10.0)
+    assert nxt.adapted_target(0.3) == pytest.approx(2 * 0.3 - mean, abs=1e-6)
+
+
+def test_mirostat_and_adaptive_p_on_the_models_real_logits(local_backend):
+    """Both follow llama.cpp on the embedded model's own next-token logits, along a real text."""
+    toks = local_backend.tokenize("Once upon a time, in a land far away, there lived a")
+    local_backend.prepare(toks[:4])
+    real = []
+    for t in toks[4:]:
+        real.append(np.array(local_backend.logits(), dtype=np.float32))
+        local_backend.feed(t)
+    for version in (1, 2, "adaptive"):
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if version == "adaptive":
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_adaptive_p(0.3, 0.9, 5))
+            s = OFF.replace(min_p=0.05, samplers=("min_p",), adaptive_target=0.3, adaptive_decay=0.9)
+        else:
+            sm = (llama_cpp.llama_sampler_init_mirostat(262144, 5, 5.0, 0.1, 100) if version == 1
+                  else llama_cpp.llama_sampler_init_mirostat_v2(5, 5.0, 0.1))
+            llama_cpp.llama_sampler_chain_add(chain, sm)
+            s = OFF.replace(mirostat=version)
+        state = SamplerState.initial(s)
+        try:
+            for i, v in enumerate(real):
+                arr, cur = _array(v)
+                llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
+                kept = arr[: cur.size]
+                token = int(arr[cur.selected]["id"])
+                if version == "adaptive":
+                    llama_cpp.llama_sampler_accept(chain, token)
+                lg = kept["logit"].astype(np.float64)
+                w = np.exp(lg - lg.max())
+                r = apply_chain(v, s, state=state)
+                problem = compare(r.ids, r.probs, kept["id"].astype(np.int64), w / w.sum())
+                assert problem is None, f"{version} step {i}: {problem}"
+                state = r.next_state(token)
+        finally:
+            llama_cpp.llama_sampler_free(chain)
