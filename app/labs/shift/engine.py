@@ -32,6 +32,9 @@ node costs one token evaluation.
 Threads: everything runs on the calling thread (the lab worker in the window, the main thread
 in ``samplescope shift``). Engines are used by one thread at a time. ``cancel`` is checked
 between nodes and between answers. No Qt.
+
+Just over 500 lines: the exact tree walk, the sampled answers and the concept and glubbing runs
+share the engine's helpers and record builders; splitting them would spread one lab's engine.
 """
 
 from __future__ import annotations
