@@ -2,6 +2,10 @@
 chain, the newer samplers with llama.cpp's names, and the chain's order as a reorderable list),
 and the "values actually used" line.
 
+Over 500 lines: a third of it is the knobs' tooltips (what each sampler does, in llama.cpp's
+terms), kept beside the spin boxes they explain; the panel itself is one value (the settings)
+shown on three tabs.
+
 Owns: ``SamplingPanel`` and ``PRESETS``. Runs on the GUI thread. Produces a frozen
 ``SamplerSettings`` (``settings()``); a value out of range is refused at the widget with the
 reason shown under the knobs.
