@@ -291,18 +291,21 @@ class WorkbenchController(QObject):
         probability, rank, alternatives and surprisal) and announced by ``xrayDone``."""
         if not self._check_ready(prompt, settings):
             return None
-        if self._remote is not None:
-            self._fail(XrayUnavailable("The prompt X-ray needs a local model: a server's prompt "
-                                           "log-probabilities are not read yet."))
+        remote = self._remote
+        if remote is not None and not self.capabilities.prompt_logprobs:
+            self._fail(XrayUnavailable(f"The prompt X-ray {self.capabilities.why_not('prompt_logprobs')}."))
             return None
         self._end_step_mode()
         backend = self._backend
         self._xray_settings = settings
+        top_n = max(1, min(settings.top_n, 20))
 
         def job(cancel: threading.Event) -> Iterator[object]:
-            from app.core.scoring import score_text
+            from app.core.scoring import score_remote, score_text
 
-            return score_text(backend, prompt, cancel=cancel)
+            if remote is not None:  # a server that echoes prompt log-probabilities (the probe saw it)
+                return score_remote(remote, prompt, top_n=top_n, cancel=cancel)
+            return score_text(backend, prompt, top_n=top_n, cancel=cancel)
             yield  # a generator: the worker runs it, the result is its return value
 
         return self._submit(job, JobKind.XRAY, State.GENERATING)

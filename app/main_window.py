@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MainWindow", "DEFAULT_PROMPT", "REDRAW_MS", "PLOT_STREAM_MS", "TEXT_STREAM_MS"]
 
+_XRAY_TIP = ("Show the prompt's own tokens like generated ones: each token's probability given what precedes it, "
+             "its rank and alternatives on hover, the surprisal curve, and the prompt's perplexity (from a server: "
+             "its echoed top-N, so entropies are lower bounds)")
+
 DEFAULT_PROMPT = "The most surprising thing about octopuses is"
 REDRAW_MS = 33  # the redraw timer: at most ~30 redraws per second, whatever the token rate
 PLOT_STREAM_MS = 200  # while tokens stream, the plots redraw at most 5 times per second
@@ -249,9 +253,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
         self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
         self.xray_action = self._action(
-            r, "&X-ray the prompt", self.xray_prompt, "Ctrl+Shift+X",
-            "Show the prompt's own tokens like generated ones: each token's probability given what precedes it, "
-            "its rank and alternatives on hover, the surprisal curve, and the prompt's perplexity")
+            r, "&X-ray the prompt", self.xray_prompt, "Ctrl+Shift+X", _XRAY_TIP)
         self.rescore_action = self._action(
             r, "&Apply knobs to this run", self.rescore_run, "Ctrl+Shift+A",
             "Re-score the shown run with the sampler knobs as set now: the same tokens, every step recomputed; "
@@ -539,7 +541,11 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         self.step_button.setEnabled(has_model and can_step and not generating and not loading)
         self.step_action.setEnabled(has_model and can_step and not generating and not loading)
         self.rescore_action.setEnabled(has_model and not generating and not loading)
-        self.xray_action.setEnabled(has_model and not generating and not loading and self.controller.local_engine is not None)
+        self.xray_action.setEnabled(has_model and not generating and not loading and caps.prompt_logprobs)
+        xray_tip = (_XRAY_TIP if caps.prompt_logprobs or caps.kind == "none"
+                    else f"The prompt X-ray {caps.why_not('prompt_logprobs')}")
+        self.xray_action.setStatusTip(xray_tip)
+        self.xray_action.setToolTip(xray_tip)
         self.rescore_button.setEnabled(has_model and not generating and not loading)
         self.step_mode_button.setEnabled(can_step)
         self.step_mode_action.setEnabled(can_step)

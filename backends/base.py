@@ -550,6 +550,9 @@ _MISSING = {
     "chat": "needs a chat template (this model has none: it is a base model) or a chat endpoint",
     "seed": "the server ignored the seed in the probe, so runs cannot be repeated",
     "token_ids": "needs token ids, which this server does not send",
+    "prompt_logprobs": ("needs each prompt token's log-probability, which the server did not return for an echoed "
+                        "prompt in the probe (vLLM and llama-cpp-python's server with --logits_all true do; "
+                        "llama.cpp's own server does not): use a local model"),
 }
 
 
@@ -562,7 +565,9 @@ class Capabilities:
     ``kind`` is "local" or "remote". ``full_logits``: the whole next-token distribution (exact
     entropy, exact answer distributions, P_token at every step, what the model does vs says).
     ``sequences``: several sequences in one KV cache (beams, forks, exact lockstep columns).
-    ``max_parallel``: how many generations run at once by default (sequences or requests)."""
+    ``max_parallel``: how many generations run at once by default (sequences or requests).
+    ``prompt_logprobs``: each prompt token's log-probability given what precedes it (the
+    prompt X-ray)."""
 
     full_logits: bool = False
     sampler_stages: bool = False
@@ -578,6 +583,7 @@ class Capabilities:
     chat: bool = False
     token_ids: bool = False
     max_parallel: int = 1
+    prompt_logprobs: bool = False
 
     @property
     def local(self) -> bool:

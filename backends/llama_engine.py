@@ -88,7 +88,7 @@ def default_threads() -> int:
 #: What a local model reveals: everything (``chat`` depends on the model: see ``local_capabilities``).
 LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True,
                                   kind="local", sequences=True, grammar=True, embeddings=True, token_ids=True,
-                                  max_parallel=8)
+                                  max_parallel=8, prompt_logprobs=True)
 
 
 def local_capabilities(model) -> Capabilities:

@@ -57,8 +57,27 @@ def test_the_score_command_prints_records_and_the_perplexity(capsys):
     assert summary["perplexity"] == pytest.approx(math.exp(-sum(r["logprob"] for r in cont) / len(cont)))
 
 
-def test_score_refuses_a_server_and_an_empty_prompt(capsys):
-    assert main(["score", "--prompt", "x", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
-    assert "local model" in capsys.readouterr().err
+def test_score_refuses_an_empty_prompt_and_says_why_a_server_fails(capsys):
+    assert main(["score", "--prompt", "x", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:9" in err and "Traceback" not in err
     assert main(["score", "--prompt", ""]) != 0
     assert "empty" in capsys.readouterr().err
+
+
+def test_a_server_scores_a_prompt_like_the_local_model(llama_server, local_backend, capsys):
+    """The real llama-cpp-python server echoes the prompt's log-probabilities: they equal the
+    local scorer's token for token (measured: within 1e-6 nats; TOL allows for batch noise). It
+    echoes no BOS, so its first token is the unscored one."""
+    assert main(["score", "--prompt", TEXT, "--base-url", llama_server.base_url, "--model", llama_server.model,
+                 "--top", "5", "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    records, summary = lines[:-1], lines[-1]["summary"]
+    ref = score_text(local_backend, TEXT, top_n=5)
+    assert [r["token"] for r in records] == [t.token for t in ref.tokens[1:]]
+    assert records[0]["logprob"] is None
+    diffs = [abs(r["logprob"] - t.logprob) for r, t in zip(records[1:], ref.tokens[2:])]
+    assert max(diffs) < TOL, max(diffs)
+    for r, t in zip(records[1:], ref.tokens[2:]):  # ranks within the top 5; beyond it, "6"
+        assert r["estimated"] and r["rank"] == min(t.rank, 6)
+    assert summary["n_scored"] == len(records) - 1 and summary["perplexity"] > 1

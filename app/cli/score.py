@@ -3,30 +3,34 @@
 Owns ``cmd_score``: one JSON record per token (``position``, ``token_id``, ``token``,
 ``logprob`` in nats given everything before it, null for the first token, ``rank``, ``top``,
 ``continuation``), then a summary with the perplexity (of the continuation when one is given).
-A local model only: a server's prompt log-probabilities (``echo``) are not probed yet. Main
-thread; no Qt.
+With ``--base-url``, a server that echoes prompt log-probabilities (the probe finds out; vLLM and
+llama-cpp-python's server with ``--logits_all true`` do): there ranks beyond the top-N are
+``top + 1`` and entropies lower bounds, and each record says ``"estimated": true``. Main thread;
+no Qt.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .scaffold import UsageError, dumps, is_remote, load_backend
+from .scaffold import UsageError, dumps, is_remote, open_model
 
 __all__ = ["cmd_score"]
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from app.core.scoring import score_text
+    from app.core.scoring import score_remote, score_text
 
-    if is_remote(a):
-        raise UsageError("score needs a local model: a server's prompt log-probabilities (echo) are not "
-                         "supported yet. Leave out --base-url.")
     if not 1 <= a.top <= 100:
         raise UsageError(f"--top {a.top} is outside 1 .. 100")
-    backend = load_backend(a)
+    backend, _ = open_model(a, probe=True)
     try:
-        res = score_text(backend, a.prompt, a.continuation or "", top_n=a.top, cancel=a.cancel)
+        if is_remote(a):
+            if not backend.capabilities.prompt_logprobs:
+                raise UsageError(f"score {backend.capabilities.why_not('prompt_logprobs')} (leave out --base-url).")
+            res = score_remote(backend, a.prompt, a.continuation or "", top_n=a.top, cancel=a.cancel)
+        else:
+            res = score_text(backend, a.prompt, a.continuation or "", top_n=a.top, cancel=a.cancel)
     finally:
         backend.close()
     for t in res.tokens:

@@ -3,7 +3,7 @@
 Owns: ``OpenAICompatBackend`` (the connection settings and the httpx client, model listing,
 ``probe`` (see ``probe.py``) and the ``ServerCapabilities`` it found, and ``stream``: one generation, with
 the fallbacks a server's answers call for (no streamed log-probabilities, none at all, a smaller
-top-N)). The contract (what a remote Step holds, which faults raise what, the API key) is the
+top-N)), and ``score_prompt``: a text's own tokens with their log-probabilities (``echo.py``). The contract (what a remote Step holds, which faults raise what, the API key) is the
 package docstring of ``backends.openai_compat``; the work is done by the package's other
 modules: ``request`` builds the body, ``retry.Sender`` sends it, ``streaming`` reads the answer,
 ``steps.Run`` turns it into Steps, ``faults`` names what went wrong.
@@ -40,11 +40,13 @@ from ..base import (
 )
 from ..text import clean_text
 from .capabilities import REMOTE_PARALLEL, ServerCapabilities
+from .echo import EchoedToken, echo_request, echoes, read_echo
 from .exchange import Cancelled
 from .faults import Faults, Secret, scrub
 from .probe import probe_server
 from .request import build_body, top_n
 from .retry import OnWait, Sender
+from .logprobs import Malformed
 from .steps import Fallback, Run
 from .streaming import AnswerReader
 
@@ -203,6 +205,33 @@ class OpenAICompatBackend:
         caps = probe_server(self._sender, model, progress_timeout=self.progress_timeout)
         self._caps[self.model] = caps
         return caps
+
+    # ---------------------------------------------------------------- prompt scoring
+    def score_prompt(self, text: str, *, top_n: int = 5, cancel: threading.Event | None = None) -> list[EchoedToken]:
+        """``text``'s own tokens as the server tokenizes it, each with its log-probability given
+        what precedes it and ``top_n`` alternatives (the first token's log-probability is None),
+        from one completion request with ``echo`` (see ``echo.py``); [] when ``cancel`` is set
+        before the answer arrives. Raises
+        ``GenerationError`` when the probe found no echoed log-probabilities, ``BadResponse``
+        when the answer does not echo the text, and the usual faults."""
+        require_prompt(text)
+        model = self._resolve_model()
+        caps = self._caps.get(model)
+        if caps is None or not caps.echo_logprobs:
+            raise GenerationError("This server " + Capabilities().why_not("prompt_logprobs") + ".")
+        n = max(1, min(int(top_n), caps.top_n_completions or 1))
+        try:
+            obj = self._request_json("POST", "/completions", echo_request(text, model, n), model=model, cancel=cancel)
+        except Cancelled:
+            return []
+        try:
+            tokens = read_echo(obj, text)
+        except Malformed as exc:
+            raise BadResponse(f"The server at {self._where} sent malformed prompt log-probabilities: {exc}.") from None
+        if tokens is None or not echoes(tokens, text):
+            raise BadResponse(f"The server at {self._where} did not echo the prompt's tokens with their "
+                              "log-probabilities this time, although the probe saw it do so.")
+        return tokens
 
     # ---------------------------------------------------------------- generation
     def _resolve_model(self) -> str | None:

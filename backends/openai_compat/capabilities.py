@@ -32,6 +32,8 @@ class ServerCapabilities:
     ``json_schema_style`` is "json_schema" (OpenAI's ``response_format``) or "json_object"
     (a ``schema`` inside ``{"type": "json_object"}``, as llama-cpp-python reads it).
     ``top_k_off`` is the ``top_k`` value the server takes for "no top-k" (0, or -1 for older vLLM).
+    ``echo_logprobs``: a completion request with ``echo`` returns the prompt's own tokens with
+    their log-probabilities (``echo.py``: the prompt X-ray).
     """
 
     completions: bool = False
@@ -51,6 +53,7 @@ class ServerCapabilities:
     accepted: frozenset[str] = frozenset()
     json_schema_style: str = ""
     top_k_off: int = 0
+    echo_logprobs: bool = False
 
     def to_capabilities(self) -> Capabilities:
         return Capabilities(
@@ -64,4 +67,5 @@ class ServerCapabilities:
             json_schema=self.json_schema,
             chat=self.chat,
             max_parallel=REMOTE_PARALLEL,
+            prompt_logprobs=self.echo_logprobs,
         )

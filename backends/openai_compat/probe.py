@@ -3,7 +3,8 @@
 Owns: ``probe_server`` (the probe itself, 1 to 8 tokens per request: which endpoints work,
 whether log-probabilities come back and the largest top-N each endpoint honours, whether they
 stream, which sampler fields are accepted and which have a visible effect (the same seed twice,
-``top_k=1`` / ``min_p=1`` against the greedy text), the JSON-schema response format) and
+``top_k=1`` / ``min_p=1`` against the greedy text), the prompt's own log-probabilities through
+``echo``, the JSON-schema response format) and
 ``PROBE_PROMPT``. What it found is a ``capabilities.ServerCapabilities``.
 
 Threads: ``probe_server`` runs on the caller's thread (the model worker, or the CLI's main
@@ -27,7 +28,8 @@ from ..base import (
 from ..sse import iter_sse
 from .capabilities import ServerCapabilities
 from .exchange import Kind, Stalled
-from .logprobs import safe_parse
+from .echo import echo_request, echoes, read_echo
+from .logprobs import Malformed, safe_parse
 from .retry import Sender, loads
 
 __all__ = ["probe_server", "PROBE_PROMPT"]
@@ -193,7 +195,21 @@ class _Probe:
             if st == 200:
                 accepted.add("repeat_penalty")
                 repeat_penalty = True
-        # 4. JSON schema response format
+        # 4. the prompt's own log-probabilities (echo), for the prompt X-ray
+        echo = False
+        if c_lp:
+            st, ob, er = self._try("/completions", echo_request(PROBE_PROMPT, model, 1), model)
+            try:
+                echoed = read_echo(ob, PROBE_PROMPT) if st == 200 else None
+            except Malformed:
+                echoed = None
+            # the prompt's tokens came back (more than the one generated) with values after the first
+            echo = (echoed is not None and len(echoed) >= 2 and echoes(echoed, PROBE_PROMPT)
+                    and any(e.token.logprob is not None for e in echoed[1:]))
+            if not echo:
+                notes.append("no log-probabilities for an echoed prompt: the prompt X-ray needs a local model"
+                             + (f" ({er})" if st != 200 and er else ""))
+        # 5. JSON schema response format
         json_schema, style = self._probe_json_schema(model, base, h_ok, c_ok)
         if not json_schema:
             notes.append("no JSON-schema response format")
@@ -205,7 +221,7 @@ class _Probe:
             top_n_max=top_n_max, stream_logprobs=stream_lp, seed=seed, top_k=top_k, min_p=min_p,
             json_schema=json_schema, notes=tuple(notes), top_n_completions=c_n if c_lp else 0,
             top_n_chat=h_n if h_lp else 0, repeat_penalty=repeat_penalty,
-            accepted=frozenset(accepted), json_schema_style=style, top_k_off=top_k_off,
+            accepted=frozenset(accepted), json_schema_style=style, top_k_off=top_k_off, echo_logprobs=echo,
         )
         return caps
 

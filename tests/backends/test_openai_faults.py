@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import socket
+import re
 import ssl
 import threading
 import time
@@ -26,6 +27,7 @@ from backends.base import (
     ConnectTimeout,
     EndpointNotFound,
     Finished,
+    GenerationError,
     HostNotFound,
     ModelNotFound,
     RateLimited,
@@ -738,8 +740,13 @@ def test_probe_against_an_openai_like_server():
     assert caps.accepted == frozenset({"seed"}) and not caps.seed
     assert caps.json_schema and caps.json_schema_style == "json_schema"
     assert any("do not stream" in n for n in caps.notes)
+    # echo is ignored (only the generated token comes back): no prompt X-ray, and the reason is noted
+    assert not caps.echo_logprobs and any("echoed prompt" in n for n in caps.notes)
     c = b.capabilities
     assert (c.full_logits, c.sampler_stages, c.step_mode, c.top_n_max, c.seed) == (False, False, False, 20, False)
+    assert not c.prompt_logprobs and "echoed prompt" in c.why_not("prompt_logprobs")
+    with pytest.raises(GenerationError, match="echoed prompt"):
+        b.score_prompt("The capital of France is")
 
 
 def test_probe_of_a_completion_only_server_without_logprobs():
@@ -923,3 +930,74 @@ def test_an_empty_event_stream_where_json_was_expected_is_a_bad_answer():
 
     with pytest.raises(BadResponse, match="not JSON"):
         make(handler).list_models()
+
+
+# ---------------------------------------------------------------------------- echoed prompt logprobs
+def _echo_answer(text: str, tokens: list[str], lps: list) -> dict:
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    return {"choices": [{"text": text, "index": 0, "finish_reason": "length", "logprobs": {
+        "tokens": tokens, "token_logprobs": lps, "text_offset": offsets,
+        "top_logprobs": [None if lp is None else {t: lp, " x": -3.0} for t, lp in zip(tokens, lps)]}}]}
+
+
+def _echoing_server(answer_for):
+    """A completion-only server with logprobs whose echo answers come from ``answer_for(prompt)``."""
+    def handler(request):
+        body = json.loads(request.content)
+        if request.url.path.endswith("/chat/completions"):
+            return httpx.Response(404, json={"error": {"message": "no chat"}})
+        if body.get("echo"):
+            return httpx.Response(200, json=answer_for(body["prompt"]))
+        n = body.get("logprobs") or 0
+        lp = {"tokens": [" Paris"], "token_logprobs": [-0.1], "top_logprobs": [{f"t{i}": -1.0 - i for i in range(n)}],
+              "text_offset": [0]} if n else None
+        if body.get("stream"):
+            return sse_response(sse({"choices": [{"text": " Paris", "index": 0, "logprobs": lp}]}, final_chunk()))
+        return httpx.Response(200, json={"choices": [{"text": " Paris", "index": 0, "logprobs": lp,
+                                                      "finish_reason": "length"}]})
+    return handler
+
+
+def test_echoed_prompt_logprobs_are_read_and_a_lying_echo_is_refused():
+    from backends.openai_compat import PROBE_PROMPT
+
+    def honest(prompt):
+        words = re.findall(r" ?\S+", prompt)  # "The", " capital", ...
+        return _echo_answer(prompt + " Paris", words + [" Paris"], [None] + [-1.5] * (len(words) - 1) + [-0.2])
+
+    b = make(_echoing_server(honest))
+    caps = b.probe("m")
+    assert caps.echo_logprobs and b.capabilities.prompt_logprobs
+    toks = b.score_prompt("Roses are red")
+    assert [t.token.text for t in toks] == ["Roses", " are", " red"]  # the generated " Paris" left out
+    assert [t.offset for t in toks] == [0, 5, 9] and toks[0].token.logprob is None and toks[1].token.logprob == -1.5
+
+    from app.core.scoring import score_remote
+
+    res = score_remote(b, "Roses are", " red")
+    assert [t.continuation for t in res.tokens] == [False, False, True] and res.n_scored == 1
+    assert res.perplexity == pytest.approx(math.exp(1.5))
+    assert res.tokens[1].rank == 1 and res.tokens[1].estimated
+    steps = res.steps()  # the X-ray's trace: the scored tokens as estimated Steps
+    assert [s.token for s in steps] == [" are", " red"] and all(s.estimated and s.rank == 1 for s in steps)
+    assert steps[0].p_raw == pytest.approx(math.exp(-1.5)) and steps[0].top[0].token == " are"
+
+    # a server that echoes something else than the prompt, or garbage, is caught
+    state = {"lie": None}
+
+    def liar(prompt):
+        if prompt == PROBE_PROMPT or state["lie"] is None:
+            return honest(prompt)
+        return state["lie"]
+
+    b = make(_echoing_server(liar))
+    assert b.probe("m").echo_logprobs
+    state["lie"] = _echo_answer("Something else entirely", ["Something", " else", " entirely"], [None, -1.0, -1.0])
+    with pytest.raises(BadResponse, match="did not echo"):
+        b.score_prompt("Roses are red")
+    state["lie"] = {"choices": [{"text": "x", "logprobs": {"tokens": [1, 2], "token_logprobs": [None, -1.0]}}]}
+    with pytest.raises(BadResponse, match="malformed"):
+        b.score_prompt("Roses are red")

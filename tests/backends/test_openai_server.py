@@ -55,6 +55,8 @@ def test_probe_results(remote):
     # it refuses OpenAI's json_schema response format (HTTP 500, a validation error) but reads a
     # schema inside {"type": "json_object"}
     assert caps.json_schema and caps.json_schema_style == "json_object"
+    # with --logits_all it echoes a prompt's tokens with their log-probabilities (the prompt X-ray)
+    assert caps.echo_logprobs and remote.capabilities.prompt_logprobs
     c = remote.capabilities
     assert (c.full_logits, c.sampler_stages, c.step_mode, c.top_n_max, c.seed) == (False, False, False, 20, True)
 

@@ -343,6 +343,15 @@ def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatc
     from app.core.paths import config_dir
 
     assert "sk-test-secret-123" not in (config_dir() / "settings.json").read_text()
+    # the prompt X-ray through the server's echoed prompt log-probabilities (the probe found them)
+    assert window.controller.capabilities.prompt_logprobs and window.xray_action.isEnabled()
+    window.prompt_edit.setPlainText("Roses are red, violets are blue")
+    with qtbot.waitSignal(window.controller.xrayDone, timeout=120_000) as blocker:
+        window.xray_action.trigger()
+    xray = window.controller.trace  # the server echoes no BOS: its first token has no score
+    assert len(xray.text) > 20 and "Roses are red, violets are blue".endswith(xray.text)
+    assert all(s.estimated and 0 < s.p_raw <= 1 and s.rank >= 1 for s in xray.steps)
+    assert window.token_view.rendered_count() == len(xray.steps) and blocker.args[0].perplexity > 1
     # back to the local model
     window.controller.disconnect_remote()
     qtbot.waitUntil(lambda: window.controller.remote is None and window.controller.state == "ready", timeout=5000)
