@@ -222,7 +222,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave sections out (comma-separated, repeatable): baseline, engine, parallel, grammar, gui, "
                    "remote, long")
     b.add_argument("--json", action="store_true")
+    md = sub.add_parser("models", help="list the GGUF models already on disk (Hugging Face cache, LM Studio, Ollama, "
+                        "llama.cpp's cache, added folders) with what their headers say, without loading any",
+                        description="Searches HF_HUB_CACHE (else $HF_HOME/hub, else ~/.cache/huggingface/hub), "
+                        "~/.lmstudio/models and ~/.cache/lm-studio/models, OLLAMA_MODELS (else ~/.ollama/models), "
+                        "LLAMA_CACHE (else llama.cpp's cache folder), the folders added in the window's model "
+                        "picker and every --folder.")
+    md.add_argument("--folder", action="append", default=[], metavar="DIR",
+                    help="also search this folder and its subfolders (repeatable)")
+    md.add_argument("--no-saved-folders", action="store_true",
+                    help="leave out the folders added in the window's model picker")
+    md.add_argument("--json", action="store_true", help="one JSON list of records: path, source, name, architecture, "
+                    "size_label, quantization, file_size, context_length, error (null when the file is usable)")
+    _choices_in_any_case(parser)
     return parser
+
+
+class _AnyCase:
+    """The ``type`` of an argument with text choices: a value in any letter case becomes the
+    choice it spells (``vs-standard`` -> ``VS-Standard``); anything else is left for argparse to
+    refuse with the list of choices."""
+
+    def __init__(self, choices, base=None) -> None:
+        self.choices = {str(c).casefold(): c for c in choices}
+        self.base = base
+        self.__name__ = getattr(base, "__name__", "choice")  # argparse names the type in its errors
+
+    def __call__(self, text: str):
+        value = self.base(text) if self.base is not None else text
+        return self.choices.get(value.casefold(), value) if isinstance(value, str) else value
+
+
+def _choices_in_any_case(parser: argparse.ArgumentParser) -> None:
+    """Every argument with text ``choices=``, in every subcommand, takes them in any letter case
+    (one mechanism, so a new argument with choices needs nothing of its own)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases name the same parser
+                _choices_in_any_case(sub)
+        elif action.choices and all(isinstance(c, str) for c in action.choices) and not isinstance(action.type, _AnyCase):
+            action.type = _AnyCase(action.choices, action.type)
 
 
 def settings_from_args(a: argparse.Namespace) -> SamplerSettings:

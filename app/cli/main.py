@@ -17,6 +17,7 @@ from .args import build_parser, load_settings_from_args
 from .compare import cmd_compare
 from .generate import cmd_generate
 from .align import cmd_align
+from .models import cmd_models
 from .score import cmd_score
 from .shift import cmd_shift
 from .vs import cmd_vs
@@ -44,6 +45,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], int]] = {
     "generate": (cmd_generate, 1), "bench": (cmd_bench, 1), "vs": (cmd_vs, 1), "align": (cmd_align, 2),
     "shift": (cmd_shift, 1), "compare": (cmd_compare, 2), "score": (cmd_score, 1),
+    "models": (cmd_models, 2),
 }
 
 

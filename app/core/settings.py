@@ -28,6 +28,8 @@ __all__ = ["AppSettings", "settings_path", "MAX_RECENT", "SETTINGS_FILE", "defau
 SETTINGS_FILE = "settings.json"
 #: How many entries ``recent_models`` keeps.
 MAX_RECENT = 10
+#: How many folders ``model_folders`` keeps.
+MAX_MODEL_FOLDERS = 64
 _FORMAT_VERSION = 1
 _TRANSIENT = {"persist": False}
 
@@ -59,6 +61,8 @@ class AppSettings:
 
     last_model_path: str | None = None
     recent_models: list[str] = field(default_factory=list)
+    #: folders the user added to the model picker (searched for GGUF files beside the usual places)
+    model_folders: list[str] = field(default_factory=list)
     n_ctx: int = 2048
     n_gpu_layers: int = 0
     n_threads: int = field(default_factory=default_threads)
@@ -108,6 +112,21 @@ class AppSettings:
         """Forget ``path`` (e.g. the file no longer exists)."""
         p = os.fspath(path)
         self.recent_models = [r for r in self.recent_models if r != p]
+
+    # -- the model picker's folders -------------------------------------------------------
+
+    def add_model_folder(self, path: str | os.PathLike[str]) -> bool:
+        """Add ``path`` to ``model_folders`` (last); False when it was there already or the list
+        holds ``MAX_MODEL_FOLDERS``."""
+        p = os.fspath(path)
+        if not p or p in self.model_folders or len(self.model_folders) >= MAX_MODEL_FOLDERS:
+            return False
+        self.model_folders.append(p)
+        return True
+
+    def remove_model_folder(self, path: str | os.PathLike[str]) -> None:
+        p = os.fspath(path)
+        self.model_folders = [f for f in self.model_folders if f != p]
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -205,6 +224,10 @@ def _checked(name: str, v: Any) -> Any:
             if x and x not in out:
                 out.append(x)
         return out[:MAX_RECENT]
+    if name == "model_folders":
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            return _BAD
+        return list(dict.fromkeys(x for x in v if x))[:MAX_MODEL_FOLDERS]
     if name in ("n_ctx", "n_gpu_layers", "n_threads"):  # the ranges of LoadSettings, shared with the CLI
         if not is_int(v):
             return _BAD
