@@ -1,6 +1,6 @@
 """The window's model and server handling: loading a GGUF file (dialog, drop, recent files),
-the parallel-sequences setting, testing and connecting to a server, keys to the keyring, load
-progress and the model card.
+the model picker's added folders (saved as they change), the parallel-sequences setting, testing
+and connecting to a server, keys to the keyring, load progress and the model card.
 
 Owns: ``ModelMixin``, a part of ``MainWindow`` (the controller does the work on its worker).
 GUI thread."""
@@ -136,9 +136,20 @@ class ModelMixin:
         self.app_settings.last_model_path = path
         self.setWindowTitle(f"Samplescope — {info.name}")
 
+    def _save_model_folders(self, folders: list[str]) -> None:
+        """The model picker's added folders changed: keep them in the settings and save at once."""
+        self.app_settings.model_folders = list(folders)
+        try:
+            self.app_settings.save()
+        except OSError as exc:
+            self.statusBar().showMessage(f"The model folders were not saved: {exc.strerror or exc}", 5000)
+
     def _update_recent(self) -> None:
+        """Give the model panel and File > Recent what the settings remember: the recent models and
+        the model picker's folders."""
         recent = list(self.app_settings.recent_models)
         self.model_panel.set_recent(recent, getattr(self, "_loading_path", None))
+        self.model_panel.set_model_folders(list(self.app_settings.model_folders), self._save_model_folders)
         self.recent_menu.clear()
         for p in recent:
             act = self.recent_menu.addAction(menu_text(os.path.basename(p)))

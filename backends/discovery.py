@@ -106,6 +106,18 @@ class FoundModel:
     error: str | None = None
     parts: int = 1
 
+    @property
+    def file_size_text(self) -> str:
+        """The file size for people: "253.1 MB" ("-" when unknown), as the model card writes it."""
+        if self.file_size is None:
+            return "-"
+        x = float(self.file_size)
+        for unit in ("B", "KB", "MB", "GB"):
+            if x < 1000:
+                return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+            x /= 1000
+        return f"{x:.1f} TB"
+
     def to_dict(self) -> dict:
         """The JSON form of ``samplescope models --json``."""
         return {"path": self.path, "source": self.source, "name": self.name, "architecture": self.architecture,

@@ -1,7 +1,9 @@
 """The model panel: which model, how to load it, and its model card.
 
 Owns: ``ModelPanel``. Runs on the GUI thread. It only asks for loads (``loadRequested``)
-and shows what the controller reports (progress, model card, GPU offload support).
+and shows what the controller reports (progress, model card, GPU offload support). Its "Models
+on disk…" button opens the model picker (``widgets.model_picker``) on the folders the window gave
+it (``set_model_folders``); a model chosen there is selected and loaded as the Load button does.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from typing import Callable
+
 from backends.base import LoadSettings, ModelInfo
 from widgets.formatting import plain_tip
+from widgets.model_picker import ModelPickerDialog
 
 __all__ = ["ModelPanel", "EMBEDDED_LABEL", "show_progress"]
 
@@ -67,6 +72,16 @@ class ModelPanel(QWidget):
         self.open_button.clicked.connect(self.openRequested)
         row.addWidget(self.open_button)
         lay.addLayout(row)
+        self.picker_button = QPushButton("Models on disk…")
+        self.picker_button.setToolTip(
+            "List the GGUF models already on this computer (Hugging Face cache, LM Studio, Ollama, llama.cpp's "
+            "cache, folders you add) with their architecture, size, quantization and context, and load one")
+        self.picker_button.clicked.connect(self.open_model_picker)
+        lay.addWidget(self.picker_button)
+        self._model_folders: list[str] = []
+        self._save_model_folders: Callable[[list[str]], None] | None = None
+        #: the open model picker (None when closed)
+        self.picker: ModelPickerDialog | None = None
 
         form = QFormLayout()
         limits = LoadSettings.LIMITS  # the ranges the command line and the engine check too
@@ -163,6 +178,35 @@ class ModelPanel(QWidget):
         self.model_combo.setCurrentIndex(max(0, idx))
         self.model_combo.blockSignals(False)
 
+    def set_model_folders(self, folders: list[str], save: Callable[[list[str]], None] | None = None) -> None:
+        """The folders the model picker searches beside the usual places, and what to call with
+        the new list when the user adds or removes one there (the window saves it)."""
+        self._model_folders = list(folders)
+        self._save_model_folders = save
+
+    def open_model_picker(self) -> ModelPickerDialog:
+        """Open the model picker (window-modal); a model chosen there is selected and loaded."""
+        dlg = ModelPickerDialog(self._model_folders, self)
+        dlg.setAttribute(Qt.WA_DeleteOnClose)
+        dlg.modelChosen.connect(self._load_chosen)
+        dlg.foldersChanged.connect(self._on_picker_folders)
+        dlg.finished.connect(self._on_picker_closed)
+        self.picker = dlg
+        dlg.open()
+        return dlg
+
+    def _on_picker_closed(self, _result: int) -> None:
+        self.picker = None
+
+    def _on_picker_folders(self, folders: list[str]) -> None:
+        self._model_folders = list(folders)
+        if self._save_model_folders is not None:
+            self._save_model_folders(list(folders))
+
+    def _load_chosen(self, path: str) -> None:
+        self.select_path(path)
+        self._request_load()
+
     def selected_path(self) -> str | None:
         return self.model_combo.currentData()
 
@@ -182,6 +226,7 @@ class ModelPanel(QWidget):
     def set_busy(self, busy: bool) -> None:
         self.load_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
+        self.picker_button.setEnabled(not busy)
         self.model_combo.setEnabled(not busy)
         if busy:
             self.progress.setVisible(True)

@@ -37,15 +37,6 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 def cmd_models(a: argparse.Namespace) -> int:
     from backends.discovery import iter_models, locations
 
@@ -56,7 +47,7 @@ def cmd_models(a: argparse.Namespace) -> int:
         print(dumps([m.to_dict() for m in found]))
         return rc
     rows = [(_printable(m.name), m.source, m.architecture or "-", m.size_label or "-", m.quantization or "-",
-             _bytes(m.file_size), "-" if m.context_length is None else f"{m.context_length:,}") for m in found]
+             m.file_size_text, "-" if m.context_length is None else f"{m.context_length:,}") for m in found]
     head = ("NAME", "SOURCE", "ARCH", "SIZE", "QUANT", "FILE SIZE", "CONTEXT")
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
     widths[0] = min(widths[0], 60)

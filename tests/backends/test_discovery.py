@@ -332,3 +332,8 @@ def test_a_hostile_header_in_a_found_file_is_an_error_line(home, tmp_path):
     ok = [m.name for m in found if m.error is None]
     assert ok == ["no_tensors_at_all.gguf"]  # a well-formed header
     assert all(m.error and "\n" not in m.error for m in found if m.name != "no_tensors_at_all.gguf")
+
+
+def test_file_sizes_in_words():
+    sizes = [FoundModel("p", "folder", "n", file_size=n).file_size_text for n in (None, 608, 253_113_024, 4_200_000_000, 2 * 10**12)]
+    assert sizes == ["-", "608 B", "253.1 MB", "4.2 GB", "2.0 TB"]
