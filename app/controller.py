@@ -21,7 +21,8 @@ from PySide6.QtCore import QObject, Signal
 from app.core.errors import describe_unexpected
 from app.workbench_control import (BusyFailure, ConnectionSettingsFailure, InvalidInputFailure, JobKind, LoadProgress,
                           Loaded, ModelLoadFailure, NoModelFailure, Probed, NotSaved, Pending, RunNotOpened, State,
-                          StepModeUnavailable, UnexpectedFailure, WorkbenchFailure, XrayUnavailable,
+                          StepModeUnavailable, UnexpectedFailure, WhatIfUnavailable, WorkbenchFailure,
+                          XrayUnavailable,
                           failure_for_job)
 from backends.sources import LocalSource, RemoteConfig
 from app.core.session import GenerationSession
@@ -49,6 +50,7 @@ class WorkbenchController(QObject):
     pendingChanged = Signal(object)  # Step | None
     generationFinished = Signal(object)  # Finished
     xrayDone = Signal(object)  # app.core.scoring.ScoreResult: the prompt X-ray, shown as the trace
+    logitsRecomputed = Signal(int)  # the shown run's logits are in logit_memory again: how many steps
     failed = Signal(object)  # a WorkbenchFailure: the window reacts to its type
     errorOccurred = Signal(str, str)  # the same failure in words: title, message (not for UnexpectedFailure)
     unexpectedError = Signal(str, str, str)  # title, message, details (the traceback): a bug, not a user error
@@ -82,6 +84,7 @@ class WorkbenchController(QObject):
         self._xray_settings = SamplerSettings()
         self._jobs: dict[int, JobKind] = {}
         self._gen_job: Job | None = None
+        self._recompute_job: Job | None = None  # the what-if's background recomputation, if one runs
         self._state = State.NO_MODEL
         self._stop_after_step = False
         self.last_tokens_per_s = 0.0
@@ -126,7 +129,8 @@ class WorkbenchController(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._state in (State.LOADING, State.GENERATING) or JobKind.STEP in self._jobs.values()
+        return self._state in (State.LOADING, State.GENERATING) or any(
+            k in (JobKind.STEP, JobKind.RECOMPUTE) for k in self._jobs.values())
 
     # ------------------------------------------------------------------ loading
     def load_model(
@@ -310,6 +314,45 @@ class WorkbenchController(QObject):
 
         return self._submit(job, JobKind.XRAY, State.GENERATING)
 
+    def recompute_logits(self) -> Job | None:
+        """The shown finished run evaluated again through the local model, teacher-forced on its
+        tokens (``app.core.whatif.recompute_logits``, on the model worker), so that the what-if
+        and "Apply to this run" work on a run whose logits are not kept (a stored run, a lab
+        generation, one the memory bound pushed out). Announced by ``logitsRecomputed``; None
+        (and ``failed`` says why) when it cannot be done."""
+        trace, engine = self.trace, self.local_engine
+        if self.busy or trace is None or not trace.steps or trace.finished is None:
+            return None
+        if engine is None:
+            self._fail(WhatIfUnavailable("The what-if recomputes a run through a local model: load one (a server "
+                                         "gives no full distributions)."))
+            return None
+        if trace.model_name and self.model_info is not None and trace.model_name != self.model_info.name:
+            self._fail(WhatIfUnavailable(f"This run was made with {trace.model_name}; the loaded model is "
+                                         f"{self.model_info.name}. Load that model to try other settings on the run."))
+            return None
+        self._memory_runs += 1
+        key = self._memory_runs
+        memory, prompt, steps = self.logit_memory, trace.prompt, list(trace.steps)
+
+        def job(cancel: threading.Event) -> Iterator[object]:
+            from app.core.whatif import recompute_logits
+
+            return key, trace, recompute_logits(engine, memory, key, prompt, steps, cancel=cancel)
+            yield  # a generator: the worker runs it, the result is its return value
+
+        # the state stays as it is: the recomputation gives way to a generation or a step the user
+        # asks for (``_check_ready`` cancels it), and the window's controls stay as they are
+        self._recompute_job = self._submit(job, JobKind.RECOMPUTE, self._state)
+        return self._recompute_job
+
+    def _recomputed(self, result) -> None:
+        self._recompute_job = None
+        key, trace, n = result
+        if trace is self.trace and n == len(trace.steps):  # still the shown run, and not stopped midway
+            self.trace_memory_key = key
+            self.logitsRecomputed.emit(n)
+
     def _show_xray(self, result) -> None:
         # the prompt's own tokens are the trace's steps (its first token, the BOS, has no score)
         trace = Trace(prompt="", settings=self._xray_settings, model_name=result.model)
@@ -395,8 +438,17 @@ class WorkbenchController(QObject):
         if self._session is not None:
             self.finish_step_run()
 
+    def _cancel_recompute(self) -> None:
+        """Stop a running ``recompute_logits`` job; its end is then ignored (it keeps nothing)."""
+        job, self._recompute_job = self._recompute_job, None
+        if job is not None and self._jobs.pop(job.id, None) is not None:
+            job.cancel.set()
+            if not self._jobs:
+                self._set_state(self._idle_state())
+
     def stop(self) -> None:
         """Stop the running generation between two steps; the partial output is kept."""
+        self._cancel_recompute()
         if self._gen_job is not None:
             self._gen_job.cancel.set()
         elif self.in_step_mode_run:
@@ -410,6 +462,7 @@ class WorkbenchController(QObject):
         if self._backend is None and self._remote is None:
             self._fail(NoModelFailure("Load a model first (File > Open, or wait for the embedded model)."))
             return False
+        self._cancel_recompute()  # a background recomputation gives way to what the user asked for
         if self.busy:
             return False
         try:
@@ -496,6 +549,7 @@ class WorkbenchController(QObject):
             self.modelLoaded.emit(backend.info)
         elif kind == JobKind.XRAY and result is not None:
             self._show_xray(result)
+
         elif isinstance(result, Probed) and kind == JobKind.TEST:
             self.remoteTested.emit(result.models, result.caps)
         elif isinstance(result, Probed):
@@ -519,11 +573,15 @@ class WorkbenchController(QObject):
             self._set_state(self._idle_state())
             if kind == JobKind.STEP and self.in_step_mode_run:
                 self._set_state(State.STEPPING)
+        if kind == JobKind.RECOMPUTE and result is not None:  # announced once the model is free again
+            self._recomputed(result)
 
     def _on_failed(self, job_id: int, exc: object, tb: str) -> None:
         kind = self._jobs.pop(job_id, None)
         if kind == JobKind.GENERATE:
             self._gen_job = None
+        if kind == JobKind.RECOMPUTE:
+            self._recompute_job = None
         if kind == JobKind.STEP:
             self._session = None
             self.pendingChanged.emit(None)
@@ -535,7 +593,8 @@ class WorkbenchController(QObject):
             failure = failure_for_job(kind, msg)
         else:
             what = {JobKind.LOAD: "Loading the model", JobKind.GENERATE: "The generation", JobKind.STEP: "The step",
-                    JobKind.TEST: "Testing the connection", JobKind.CONNECT: "Connecting"}.get(kind, "The operation")
+                    JobKind.TEST: "Testing the connection", JobKind.CONNECT: "Connecting", JobKind.XRAY: "The prompt X-ray",
+                    JobKind.RECOMPUTE: "Recomputing the run"}.get(kind, "The operation")
             failure = UnexpectedFailure(describe_unexpected(exc, what), tb)
             log.error("worker job failed: %s", tb)
         # keep what was produced: a failed generation still ends its trace

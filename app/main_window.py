@@ -309,6 +309,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         self.step_button.clicked.connect(lambda: self.step())
         self.rescore_button.clicked.connect(self.rescore_run)
         self.controller.xrayDone.connect(self._on_xray)
+        self.controller.logitsRecomputed.connect(self._on_logits_recomputed)
         self.step_mode_button.toggled.connect(self.step_mode_action.setChecked)
         self.token_view.stepClicked.connect(self.select_step)
         self.entropy_plot.stepClicked.connect(self.select_step)

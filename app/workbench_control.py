@@ -23,6 +23,7 @@ __all__ = [
     "WorkbenchFailure", "BusyFailure", "NoModelFailure", "InvalidInputFailure", "ModelLoadFailure",
     "ConnectionFailure", "ConnectionSettingsFailure", "GenerationFailure", "StepFailure", "StepModeUnavailable",
     "XrayUnavailable",
+    "WhatIfUnavailable",
     "RunNotOpened", "NotSaved", "LabFailure", "UnexpectedFailure", "failure_for_job",
 ]
 
@@ -46,6 +47,7 @@ class JobKind(enum.StrEnum):
     GENERATE = "generate"
     STEP = "step"
     XRAY = "xray"  # score the prompt's own tokens (the prompt X-ray)
+    RECOMPUTE = "recompute"  # evaluate a shown run again to keep its steps' logits (the what-if)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,13 @@ class StepModeUnavailable(WorkbenchFailure):
     title = "Step mode unavailable"
 
 
+class WhatIfUnavailable(WorkbenchFailure):
+    """The shown run cannot be recomputed for the what-if (another model, no local model, a run
+    that does not tokenize as it did)."""
+
+    title = "What-if unavailable"
+
+
 class XrayUnavailable(WorkbenchFailure):
     title = "Prompt X-ray unavailable"
 
@@ -171,6 +180,7 @@ class UnexpectedFailure(WorkbenchFailure):
 _JOB_FAILURES: dict[JobKind, type[WorkbenchFailure]] = {
     JobKind.LOAD: ModelLoadFailure, JobKind.GENERATE: GenerationFailure, JobKind.STEP: StepFailure,
     JobKind.TEST: ConnectionFailure, JobKind.CONNECT: ConnectionFailure, JobKind.XRAY: GenerationFailure,
+    JobKind.RECOMPUTE: WhatIfUnavailable,
 }
 
 

@@ -37,6 +37,7 @@ BADGES = {
     "top_k": "top_k",
     "min_p": "min_p",
     "json_schema": "JSON schema",
+    "echo_logprobs": "prompt logprobs",
 }
 
 

@@ -5,9 +5,7 @@ continuation tokenized after it), each with its log-probability in nats under th
 distribution (no sampler: the model's own belief), its rank and the top alternatives; the first
 token (the BOS, which nothing precedes) has none. The perplexity is exp of minus the mean
 log-probability over the scored tokens (the continuation's alone when one is given). One
-evaluation of the whole text in a context of its own, with logits at every position, in chunks
-of ``chunk`` positions (a 262,144-token vocabulary costs 1 MB of logits per position, so the
-chunk bounds the memory).
+evaluation of the whole text with logits at every position (``teacher_forcing.forced_logits``).
 
 ``score_remote``: the same from a server that echoes a prompt's log-probabilities (the
 capability probe finds out: ``Capabilities.prompt_logprobs``). The server tokenizes the whole
@@ -30,6 +28,8 @@ import numpy as np
 from backends.base import GenerationError, Step, TokenAlt
 from backends.openai_compat.logprobs import entropy_lower_bound, piece_text, probability
 from backends.text import Utf8Stream
+
+from .teacher_forcing import forced_logits
 
 if TYPE_CHECKING:
     import threading
@@ -114,31 +114,21 @@ def score_text(backend: LocalEngine, prompt: str, continuation: str = "", *, top
     n = len(toks)
     if n < 2:
         raise GenerationError("The text is a single token: nothing precedes it to score it by.")
-    ctx = model.context(n_ctx=max(16, n + 1), n_batch=max(1, chunk), n_threads=backend.info.n_threads or None)
     out: list[ScoredToken] = [ScoredToken(0, toks[0], model.piece(toks[0]), None, None, (), n_prompt == 0)]
     utf8 = Utf8Stream()
-    try:
-        for start in range(0, n - 1, chunk):  # positions start .. end-1 predict tokens start+1 .. end
-            if cancel is not None and cancel.is_set():
-                break
-            stop = min(n - 1, start + chunk)
-            rows = ctx.decode([(toks[i], i, 0, True) for i in range(start, stop)])
-            for j, i in enumerate(range(start, stop)):
-                lg = np.asarray(ctx.row(rows[j]), dtype=np.float64)
-                nxt = toks[i + 1]
-                m = float(lg.max())
-                lse = m + math.log(float(np.exp(lg - m).sum()))
-                top_ids = np.argpartition(-lg, min(top_n, lg.shape[0] - 1))[:top_n]
-                top_ids = top_ids[np.argsort(-lg[top_ids], kind="stable")]
-                top = tuple((int(t), model.piece(int(t)), math.exp(float(lg[t]) - lse)) for t in top_ids)
-                w = np.exp(lg - lse)
-                entropy = max(0.0, float(lse - np.dot(w, lg)))
-                text = "" if model.is_eog(nxt) else utf8.push(model.token_bytes(nxt))
-                out.append(ScoredToken(i + 1, nxt, model.piece(nxt), float(lg[nxt]) - lse,
-                                       int(np.count_nonzero(lg > lg[nxt])) + 1, top, i + 1 >= n_prompt,
-                                       entropy, text))
-    finally:
-        ctx.close()
+    for i, row in forced_logits(backend, toks, chunk=chunk, cancel=cancel):  # position i predicts token i + 1
+        lg = np.asarray(row, dtype=np.float64)
+        nxt = toks[i + 1]
+        m = float(lg.max())
+        lse = m + math.log(float(np.exp(lg - m).sum()))
+        top_ids = np.argpartition(-lg, min(top_n, lg.shape[0] - 1))[:top_n]
+        top_ids = top_ids[np.argsort(-lg[top_ids], kind="stable")]
+        top = tuple((int(t), model.piece(int(t)), math.exp(float(lg[t]) - lse)) for t in top_ids)
+        w = np.exp(lg - lse)
+        entropy = max(0.0, float(lse - np.dot(w, lg)))
+        text = "" if model.is_eog(nxt) else utf8.push(model.token_bytes(nxt))
+        out.append(ScoredToken(i + 1, nxt, model.piece(nxt), float(lg[nxt]) - lse,
+                               int(np.count_nonzero(lg > lg[nxt])) + 1, top, i + 1 >= n_prompt, entropy, text))
     scored = [t for t in out if t.logprob is not None and (t.continuation or not continuation)]
     total = float(sum(t.logprob for t in scored if t.logprob is not None))
     ppl = math.exp(-total / len(scored)) if scored else math.nan

@@ -10,7 +10,11 @@ Owns:
   token taken (teacher-forced), as a ``Step`` record whose ``p_final`` 0 means the new settings
   would have cut the token;
 - ``rescore`` -> ``Rescored``: every step of a run again under new settings ("Apply to this
-  run"), with the stateful samplers' state carried along the run's tokens.
+  run"), with the stateful samplers' state carried along the run's tokens;
+- ``recompute_logits``: a run whose logits are not kept (a stored run, a lab generation, one
+  the bound pushed out) evaluated again through the engine, teacher-forced on its own tokens
+  (``teacher_forcing``), its steps' logits put in the memory (on the model worker); they equal
+  the run's own within llama.cpp's batch noise.
 
 Mirostat and adaptive-p start from their initial state in a one-step what-if (the state a run
 carried to that step depends on the steps before it under the new settings: ``rescore`` carries
@@ -24,16 +28,20 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from backends.base import SamplerSettings, Step
+from backends.base import GenerationError, SamplerSettings, Step
 
 from .sampling import SamplerState, apply_chain, history_needed, resolve_inputs
 from .sampling.chain import TokenizingEngine
+from .teacher_forcing import forced_logits
 
-__all__ = ["LogitMemory", "Rescored", "what_if", "rescore", "DEFAULT_MEMORY_MB"]
+if TYPE_CHECKING:
+    from backends.kinds import LocalEngine
+
+__all__ = ["LogitMemory", "Rescored", "what_if", "rescore", "recompute_logits", "DEFAULT_MEMORY_MB"]
 
 #: the default bound of the what-if memory, in MiB (about 256 steps of a 262,144-token vocabulary)
 DEFAULT_MEMORY_MB = 256
@@ -94,6 +102,12 @@ class LogitMemory:
         with self._lock:
             self.max_bytes = int(n)
             self._evict()
+
+    def holds(self, run: int) -> bool:
+        """Whether any of ``run``'s steps are kept."""
+        with self._lock:
+            entry = self._runs.get(run)
+            return entry is not None and bool(entry[1])
 
     def get(self, run: int, index: int) -> tuple[tuple[int, ...], np.ndarray] | None:
         """(prompt tokens, logits) of step ``index`` of ``run``, or None when not kept."""
@@ -170,6 +184,44 @@ def rescore(memory: LogitMemory, run: int, settings: SamplerSettings, steps: Seq
     pf = np.array([s.p_final if s is not None else np.nan for s in out], dtype=np.float64)
     cut = np.array([s is not None and s.p_final <= 0 for s in out], dtype=bool)
     return Rescored(settings, tuple(out), ent, pf, cut)
+
+
+def run_prompt_tokens(backend: LocalEngine, prompt: str, steps: Sequence[Step]) -> list[int]:
+    """The tokens ``prompt`` became in the run of ``steps``: tokenized as a generation does,
+    with special tokens parsed when that is what makes the first step's position right (a chat
+    template's text). Raises ``GenerationError`` when neither tokenization fits the run."""
+    plain = backend.tokenize(prompt, add_special=True)
+    if not steps or steps[0].position == len(plain):
+        return plain
+    special = backend.tokenize(prompt, add_special=True, parse_special=True)
+    if steps[0].position == len(special):
+        return special
+    raise GenerationError(f"the run's prompt does not tokenize the way it did in the run ({len(plain):,} tokens, the "
+                          f"run says {steps[0].position:,}): was it made with another model?")
+
+
+def recompute_logits(backend: LocalEngine, memory: LogitMemory, run: int, prompt: str, steps: Sequence[Step], *,
+                     chunk: int = 32, cancel: threading.Event | None = None) -> int:
+    """Evaluate ``prompt`` and the run's tokens once on ``backend`` (teacher-forced) and keep
+    each step's logits in ``memory`` under ``run``; returns how many steps were evaluated (fewer
+    when ``cancel`` was set). Raises ``GenerationError`` when the run cannot be recomputed on
+    this model (a step without a token id, a prompt that tokenizes otherwise, a run longer than
+    the context can hold)."""
+    if any(s.token_id is None for s in steps):
+        raise GenerationError("the run has steps without token ids (text from a server): it cannot be recomputed")
+    if memory.max_bytes <= 0:
+        raise GenerationError("the what-if memory is set to 0 MB (Model panel): raise it to keep logits")
+    prompt_tokens = run_prompt_tokens(backend, prompt, steps)
+    tokens = prompt_tokens + [int(s.token_id) for s in steps if s.token_id is not None]
+    limit = backend.model.n_ctx_train
+    if limit and len(tokens) > limit:
+        raise GenerationError(f"the run is {len(tokens):,} tokens, more than the model's {limit:,}-token context")
+    memory.start(run, prompt_tokens)
+    done = 0
+    for pos, logits in forced_logits(backend, tokens, len(prompt_tokens) - 1, chunk=chunk, cancel=cancel):
+        memory.put(run, pos - (len(prompt_tokens) - 1), logits)  # put copies
+        done += 1
+    return done
 
 
 def _xtc_draw(step: Step) -> float | None:

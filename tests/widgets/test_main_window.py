@@ -345,6 +345,7 @@ def test_remote_server_run_in_the_window(window, qtbot, llama_server, monkeypatc
     assert "sk-test-secret-123" not in (config_dir() / "settings.json").read_text()
     # the prompt X-ray through the server's echoed prompt log-probabilities (the probe found them)
     assert window.controller.capabilities.prompt_logprobs and window.xray_action.isEnabled()
+    assert cp.badge_state()["echo_logprobs"] == "The server honours this"
     window.prompt_edit.setPlainText("Roses are red, violets are blue")
     with qtbot.waitSignal(window.controller.xrayDone, timeout=120_000) as blocker:
         window.xray_action.trigger()

@@ -67,9 +67,44 @@ def test_the_memory_bound_is_a_setting_and_a_run_without_logits_says_so(window, 
         window.select_step(0)
         window.sampling_panel._spins["top_k"].setValue(3)
         assert "What-if needs this step's logits" in window.distribution_plot._info.text()
-        assert "at most 0 MB" in window.distribution_plot._info.text()
+        assert "set to 0 MB" in window.distribution_plot._info.text()
+        assert not c.busy  # nothing is recomputed when nothing could be kept
     finally:
         window.model_panel.whatif_memory.setValue(256)
+
+
+def test_a_run_whose_logits_are_not_kept_is_recomputed_through_the_model(window, qtbot):
+    """A run reopened from the History has no logits in memory: moving a knob evaluates it again
+    through the model, teacher-forced on its tokens, and the what-if then follows as for a new
+    run; "Apply to this run" works on it too."""
+    run = SamplerSettings(max_tokens=6, seed=3, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    window.sampling_panel.set_settings(run)
+    window.prompt_edit.setPlainText("Three things I like are")
+    with qtbot.waitSignal(window.controller.generationFinished, timeout=120_000):
+        window.generate_action.trigger()
+    qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
+    wait_saved(window, qtbot)
+    c = window.controller
+    made = c.trace
+    _, own_logits = c.logit_memory.get(c.trace_memory_key, 3)
+    reopened = c.open_run(made.run_id)
+    assert reopened is not None and c.trace_memory_key is None
+    window.select_step(3)
+    with qtbot.waitSignal(c.logitsRecomputed, timeout=120_000):
+        window.sampling_panel._spins["top_k"].setValue(5)
+        assert "Recomputing this run's logits" in window.distribution_plot._info.text()
+    qtbot.waitUntil(lambda: not c.busy, timeout=10_000)
+    prompt_tokens, logits = c.logit_memory.get(c.trace_memory_key, 3)
+    # the same logits as the run's own, within llama.cpp's batch noise (measured here: identical)
+    assert np.max(np.abs(logits - own_logits)) < 0.5, np.max(np.abs(logits - own_logits))
+    shown = window.distribution_plot._step
+    history = list(prompt_tokens) + [s.token_id for s in reopened.steps[:3]]
+    ref = apply_chain(logits, window.sampling_panel.settings(), history[-64:])
+    assert shown.kept == 5 == ref.kept and shown.token_id == reopened.steps[3].token_id
+    assert abs(shown.p_final - ref.p_final(shown.token_id)) < 1e-12
+    assert "What-if" in window.distribution_plot._info.text()
+    res = window.rescore_run()  # now kept: re-scored at once
+    assert res is not None and res.n_missing == 0
 
 
 def test_apply_to_this_run_rescores_every_step(window, qtbot):
