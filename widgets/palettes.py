@@ -1,8 +1,16 @@
 """Probability-to-colour palettes for the token view, its legend and the plots.
 
-Owns: ``PALETTES`` (the palette names, default first), ``DEFAULT_PALETTE``, ``color_for``
-(probability -> background RGB), ``text_color_for`` (readable text colour on a background),
-``colors_for`` (both at once), ``gradient_stops`` (for a legend) and ``blend``.
+Owns: ``PALETTES`` (the palette names, default first), ``DEFAULT_PALETTE``,
+``HIGH_CONTRAST_PALETTE`` (the one presentation mode switches to), ``color_for`` (probability ->
+background RGB), ``text_color_for`` (the text colour of every coloured token cell in the app),
+``contrast_ratio`` (WCAG 2), ``colors_for`` (both at once), ``palette_lut`` (a palette's whole
+range), ``gradient_stops`` (for a legend) and ``blend``.
+
+The rule for coloured cells: the text is black or white, whichever contrasts more with the cell
+(``text_color_for``). The better of the two always reaches at least 4.58:1 (the worst background
+is the one whose luminance sits where both ratios are equal), so every cell of every palette
+passes WCAG AA (4.5:1); ``tests/widgets/test_contrast.py`` checks each palette's whole range and
+the cells the token view and the decoding grid actually show.
 
 Qt-free (pure Python), so it may be called from anywhere; in this application it is used by
 widgets on the GUI thread.
@@ -16,10 +24,14 @@ from functools import lru_cache
 __all__ = [
     "PALETTES",
     "DEFAULT_PALETTE",
+    "HIGH_CONTRAST_PALETTE",
+    "MIN_CONTRAST",
     "RGB",
     "color_for",
     "text_color_for",
+    "contrast_ratio",
     "colors_for",
+    "palette_lut",
     "gradient_stops",
     "blend",
 ]
@@ -53,11 +65,25 @@ _STOPS: dict[str, tuple[tuple[float, RGB], ...]] = {
         (0.0, (64, 64, 64)),
         (1.0, (255, 255, 255)),
     ),
+    # For a projector (presentation mode): saturated and dark where the model was unsure, pale
+    # where it was sure, so a surprising token stands out from across a room on a white page.
+    # Ordered by luminance (dark red, red, orange, yellow, ivory), so it reads without colour vision.
+    "High contrast": (
+        (0.00, (110, 0, 0)),
+        (0.25, (200, 20, 20)),
+        (0.50, (255, 130, 0)),
+        (0.75, (255, 215, 60)),
+        (1.00, (255, 255, 230)),
+    ),
 }
 
 #: Palette names, the default first.
-PALETTES: tuple[str, ...] = ("Viridis", "Heat", "Greys")
+PALETTES: tuple[str, ...] = ("Viridis", "Heat", "Greys", "High contrast")
 DEFAULT_PALETTE = "Viridis"
+#: The token view's palette in presentation mode.
+HIGH_CONTRAST_PALETTE = "High contrast"
+#: WCAG 2 level AA for normal text: the least contrast a token cell's text may have.
+MIN_CONTRAST = 4.5
 
 _LUT_SIZE = 256
 
@@ -76,6 +102,13 @@ def _interpolate(stops: tuple[tuple[float, RGB], ...], t: float) -> RGB:
 def _lut(palette: str) -> tuple[RGB, ...]:
     stops = _STOPS.get(palette, _STOPS[DEFAULT_PALETTE])
     return tuple(_interpolate(stops, i / (_LUT_SIZE - 1)) for i in range(_LUT_SIZE))
+
+
+def palette_lut(palette: str) -> tuple[RGB, ...]:
+    """Every colour ``color_for`` can give for ``palette`` (its 256-entry lookup table, p=0 first)."""
+    if palette not in _STOPS:
+        raise ValueError(f"unknown palette {palette!r}; choose one of {', '.join(PALETTES)}")
+    return _lut(palette)
 
 
 def color_for(p: float, palette: str = DEFAULT_PALETTE) -> RGB:
@@ -99,13 +132,24 @@ def _luminance(rgb: RGB) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
+def contrast_ratio(fg: RGB, bg: RGB) -> float:
+    """The WCAG 2 contrast ratio of two sRGB colours: (L1 + 0.05) / (L2 + 0.05), the lighter's
+    relative luminance over the darker's; 1.0 (none) to 21.0 (black on white). Symmetric."""
+    a, b = _luminance(tuple(fg)), _luminance(tuple(bg))  # type: ignore[arg-type]
+    hi, lo = (a, b) if a >= b else (b, a)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+_BLACK: RGB = (0, 0, 0)
+_WHITE: RGB = (255, 255, 255)
+
+
 @lru_cache(maxsize=4096)
 def text_color_for(background: RGB) -> RGB:
-    """Black or white, whichever has the higher WCAG contrast ratio on ``background``."""
-    lum = _luminance(tuple(background))  # type: ignore[arg-type]
-    contrast_black = (lum + 0.05) / 0.05
-    contrast_white = 1.05 / (lum + 0.05)
-    return (0, 0, 0) if contrast_black >= contrast_white else (255, 255, 255)
+    """Black or white, whichever has the higher WCAG contrast ratio on ``background`` (at least
+    4.58:1 on any background). Every coloured token cell takes its text colour from here."""
+    bg = tuple(background)
+    return _BLACK if contrast_ratio(_BLACK, bg) >= contrast_ratio(_WHITE, bg) else _WHITE  # type: ignore[arg-type]
 
 
 def colors_for(p: float, palette: str = DEFAULT_PALETTE) -> tuple[RGB, RGB]:

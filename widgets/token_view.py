@@ -11,6 +11,10 @@ document character ranges to step indices for hovering and clicking.
 Appending is incremental: ``refresh()`` (called by the controller's ~30 Hz timer) inserts only the
 steps added to the trace since the previous call, so thousands of tokens stay cheap.
 
+Every coloured cell's text colour comes from ``widgets.palettes.text_color_for`` (the partial
+character placeholder's too); the prompt's muted grey is chosen against the view's own base colour
+for the same 4.5:1 (``muted_color``), so it stays readable in any theme.
+
 Over 500 lines on purpose: one widget whose painting, hit-testing, selection and tooltips all
 read the same laid-out cells.
 """
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QEvent, QObject, QPoint, QRect, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QPalette,
     QLinearGradient,
     QPainter,
     QPen,
@@ -41,23 +46,46 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from widgets.palettes import DEFAULT_PALETTE, PALETTES, blend, color_for, gradient_stops, text_color_for
+from widgets.palettes import (
+    DEFAULT_PALETTE,
+    MIN_CONTRAST,
+    PALETTES,
+    RGB,
+    blend,
+    color_for,
+    contrast_ratio,
+    gradient_stops,
+    text_color_for,
+)
 from widgets.formatting import logprob as _logprob, pct as _pct
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.trace import Trace
     from backends.base import Step
 
-__all__ = ["TokenView", "PARTIAL_PLACEHOLDER", "visible_text"]
+__all__ = ["TokenView", "PARTIAL_PLACEHOLDER", "visible_text", "muted_color"]
 
 #: Shown for a step whose ``token`` is "" (it carries part of a UTF-8 character).
 PARTIAL_PLACEHOLDER = "\u25af"  # ▯
 
-_MUTED_FG = QColor(128, 128, 128)
 _HIGHLIGHT = QColor(230, 0, 126)
 _TOOLTIP_ALTS = 12
 #: the dashed underline of a token the grammar forced (Okabe-Ito vermillion: visible on every palette)
 _GRAMMAR_MARK = (213, 94, 0)
+
+
+def muted_color(text: RGB, base: RGB) -> RGB:
+    """A grey for text that should recede (the prompt): ``text`` blended towards ``base`` as far as
+    it can go (at most 55%) while keeping ``MIN_CONTRAST`` against ``base``."""
+    for t in (0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05):
+        c = blend(text, base, t)
+        if contrast_ratio(c, base) >= MIN_CONTRAST:
+            return c
+    return text
+
+
+def _rgb(c: QColor) -> RGB:
+    return (c.red(), c.green(), c.blue())
 
 
 def _control_picture(ch: str) -> str:
@@ -436,6 +464,15 @@ class TokenView(QWidget):
 
     # ------------------------------------------------------------------ internals
 
+    def _muted(self) -> RGB:
+        pal = self.palette()  # the edit's colours unless it was given a palette of its own (it is not)
+        return muted_color(_rgb(pal.color(QPalette.ColorRole.Text)), _rgb(pal.color(QPalette.ColorRole.Base)))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._rebuild()  # the prompt's grey is chosen against the base colour
+        super().changeEvent(event)
+
     def _update_caption(self) -> None:
         self._legend_caption.setText("colour = p_final" if self._color_by == "final" else "colour = p_raw")
 
@@ -449,7 +486,7 @@ class TokenView(QWidget):
         else:  # partial character: a muted placeholder, still hoverable and clickable
             muted = blend(bg, (255, 255, 255), 0.6)
             fmt.setBackground(QColor(*muted))
-            fmt.setForeground(_MUTED_FG)
+            fmt.setForeground(QColor(*text_color_for(muted)))
         if step.forced:
             fmt.setFontItalic(True)
         if step.grammar_forced:  # the grammar held the model to a token it did not want
@@ -478,7 +515,7 @@ class TokenView(QWidget):
             cursor.beginEditBlock()
             if self._prompt:
                 fmt = QTextCharFormat()
-                fmt.setForeground(_MUTED_FG)
+                fmt.setForeground(QColor(*self._muted()))
                 cursor.insertText(visible_text(self._prompt, self._show_ws), fmt)
             if self._trace is not None:
                 for step in self._trace.steps:
