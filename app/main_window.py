@@ -5,7 +5,8 @@ Owns: ``MainWindow`` (the layout, menus and shortcuts, the lab tabs made from
 pacer, selection between token view, bar chart and entropy timeline, state and failures, the
 error banner, view options, drag-and-drop, closing). Its other parts are mixins beside it:
 ``app.window_model`` (model and server), ``app.window_labs`` (lab runs and generations),
-``app.window_exports`` (exports), ``app.window_whatif`` (what-if, re-score, prompt X-ray). About
+``app.window_exports`` (exports), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
+``app.window_presentation`` (presentation mode and its pace). About
 660 lines: building the widgets and menus is long but
 one job, kept with the slots it connects. Runs on the GUI thread. It never touches the model: it
 asks the ``WorkbenchController``.
@@ -42,6 +43,7 @@ from app.redraw_pacer import RedrawPacer
 from app.window_exports import ExportsMixin
 from app.window_labs import LabsMixin
 from app.window_model import ModelMixin
+from app.window_presentation import PresentationMixin
 from app.window_whatif import WhatIfMixin
 from backends.base import Finished, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
@@ -77,7 +79,7 @@ def _window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
 
 
-class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
+class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, QMainWindow):
     def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
         super().__init__()
         self.controller = controller
@@ -181,6 +183,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         plots.addWidget(self.entropy_plot)
         split.addWidget(plots)
         split.setSizes([140, 260, 380])
+        self.workbench_split, self.plots_split = split, plots  # presentation mode lays them out
         self.lab_tabs = QTabWidget()
         self.lab_tabs.setDocumentMode(True)
         self.lab_tabs.addTab(split, "Workbench")
@@ -278,6 +281,8 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         self.color_raw_action = self._action(v, "Colour tokens by raw probability", self._set_color_by, checkable=True)
         self.whitespace_action = self._action(v, "Show &whitespace and newlines", self._set_whitespace,
                                               "Ctrl+Shift+W", checkable=True)
+        self._build_presentation(v)  # View > Presentation (F11) and its pace bar
+        self.centralWidget().layout().insertWidget(1, self.pace_bar)
         v.addSeparator()
         for dock in (self.model_dock, self.sampling_dock, self.server_dock, self.history_dock):
             v.addAction(dock.toggleViewAction())
@@ -473,6 +478,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         """
         pacer = self._pacer
         pacer.tick()
+        self._pace_tick()  # presentation mode: let out the tokens its pace allows
         now = time.monotonic()
         streaming = self.controller.state == State.GENERATING
         if self._dirty and pacer.due("text", streaming):
@@ -498,9 +504,10 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
         self.entropy_plot.refresh(live=streaming)
         if self._pending is not None:
             self.distribution_plot.show_step(self._pending, pending=True)
-        elif trace is not None and trace.steps:
-            idx = self._selected if self._selected is not None else len(trace.steps) - 1
-            idx = min(idx, len(trace.steps) - 1)
+        elif trace is not None and trace.steps and self.shown_steps():
+            shown = self.shown_steps()  # every step, unless presentation mode holds some back
+            idx = self._selected if self._selected is not None else shown - 1
+            idx = min(idx, shown - 1)
             self.distribution_plot.show_step(trace.steps[idx])
             self.token_view.select(idx)
             self.entropy_plot.select(idx)
@@ -627,7 +634,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
     def _show_shortcuts(self) -> None:
         self.show_banner(
             "Shortcuts: Ctrl+Enter generate · Esc stop · Ctrl+T step mode · F10 step · "
-            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace · "
+            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace · F11 presentation · "
             "Ctrl+Shift+R VS run once · Ctrl+Shift+Enter VS compare"
         )
 
@@ -652,6 +659,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, QMainWindow):
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event) -> None:
+        self.set_presentation(False)  # the ordinary fonts, docks and layout are what is saved
         s = self.app_settings
         s.sampler_settings = self.settings()
         s.preset_name = self.sampling_panel.preset.currentText()

@@ -235,12 +235,12 @@ class DistributionPlot(QWidget):
         self._base_font = QFont(self.font())
         self._tick_font = QFont(self._base_font)  # the token labels: smaller when rows get thin
         self._text_color = self.palette().color(QPalette.ColorRole.WindowText)  # readable, theme-aware
-        for axis in (self._token_axis, self._pct_axis):
-            axis.setTextPen(pg.mkPen(self._text_color))
-            axis.setPen(pg.mkPen(self._text_color.red(), self._text_color.green(), self._text_color.blue(), 110))
+        self._apply_text_color()
         self._token_axis.setStyle(tickLength=0, tickTextOffset=6, tickFont=self._tick_font)
         self._pct_axis.setStyle(tickTextOffset=3, tickFont=self._base_font, maxTickLevel=0)  # major grid only
         self._pct_axis.enableAutoSIPrefix(False)
+        # its axes follow the widget's font and palette (changeEvent): PlainPlotItem leaves them
+        pi.owner_axes = True
 
         self._band = pg.BarGraphItem(x0=[0.0], y=[0.0], width=[1.0], height=[1.0],
                                      pen=pg.mkPen(None), brush=(*CHOSEN_PEN, 30))
@@ -342,6 +342,9 @@ class DistributionPlot(QWidget):
         self._max_bars = max(1, int(n))
         self._draw()
 
+    def max_bars(self) -> int:
+        return self._max_bars
+
     def bar_data(self) -> dict[str, Any]:
         """The data currently drawn, one entry per row from the top: ``labels`` (the token texts
         as on the axis, without the chosen mark; the last is "others"), ``raw`` and ``final``
@@ -376,6 +379,33 @@ class DistributionPlot(QWidget):
         export_plot_item(self._plot.getPlotItem(), path)
 
     # ------------------------------------------------------------------ internals
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        """The application's font or palette changed (presentation mode): the axes' fonts follow
+        the widget's font, the axes' and labels' colour its text colour."""
+        kind = event.type()
+        if kind == QEvent.Type.FontChange:
+            self._base_font = QFont(self.font())
+            self._tick_font = QFont(self._base_font)
+            self._token_axis.setStyle(tickFont=self._tick_font)
+            self._pct_axis.setStyle(tickFont=self._base_font)
+            for item in self._pct_texts:
+                item.setFont(self._pct_font())
+            self._label_width = 0.0
+            self._legend = ""  # set again (the label's font follows the plot item's scale)
+            self._draw()
+        elif kind == QEvent.Type.PaletteChange:
+            self._text_color = self.palette().color(QPalette.ColorRole.WindowText)
+            self._apply_text_color()
+            self._legend = ""
+            self._draw()
+        super().changeEvent(event)
+
+    def _apply_text_color(self) -> None:
+        c = self._text_color
+        for axis in (self._token_axis, self._pct_axis):
+            axis.setTextPen(pg.mkPen(c))
+            axis.setPen(pg.mkPen(c.red(), c.green(), c.blue(), 110))
 
     @staticmethod
     def _empty_data() -> dict[str, Any]:
@@ -518,8 +548,9 @@ class DistributionPlot(QWidget):
             pitch = height / rows
             if pitch < line + 1:
                 size = max(size * 0.7, size * (pitch - 1) / line)  # never below ~6-7 pt
-        if abs(size - self._tick_font.pointSizeF()) < 0.05:
-            return
+        current = self._tick_font.pointSizeF()
+        if abs(size - current) < 0.05 and (size != base.pointSizeF() or current == size):
+            return  # (back to the full size exactly, though: a near miss would stay for good)
         self._tick_font = QFont(base)
         self._tick_font.setPointSizeF(size)
         self._token_axis.setStyle(tickFont=self._tick_font)

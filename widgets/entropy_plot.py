@@ -5,11 +5,13 @@ and a vertical line marking the selected step). Runs on the GUI thread only.
 
 The curves are created once; ``refresh()`` (called by the controller's ~30 Hz timer) hands the
 trace's column views to ``setData`` only when the trace grew, never once per appended token.
-Long runs stay fast with clip-to-view and peak downsampling.
+Long runs stay fast with clip-to-view and peak downsampling. A reveal limit
+(``set_reveal_limit``, presentation mode's pace) draws only the first steps of the trace.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from typing import TYPE_CHECKING
@@ -59,6 +61,8 @@ class EntropyPlot(QWidget):
         self._estimated = False
         self._symbols_on = True
         self._title: str | None = None
+        self._limit: int | None = None  # draw at most this many steps (None: all)
+        self._projector = False  # thicker curves, the legend in the axis label (set_projector_style)
 
         self._plot = plain_plot_widget(self, background=None)
         pi = self._plot.getPlotItem()
@@ -149,11 +153,13 @@ class EntropyPlot(QWidget):
                 for item in items.values():
                     legend.removeItem(item)
                 self._legend_has_overlay = False
+                self._place_legend()
             return
         if not self._legend_has_overlay and legend is not None:
             for key, item in items.items():
                 legend.addItem(item, self._overlay_names[key])
             self._legend_has_overlay = True
+            self._place_legend()
         n = entropy_final.shape[0]
         x = np.arange(n, dtype=np.float64)
         with np.errstate(divide="ignore"):
@@ -186,6 +192,8 @@ class EntropyPlot(QWidget):
         back when the run ends (up to ``SYMBOL_LIMIT`` points)."""
         trace = self._trace
         n = len(trace) if trace is not None else 0
+        if self._limit is not None:
+            n = min(n, self._limit)
         show_symbols = n <= SYMBOL_LIMIT and not live
         if n == self._n_drawn and show_symbols == self._symbols_on:
             return
@@ -194,7 +202,7 @@ class EntropyPlot(QWidget):
         x = self._x[:n]
         for key, _name, color, symbol in CURVES:
             item = self._curves[key]
-            y = getattr(trace, key).view() if trace is not None else np.zeros(0)
+            y = getattr(trace, key).view()[:n] if trace is not None else np.zeros(0)
             if show_symbols != self._symbols_on:
                 item.setSymbol(symbol if show_symbols else None)
             item.setData(x, y)
@@ -243,6 +251,45 @@ class EntropyPlot(QWidget):
         if (x_hi, y_hi) != self._span:
             self._span = (x_hi, y_hi)
             vb.setRange(xRange=(-1.0, x_hi), yRange=(-0.03 * y_hi, y_hi), padding=0)
+
+    def set_reveal_limit(self, n: int | None, live: bool = False) -> None:
+        """Draw only the first ``n`` steps of the trace (None: every step), at once."""
+        n = None if n is None else max(0, int(n))
+        if n != self._limit:
+            self._limit = n
+            self.refresh(live=live)
+
+    def reveal_limit(self) -> int | None:
+        return self._limit
+
+    def set_projector_style(self, on: bool) -> None:
+        """For a projector (presentation mode): curves 2.5 pixels wide (1 otherwise) with larger
+        symbols, and the legend, which in large type would cover the top of the data, moved into
+        the step axis's label as coloured marks (while no re-scored overlay is shown: its entries
+        need the legend)."""
+        self._projector = bool(on)
+        width, size = (2.5, 8) if on else (1, 5)
+        for key, _name, color, _symbol in CURVES:
+            item = self._curves[key]
+            item.setPen(pg.mkPen(color, width=width))
+            item.setSymbolSize(size)
+        self._place_legend()
+
+    def _place_legend(self) -> None:
+        pi = self._plot.getPlotItem()
+        inline = self._projector and not self._legend_has_overlay
+        if pi.legend is not None:
+            pi.legend.setVisible(not inline)
+        if inline:
+            marks = {"o": "●", "t": "▼"}
+            parts = [f'<span style="color: rgb{color}">{marks.get(symbol, "■")}</span>&nbsp;{html.escape(name)}'
+                     for _key, name, color, symbol in CURVES]
+            pi.setHtmlLabel("bottom", " &nbsp; ".join(parts) + " &nbsp;&nbsp; step")
+        else:
+            pi.setLabel("bottom", "step")
+
+    def projector_style(self) -> bool:
+        return self._projector
 
     def set_grid(self, on: bool) -> None:
         """Show grid lines (off by default: they cost more per redraw than the curves)."""

@@ -11,12 +11,13 @@ llama.cpp's threads (``samplescope bench``, key ``gui_vs_headless``).
 A ``SteadyLabel`` paints its text itself. Its size hint is the largest its texts have needed so
 far (for a word-wrapped one: the largest height at each width), and a new text asks for a new
 layout only when it needs more room than that; otherwise it just repaints itself. ``settle()``
-lets it shrink to its current text. The text is always plain text (never rich text or HTML).
+lets it shrink to its current text (a font change does it too: the sizes seen were in the old
+font). The text is always plain text (never rich text or HTML).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt
+from PySide6.QtCore import QEvent, QRect, QSize, Qt
 from PySide6.QtGui import QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -111,6 +112,11 @@ class SteadyLabel(QWidget):
             self._heights.clear()
         self._heights[width] = h
         return h
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.FontChange:  # the sizes seen so far were in the old font
+            self.settle()
+        super().changeEvent(event)
 
     # ------------------------------------------------------------------ painting
     def paintEvent(self, _event) -> None:  # noqa: N802

@@ -9,7 +9,8 @@ built here with ``html.escape`` applied to each model string. The view keeps a m
 document character ranges to step indices for hovering and clicking.
 
 Appending is incremental: ``refresh()`` (called by the controller's ~30 Hz timer) inserts only the
-steps added to the trace since the previous call, so thousands of tokens stay cheap.
+steps added to the trace since the previous call, so thousands of tokens stay cheap. A reveal
+limit (``set_reveal_limit``, presentation mode's pace) shows only the first steps of the trace.
 
 Every coloured cell's text colour comes from ``widgets.palettes.text_color_for`` (the partial
 character placeholder's too); the prompt's muted grey is chosen against the view's own base colour
@@ -25,9 +26,10 @@ import html
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QPoint, QRect, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QFontMetrics,
     QPalette,
     QLinearGradient,
     QPainter,
@@ -123,14 +125,28 @@ class _LegendStrip(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._palette = DEFAULT_PALETTE
-        self.setMinimumHeight(18)
-        self.setMaximumHeight(20)
-        self.setMinimumWidth(120)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_palette(self, name: str) -> None:
         self._palette = name
         self.update()
+
+    def _label_font(self):
+        font = self.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.85))
+        return font
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name): tall enough for its labels in the current font
+        fm = QFontMetrics(self._label_font())
+        return QSize(max(120, fm.horizontalAdvance("0%  50%  100%") + 16), fm.height() + 5)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return self.sizeHint()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.FontChange:
+            self.updateGeometry()
+        super().changeEvent(event)
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
         painter = QPainter(self)
@@ -141,9 +157,7 @@ class _LegendStrip(QWidget):
         painter.fillRect(rect, grad)
         painter.setPen(QColor(128, 128, 128))
         painter.drawRect(rect)
-        font = painter.font()
-        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.85))
-        painter.setFont(font)
+        painter.setFont(self._label_font())
         for frac, label, align in (
             (0.0, "0%", Qt.AlignmentFlag.AlignLeft),
             (0.5, "50%", Qt.AlignmentFlag.AlignHCenter),
@@ -211,6 +225,8 @@ class TokenView(QWidget):
 
     #: The index of the step the user clicked.
     stepClicked = Signal(int)
+    #: A left click on the view that hit no token (presentation mode reveals the next token).
+    backgroundClicked = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -220,6 +236,7 @@ class TokenView(QWidget):
         self._color_by = "final"
         self._show_ws = False
         self._selected: int | None = None
+        self._limit: int | None = None  # show at most this many steps (None: all)
         # Document character ranges [start, end) of each rendered step, in step order.
         self._starts: list[int] = []
         self._ends: list[int] = []
@@ -275,7 +292,7 @@ class TokenView(QWidget):
         if trace is None:
             return
         n_done = len(self._starts)
-        n = len(trace.steps)
+        n = self._shown_count()
         if n < n_done:  # the trace was truncated or replaced in place
             self._rebuild()
             return
@@ -286,13 +303,33 @@ class TokenView(QWidget):
         cursor = QTextCursor(self._edit.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.beginEditBlock()
-        for step in trace.steps[n_done:]:
+        for step in trace.steps[n_done:n]:
             self._insert_step(cursor, step)
         cursor.endEditBlock()
         if self._selected is not None and n_done <= self._selected < n:
             self._apply_selection(scroll=False)
         if follow:
             bar.setValue(bar.maximum())
+
+    def set_reveal_limit(self, n: int | None) -> None:
+        """Show only the first ``n`` steps of the trace (None: every step). A higher limit appends
+        the steps it uncovers (as ``refresh``); a lower one rebuilds the view."""
+        n = None if n is None else max(0, int(n))
+        if n == self._limit:
+            return
+        lower = n is not None and n < len(self._starts)
+        self._limit = n
+        if lower:
+            self._rebuild()
+        else:
+            self.refresh()
+
+    def reveal_limit(self) -> int | None:
+        return self._limit
+
+    def _shown_count(self) -> int:
+        n = len(self._trace.steps) if self._trace is not None else 0
+        return n if self._limit is None else min(n, self._limit)
 
     def clear(self) -> None:
         """Forget the trace and the prompt."""
@@ -518,7 +555,7 @@ class TokenView(QWidget):
                 fmt.setForeground(QColor(*self._muted()))
                 cursor.insertText(visible_text(self._prompt, self._show_ws), fmt)
             if self._trace is not None:
-                for step in self._trace.steps:
+                for step in self._trace.steps[: self._shown_count()]:
                     self._insert_step(cursor, step)
             cursor.endEditBlock()
         finally:
@@ -573,4 +610,6 @@ class TokenView(QWidget):
                     self._selected = index
                     self._apply_selection(scroll=False)
                     self.stepClicked.emit(index)
+                elif index < 0 and pressed < 0 and not self._edit.textCursor().hasSelection():
+                    self.backgroundClicked.emit()
         return super().eventFilter(obj, event)

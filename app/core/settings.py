@@ -23,7 +23,8 @@ from app.core.paths import atomic_write_text, config_dir
 from backends.base import LoadSettings, SamplerSettings
 from backends.text import loads_json
 
-__all__ = ["AppSettings", "settings_path", "MAX_RECENT", "SETTINGS_FILE", "default_threads"]
+__all__ = ["AppSettings", "settings_path", "MAX_RECENT", "SETTINGS_FILE", "default_threads", "PRESENTATION_SCALES",
+           "PRESENTATION_PACES"]
 
 SETTINGS_FILE = "settings.json"
 #: How many entries ``recent_models`` keeps.
@@ -32,6 +33,10 @@ MAX_RECENT = 10
 MAX_MODEL_FOLDERS = 64
 _FORMAT_VERSION = 1
 _TRANSIENT = {"persist": False}
+#: the range of ``presentation_scale``
+PRESENTATION_SCALES = (1.0, 3.0)
+#: the range of ``presentation_pace`` (tokens per second; 0 = one per click)
+PRESENTATION_PACES = (0.0, 1000.0)
 
 
 def settings_path() -> Path:
@@ -76,6 +81,10 @@ class AppSettings:
     palette: str = "default"
     show_whitespace: bool = False
     step_mode: bool = False
+    #: presentation mode (View > Presentation, F11): every font and plot label this many times as large
+    presentation_scale: float = 1.5
+    #: presentation mode's pace: tokens shown per second (0 = one token per click)
+    presentation_pace: float = 2.0
     #: the remote server's connection settings (RemoteConfig.to_dict(): URL, model, the NAME of
     #: the key's environment variable or keyring entry, timeouts, mode)
     remote: dict = field(default_factory=dict)
@@ -252,6 +261,11 @@ def _checked(name: str, v: Any) -> Any:
         except (TypeError, ValueError):
             return _BAD
         return sampler.to_dict()
+    if name in ("presentation_scale", "presentation_pace"):
+        lo, hi = PRESENTATION_SCALES if name == "presentation_scale" else PRESENTATION_PACES
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+            return _BAD
+        return float(v)
     if name in ("preset_name", "palette"):
         return v if isinstance(v, str) else _BAD
     if name in ("show_whitespace", "step_mode"):
