@@ -314,6 +314,10 @@ def test_one_token_per_click(window, qtbot):
     window.prompt_edit.setTextCursor(cur)
     qtbot.keyClick(window.prompt_edit, Qt.Key.Key_Space)
     assert window.prompt_edit.toPlainText() == "ab " and window.token_view.rendered_count() == 4
+    cur.movePosition(cur.MoveOperation.Start)
+    window.prompt_edit.setTextCursor(cur)
+    qtbot.keyClick(window.prompt_edit, Qt.Key.Key_Right)  # and its arrow keys move the cursor
+    assert window.prompt_edit.textCursor().position() == 1 and window.token_view.rendered_count() == 4
     # leaving the mode flushes the queue: every token at once, the pace bar gone
     window.set_presentation(False)
     qtbot.waitUntil(lambda: not window._dirty, timeout=5000)
