@@ -5,7 +5,7 @@ Owns: ``MainWindow`` (the layout, menus and shortcuts, the lab tabs made from
 pacer, selection between token view, bar chart and entropy timeline, state and failures, the
 error banner, view options, drag-and-drop, closing). Its other parts are mixins beside it:
 ``app.window_model`` (model and server), ``app.window_labs`` (lab runs and generations),
-``app.window_exports`` (exports), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
+``app.window_exports`` (exports), ``app.window_guess`` (the guess game), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
 ``app.window_presentation`` (presentation mode and its pace). About
 660 lines: building the widgets and menus is long but
 one job, kept with the slots it connects. Runs on the GUI thread. It never touches the model: it
@@ -44,6 +44,7 @@ from app.window_exports import ExportsMixin
 from app.window_labs import LabsMixin
 from app.window_model import ModelMixin
 from app.window_presentation import PresentationMixin
+from app.window_guess import GuessMixin
 from app.window_whatif import WhatIfMixin
 from backends.base import Finished, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
@@ -79,7 +80,7 @@ def _window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
 
 
-class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, QMainWindow):
+class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, GuessMixin, QMainWindow):
     def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
         super().__init__()
         self.controller = controller
@@ -262,6 +263,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
             "Re-score the shown run with the sampler knobs as set now: the same tokens, every step recomputed; "
             "the timeline overlays the new final entropy and the chosen tokens' new probabilities and marks "
             "each step whose token the new settings would have cut")
+        self._build_guess(r)  # Run > Guess the next token (app.window_guess)
         r.addSeparator()
         self.vs_once_action = self._action(r, "VS lab: run &once", self._vs_run_once, "Ctrl+Shift+R",
                                            "Verbalized Sampling: one answer and its stated distribution")
@@ -421,7 +423,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.controller.step(self.prompt(), self.settings(), token_id)
 
     def _on_bar_clicked(self, token_id: int) -> None:
-        if self.step_mode_action.isChecked() and self._pending is not None:
+        if self.step_mode_action.isChecked() and self._pending is not None and not self.guess_hides_pending():
             self.step(token_id)
 
     def _on_trace_reset(self, trace) -> None:
@@ -502,7 +504,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.redraw_count += 1
         trace = self.controller.trace
         self.entropy_plot.refresh(live=streaming)
-        if self._pending is not None:
+        if self._pending is not None and not self.guess_hides_pending():
             self.distribution_plot.show_step(self._pending, pending=True)
         elif trace is not None and trace.steps and self.shown_steps():
             shown = self.shown_steps()  # every step, unless presentation mode holds some back

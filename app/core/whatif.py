@@ -34,14 +34,14 @@ import numpy as np
 
 from backends.base import GenerationError, SamplerSettings, Step
 
-from .sampling import SamplerState, apply_chain, history_needed, resolve_inputs
+from .sampling import ChainResult, SamplerState, apply_chain, history_needed, resolve_inputs
 from .sampling.chain import TokenizingEngine
 from .teacher_forcing import forced_logits
 
 if TYPE_CHECKING:
     from backends.kinds import LocalEngine
 
-__all__ = ["LogitMemory", "Rescored", "what_if", "rescore", "recompute_logits", "DEFAULT_MEMORY_MB"]
+__all__ = ["LogitMemory", "Rescored", "what_if", "chain_at", "rescore", "recompute_logits", "DEFAULT_MEMORY_MB"]
 
 #: the default bound of the what-if memory, in MiB (about 256 steps of a 262,144-token vocabulary)
 DEFAULT_MEMORY_MB = 256
@@ -126,13 +126,22 @@ def what_if(logits: np.ndarray, settings: SamplerSettings, prompt_tokens: Sequen
     vocabulary (``resolve_inputs``)."""
     step = steps[index]
     assert step.token_id is not None
+    res = chain_at(logits, settings, prompt_tokens, steps, index, engine)
+    return res.to_step(int(step.token_id), index=step.index, position=step.position, text=step.token,
+                       piece=step.piece, piece_of=piece_of, forced=step.forced)
+
+
+def chain_at(logits: np.ndarray, settings: SamplerSettings, prompt_tokens: Sequence[int], steps: Sequence[Step],
+             index: int, engine: TokenizingEngine) -> ChainResult:
+    """Our chain with ``settings`` on step ``index``'s ``logits`` of a run (``steps``): the
+    history is the prompt's tokens and the run's tokens before it, XTC acts where the run's did;
+    Mirostat and adaptive-p start from their initial state."""
     history = list(prompt_tokens) + [int(s.token_id) for s in steps[:index] if s.token_id is not None]
     need = history_needed(settings)
     bias, breakers = resolve_inputs(settings, engine)
-    res = apply_chain(logits, settings, history[-need:] if need > 0 else (), top_n=settings.top_n,
-                      logit_bias=bias, dry_breakers=breakers, xtc_draw=_xtc_draw(step))
-    return res.to_step(int(step.token_id), index=step.index, position=step.position, text=step.token,
-                       piece=step.piece, piece_of=piece_of, forced=step.forced)
+    return apply_chain(logits, settings, history[-need:] if need > 0 else (), top_n=settings.top_n,
+                       logit_bias=bias, dry_breakers=breakers,
+                       xtc_draw=_xtc_draw(steps[index]) if index < len(steps) else None)
 
 
 @dataclass(frozen=True)
