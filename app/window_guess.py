@@ -72,6 +72,7 @@ class GuessMixin:
             self.new_guess_game()
         else:
             self._guess_waiting = None
+            self.distribution_plot.set_pick_mode(self.step_mode_action.isChecked())
             self._mark_dirty()
 
     def _guess_dock_shown(self, visible: bool) -> None:
@@ -87,6 +88,7 @@ class GuessMixin:
             self.controller.finish_step_run()
         self.guess_panel.show_end("The model reads the prompt…")
         self.step()
+        self.distribution_plot.set_pick_mode(False)  # the chart shows the reveal: no token is chosen there
 
     # ------------------------------------------------------------ a round
     def _guess_on_pending(self, step: Step | None) -> None:
@@ -111,6 +113,7 @@ class GuessMixin:
             token_id = found
         self._guess_waiting = (text, int(token_id), index)
         self.step()  # the model draws its token as the knobs say
+        self.distribution_plot.set_pick_mode(False)
 
     def _guess_on_steps(self) -> None:
         waiting, trace = self._guess_waiting, self.controller.trace
