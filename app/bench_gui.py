@@ -1,4 +1,5 @@
-"""The window's side of ``samplescope bench``'s ``gui_vs_headless``: the Workbench streaming runs.
+"""The window's side of ``samplescope bench``'s ``gui_vs_headless`` (the Workbench streaming runs)
+and of ``window_open_s`` (``--startup``: the window opened, no model, timed).
 
 Run by the bench as a child process (``python -m app.bench_gui ...``) so the window lives as it
 does for a user: its own process, its model loaded by the controller on the model worker, the
@@ -13,23 +14,51 @@ GUI thread only (the runs are driven from Qt's event loop).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
+
+_T_START = time.perf_counter()  # before the heavy imports: the startup figure counts them
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+
+def _startup() -> int:
+    """The window opened as ``samplescope`` opens it, before any model loads: print when it is
+    shown and painted (seconds since this process's imports began, and of that the window's
+    construction alone)."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.main import create_window
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    t0 = time.perf_counter()
+    window = create_window(autoload=False)
+    window.show()
+    app.processEvents()
+    window.repaint()  # painted, not only shown
+    t1 = time.perf_counter()
+    print(json.dumps({"shown_s": t1 - _T_START, "construct_s": t1 - t0}), flush=True)
+    window.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench_gui")
-    p.add_argument("--model", required=True)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--settings", required=True, help="SamplerSettings as JSON")
-    p.add_argument("--seeds", required=True, help="comma-separated seeds, one run each")
+    p.add_argument("--startup", action="store_true", help="only open the window (no model) and say when it is shown")
+    p.add_argument("--model")
+    p.add_argument("--prompt")
+    p.add_argument("--settings", help="SamplerSettings as JSON")
+    p.add_argument("--seeds", help="comma-separated seeds, one run each")
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a benchmark, not a window for the user
+    if a.startup:
+        return _startup()
+    if not (a.model and a.prompt and a.settings and a.seeds):
+        p.error("--model, --prompt, --settings and --seeds are needed for the streaming runs")
 
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication

@@ -59,9 +59,11 @@ def test_bench_prints_its_figures(capsys):
     for key in ("baseline_create_completion_tps", "instrumented_tps", "ratio_vs_create_completion",
                 "analysis_ms_per_step_median", "single_vs_bare_decode", "parallel_tps_ratio_8",
                 "parallel_vs_bare_batched_8", "gui_vs_headless", "grammar_vs_free", "remote_concurrency_ratio",
-                "parallel_tps_ratio_8_shift", "gui_plot_redraws_per_run"):
+                "parallel_tps_ratio_8_shift", "gui_plot_redraws_per_run", "whatif_update_ms", "window_open_s",
+                "window_construct_s"):
         assert result[key] > 0, key
     assert result["new_tokens"] == 128
+    assert result["window_construct_s"] <= result["window_open_s"]
 
 
 def test_bench_refuses_an_unknown_section(capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.bench import SECTIONS
 from app.lab_registry import LABS
 from backends.base import LoadSettings, SamplerSettings, parse_logit_bias, samplers_from_string, samplers_to_string
 
@@ -219,8 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--long-tokens", type=int, default=2048, help="length of the peak-memory run (0 = skip)")
     b.add_argument("--skip", action="append", default=[], metavar="SECTIONS",
-                   help="leave sections out (comma-separated, repeatable): baseline, engine, parallel, grammar, gui, "
-                   "remote, long")
+                   help="leave sections out (comma-separated, repeatable): " + ", ".join(SECTIONS))
     b.add_argument("--json", action="store_true")
     md = sub.add_parser("models", help="list the GGUF models already on disk (Hugging Face cache, LM Studio, Ollama, "
                         "llama.cpp's cache, added folders) with what their headers say, without loading any",
