@@ -32,11 +32,12 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QFont, QKeySequence, QPalette
+from PySide6.QtGui import QActionGroup, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QFrame, QHBoxLayout, QSplitter
 
 import pyqtgraph as pg
 
+from app.core.settings import PRESENTATION_SCALES
 from app.display_pace import PACE_STEPS, DisplayPace
 from widgets.pace_control import PaceControl
 from widgets.palettes import HIGH_CONTRAST_PALETTE
@@ -44,6 +45,9 @@ from widgets.plain_plot import PlainPlotItem, scaled_font
 from widgets.presentation_theme import PLOT_TEXT, high_contrast_palette
 
 __all__ = ["PresentationMixin", "PROMPT_SHARE", "TOKENS_SHARE", "PLOTS_SHARE", "PRESENTATION_BARS"]
+
+#: the text sizes View > Presentation text size offers
+PRESENTATION_SCALE_CHOICES = (1.25, 1.5, 2.0, 2.5, 3.0)
 
 #: the Workbench's vertical splitter in presentation mode: prompt, token view, plots
 PROMPT_SHARE, TOKENS_SHARE, PLOTS_SHARE = 16, 30, 54
@@ -84,6 +88,17 @@ class PresentationMixin:
             "Presentation mode: show the next generated token (Space or Right arrow; or click the text)")
         self.reveal_action.setShortcuts([QKeySequence(Qt.Key.Key_Space), QKeySequence(Qt.Key.Key_Right)])
         self.reveal_action.setEnabled(False)
+        sizes = view_menu.addMenu("Presentation &text size")
+        sizes.setToolTip("How much larger every font and plot label is in presentation mode")
+        group = QActionGroup(self)
+        self.presentation_scale_actions: dict[float, Any] = {}
+        for scale in PRESENTATION_SCALE_CHOICES:
+            act = self._action(sizes, f"{scale:g}×", lambda _=False, x=scale: self.set_presentation_scale(x), None,
+                               f"Presentation mode: fonts and plot labels {scale:g} times their usual size")
+            act.setCheckable(True)  # after _action, which then connected triggered (a choice, not a toggle)
+            group.addAction(act)
+            self.presentation_scale_actions[scale] = act
+        self._check_scale_action()
 
         self.pace_bar = QFrame()
         self.pace_bar.setObjectName("paceBar")
@@ -101,6 +116,20 @@ class PresentationMixin:
         # while presenting, a new window size (the projector's) gets the projector layout again
         self._split_watcher = _OnResize(self._on_split_resized, self.workbench_split)
         self.workbench_split.installEventFilter(self._split_watcher)
+
+    def set_presentation_scale(self, scale: float) -> None:
+        """The presentation's text size (saved in the settings); applied at once while presenting."""
+        lo, hi = PRESENTATION_SCALES
+        self.app_settings.presentation_scale = min(hi, max(lo, float(scale)))
+        self._check_scale_action()
+        if self.presenting():  # leave and enter again: everything is restored, then scaled anew
+            self._leave_presentation()
+            self._enter_presentation()
+            self._update_reveal_action()
+
+    def _check_scale_action(self) -> None:
+        for scale, act in self.presentation_scale_actions.items():
+            act.setChecked(abs(scale - float(self.app_settings.presentation_scale)) < 1e-9)
 
     # ------------------------------------------------------------------ the mode
     def presenting(self) -> bool:

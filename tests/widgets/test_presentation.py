@@ -235,6 +235,20 @@ def test_fonts_and_plot_labels_scale_by_the_setting(window, qtbot, scale):
     assert window.token_view.palette_name() == HIGH_CONTRAST_PALETTE
 
 
+def test_the_text_size_menu_sets_the_scale_while_presenting(window, qtbot):
+    base = QApplication.font().pointSizeF()
+    acts = window.presentation_scale_actions
+    assert acts[1.5].isChecked() and sum(a.isChecked() for a in acts.values()) == 1
+    window.set_presentation(True)
+    acts[2.5].trigger()  # applied at once, from the normal sizes (not 1.5 x 2.5 on top of 1.5)
+    assert window.app_settings.presentation_scale == 2.5 and acts[2.5].isChecked() and not acts[1.5].isChecked()
+    assert QApplication.font().pointSizeF() == pytest.approx(base * 2.5)
+    window.set_presentation(False)
+    assert QApplication.font().pointSizeF() == pytest.approx(base)
+    acts[1.5].trigger()
+    assert window.app_settings.presentation_scale == 1.5
+
+
 def test_the_plots_are_set_out_for_a_projector(window, qtbot):
     _generate(window, qtbot, max_tokens=4)
     window.set_presentation(True)
