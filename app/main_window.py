@@ -233,6 +233,10 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         f = mb.addMenu("&File")
         self.open_action = self._action(f, "&Open model…", self.open_model_dialog, QKeySequence.Open,
                                         "Open a GGUF model file")
+        self.models_on_disk_action = self._action(
+            f, "Models on &disk…", lambda: self.model_panel.open_model_picker(), "Ctrl+Shift+O",
+            "GGUF files already on this computer (Hugging Face cache, LM Studio, Ollama, llama.cpp's cache, "
+            "folders you add), with what their headers say; choose one to load it")
         self.recent_menu = f.addMenu("Recent models")
         f.addSeparator()
         self._action(f, "Export run as &JSON…", lambda: self.export_run("json"), "Ctrl+Shift+J")

@@ -171,6 +171,11 @@ def test_the_window_loads_the_chosen_model_and_saves_the_folder(window, qtbot, h
     link = folder / "linked-gemma.gguf"
     link.symlink_to(embedded)
     try:
+        window.models_on_disk_action.trigger()  # File > Models on disk… opens the same picker
+        menu_dlg = window.model_panel.picker
+        assert menu_dlg is not None and menu_dlg.isVisible()
+        menu_dlg.reject()
+        assert window.model_panel.picker is None
         qtbot.mouseClick(window.model_panel.picker_button, Qt.LeftButton)
         dlg = window.model_panel.picker
         qtbot.waitUntil(lambda: not dlg.searching, timeout=10_000)
