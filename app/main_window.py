@@ -54,7 +54,7 @@ from widgets.entropy_plot import EntropyPlot
 from widgets.history_panel import HistoryPanel
 from widgets.message_banner import MessageBanner
 from widgets.model_panel import ModelPanel
-from widgets.palettes import PALETTES
+from widgets.palettes import PALETTE_TIPS, PALETTES
 from widgets.sampling_panel import SamplingPanel
 from widgets.steady_label import SteadyLabel
 from widgets.token_view import TokenView
@@ -239,10 +239,15 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
             "folders you add), with what their headers say; choose one to load it")
         self.recent_menu = f.addMenu("Recent models")
         f.addSeparator()
-        self._action(f, "Export run as &JSON…", lambda: self.export_run("json"), "Ctrl+Shift+J")
-        self._action(f, "Export run as &CSV…", lambda: self.export_run("csv"), "Ctrl+Shift+C")
-        self._action(f, "Export &distribution plot (PNG/SVG)…", lambda: self.export_plot(self.distribution_plot))
-        self._action(f, "Export &entropy plot (PNG/SVG)…", lambda: self.export_plot(self.entropy_plot))
+        self._action(f, "Export run as &JSON…", lambda: self.export_run("json"), "Ctrl+Shift+J",
+                     "The shown run as JSON: prompt, model name, sampler settings and every step with its "
+                     "alternatives (no model path, no key)")
+        self._action(f, "Export run as &CSV…", lambda: self.export_run("csv"), "Ctrl+Shift+C",
+                     "The shown run as CSV, one row per generated token with its likeliest alternatives")
+        self._action(f, "Export &distribution plot (PNG/SVG)…", lambda: self.export_plot(self.distribution_plot),
+                     tip="The next-token distribution chart as a PNG image or an SVG vector file")
+        self._action(f, "Export &entropy plot (PNG/SVG)…", lambda: self.export_plot(self.entropy_plot),
+                     tip="The entropy timeline as a PNG image or an SVG vector file")
         self._action(f, "Export lab results as JSON…", lambda: self.export_lab_results(),
                      tip="The open lab tab's knobs, every record and the summary")
         self._action(f, "Export lab table as CSV…", lambda: self.export_lab_table(),
@@ -250,7 +255,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self._action(f, "Export lab plot (PNG/SVG)…", lambda: self.export_lab_plot(),
                      tip="The plot shown in the open lab tab")
         f.addSeparator()
-        self._action(f, "&Quit", self.close, QKeySequence.Quit)
+        self._action(f, "&Quit", self.close, QKeySequence.Quit, "Close Samplescope")
 
         r = mb.addMenu("&Run")
         self.generate_action = self._action(r, "&Generate", self.generate, "Ctrl+Return",
@@ -258,8 +263,11 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.generate_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
         self.stop_action = self._action(r, "&Stop", self.stop, "Esc", "Stop and keep the partial output")
         r.addSeparator()
-        self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T", checkable=True)
-        self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10")
+        self.step_mode_action = self._action(r, "Step &mode", self.set_step_mode, "Ctrl+T",
+                                             "Advance one token at a time; click a bar of the chart to choose "
+                                             "the next token instead of sampling", checkable=True)
+        self.step_action = self._action(r, "Step one &token", lambda: self.step(), "F10",
+                                        "Take one token in step mode (turns step mode on)")
         self.xray_action = self._action(
             r, "&X-ray the prompt", self.xray_prompt, "Ctrl+Shift+X", _XRAY_TIP)
         self.rescore_action = self._action(
@@ -280,20 +288,26 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.palette_actions = {}
         for name in PALETTES:
             act = QAction(name, self, checkable=True)
+            act.setStatusTip(PALETTE_TIPS[name])
             act.triggered.connect(lambda _=False, n=name: self.set_palette(n))
             group.addAction(act)
             pal.addAction(act)
             self.palette_actions[name] = act
-        self.color_raw_action = self._action(v, "Colour tokens by raw probability", self._set_color_by, checkable=True)
+        self.color_raw_action = self._action(v, "Colour tokens by raw probability", self._set_color_by,
+                                             tip="Colour each token by the model's own probability of it, before "
+                                                 "the sampler chain (off: after the chain)", checkable=True)
         self.whitespace_action = self._action(v, "Show &whitespace and newlines", self._set_whitespace,
-                                              "Ctrl+Shift+W", checkable=True)
+                                              "Ctrl+Shift+W", "Show spaces as ·, line breaks as ↵ and tabs as → "
+                                              "in the token view", checkable=True)
         self._build_presentation(v)  # View > Presentation (F11) and its pace bar
         self.centralWidget().layout().insertWidget(1, self.pace_bar)
         v.addSeparator()
         for dock in (self.model_dock, self.sampling_dock, self.server_dock, self.history_dock):
-            v.addAction(dock.toggleViewAction())
+            toggle = dock.toggleViewAction()
+            toggle.setStatusTip(f"Show or hide the {dock.windowTitle()} panel")
+            v.addAction(toggle)
         h = mb.addMenu("&Help")
-        self._action(h, "&Shortcuts", self._show_shortcuts)
+        self._action(h, "&Shortcuts", self._show_shortcuts, tip="List the keyboard shortcuts")
 
     def _connect(self) -> None:
         c = self.controller

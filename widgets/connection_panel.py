@@ -88,6 +88,10 @@ class ConnectionPanel(QWidget):
         self.key_input.setPlaceholderText("paste a key to store it in the keyring")
         self.key_input.setToolTip("Typed keys go to the system keyring only, then this field is cleared.")
         self.save_key = QPushButton("Save to keyring")
+        self.save_key.setToolTip(
+            "Store the pasted key in the system keyring under the entry named above "
+            "(service 'samplescope'), then clear the field; the key is never written to the settings."
+        )
         self.save_key.clicked.connect(self._save_key)
         srow.addWidget(self.key_input, 1)
         srow.addWidget(self.save_key)

@@ -38,8 +38,12 @@ class HistoryPanel(QWidget):
         lay.addWidget(self.tabs)
         row = QHBoxLayout()
         self.open_button = QPushButton("Open")
+        self.open_button.setToolTip(
+            "Reopen the selected run with its plots, or show the selected lab run in its lab (same as a double-click)."
+        )
         self.open_button.clicked.connect(lambda: self._activate(self._current_list().currentItem()))
         self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete the selected run (or lab run) from the history on disk; there is no undo.")
         self.delete_button.clicked.connect(self._delete)
         row.addWidget(self.open_button)
         row.addWidget(self.delete_button)

@@ -1,10 +1,10 @@
 """Probability-to-colour palettes for the token view, its legend and the plots.
 
 Owns: ``PALETTES`` (the palette names, default first), ``DEFAULT_PALETTE``,
-``HIGH_CONTRAST_PALETTE`` (the one presentation mode switches to), ``color_for`` (probability ->
-background RGB), ``text_color_for`` (the text colour of every coloured token cell in the app),
-``contrast_ratio`` (WCAG 2), ``colors_for`` (both at once), ``palette_lut`` (a palette's whole
-range), ``gradient_stops`` (for a legend) and ``blend``.
+``HIGH_CONTRAST_PALETTE`` (the one presentation mode switches to), ``PALETTE_TIPS`` (their menu
+tips), ``color_for`` (probability -> background RGB), ``text_color_for`` (the text colour of every
+coloured token cell in the app), ``contrast_ratio`` (WCAG 2), ``colors_for`` (both at once),
+``palette_lut`` (a palette's whole range), ``gradient_stops`` (for a legend) and ``blend``.
 
 The rule for coloured cells: the text is black or white, whichever contrasts more with the cell
 (``text_color_for``). The better of the two always reaches at least 4.58:1 (the worst background
@@ -23,6 +23,7 @@ from functools import lru_cache
 
 __all__ = [
     "PALETTES",
+    "PALETTE_TIPS",
     "DEFAULT_PALETTE",
     "HIGH_CONTRAST_PALETTE",
     "MIN_CONTRAST",
@@ -80,6 +81,14 @@ _STOPS: dict[str, tuple[tuple[float, RGB], ...]] = {
 #: Palette names, the default first.
 PALETTES: tuple[str, ...] = ("Viridis", "Heat", "Greys", "High contrast")
 DEFAULT_PALETTE = "Viridis"
+#: What each palette looks like, for its menu entry (View > Token colours).
+PALETTE_TIPS: dict[str, str] = {
+    "Viridis": "Colour tokens dark purple (unlikely) through teal to yellow (likely); colour-blind safe",
+    "Heat": "Colour tokens red (unlikely) through yellow to green (likely)",
+    "Greys": "Colour tokens dark (unlikely) to white (likely), so surprising tokens stand out",
+    "High contrast": "For a projector: dark red where the model was unsure, pale where it was sure; "
+                     "reads without colour vision",
+}
 #: The token view's palette in presentation mode.
 HIGH_CONTRAST_PALETTE = "High contrast"
 #: WCAG 2 level AA for normal text: the least contrast a token cell's text may have.

@@ -103,6 +103,11 @@ class AlignLabPanel(QWidget):
         self.remove_button = QPushButton("Remove")
         self.load_button = QPushButton("Load JSON…")
         self.save_button = QPushButton("Save JSON…")
+        self.add_button.setToolTip("Add an empty outcome row and edit it (the preset becomes custom)")
+        self.remove_button.setToolTip("Remove the selected outcome rows (the preset becomes custom)")
+        self.load_button.setToolTip('Load a task from a JSON file: {"name": "...", "outcomes": {"1": 0.1, '
+                                    '"2": 0.7, ...}} or {"outcomes": [["red", 0.5], ["blue", 0.5]]}')
+        self.save_button.setToolTip("Save the outcomes and probabilities in the table as a JSON task file")
         for b in (self.add_button, self.remove_button, self.load_button, self.save_button):
             brow.addWidget(b)
         tl.addLayout(brow)
@@ -134,6 +139,8 @@ class AlignLabPanel(QWidget):
         form.addRow("Temperature", self.temperature)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Random seed of the draws, 0 to 2^31-1 (llama.cpp --seed); run r uses seed + r, "
+                             "so the same seed repeats the same lists")
         form.addRow("Seed", self.seed)
         ll.addLayout(form)
 
@@ -143,6 +150,8 @@ class AlignLabPanel(QWidget):
         self.template_edit.setMaximumHeight(120)
         pl.addWidget(self.template_edit)
         self.reset_template_button = QPushButton("Reset template")
+        self.reset_template_button.setToolTip("Put back the built-in template of the chosen style "
+                                              "(completion or chat), dropping your edits to it")
         pl.addWidget(self.reset_template_button, 0, Qt.AlignRight)
         ll.addWidget(pbox)
 

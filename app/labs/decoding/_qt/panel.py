@@ -163,6 +163,9 @@ class DecodingLabPanel(QWidget):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 512)
         self.max_tokens.setValue(24)
+        self.max_tokens.setToolTip("Tokens each column (and each side of an A/B run) generates at most, "
+                                   "1 to 512 (llama.cpp -n / n_predict); a column ends earlier at a stop "
+                                   "string or the end-of-text token.")
         row.addWidget(self.max_tokens)
         row.addWidget(QLabel("stop at"))
         self.stop_edit = QLineEdit("")
@@ -175,6 +178,9 @@ class DecodingLabPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(42)
+        self.seed.setToolTip("Random seed of the sampled columns and of A/B, 0 to 2^31-1 (llama.cpp --seed): "
+                             "every sampled strategy draws with the same seed, so the columns differ only "
+                             "in their knob. Greedy and beam columns do not draw.")
         row.addWidget(self.seed)
         top.addRow("Strategies", row)
         brow = QHBoxLayout()
@@ -270,11 +276,18 @@ class DecodingLabPanel(QWidget):
         arow = QHBoxLayout()
         self.ab_a = QLineEdit("temp:0.7")
         self.ab_b = QLineEdit("temp:1.3")
+        for side, w in (("A", self.ab_a), ("B", self.ab_b)):
+            w.setToolTip(f"Strategy {side}: one of greedy, top-k:K, top-p:P, min-p:P, temp:T, typical:P "
+                         "(not beam: a beam search has no per-step distribution of its own). It uses the "
+                         "prompt, max tokens and seed above.")
         self.ab_model_b = QLineEdit("")
         self.ab_model_b.setPlaceholderText("same model (or a path to another GGUF file)")
         self.ab_model_b.setToolTip("Leave empty to compare two settings on one model; give a GGUF path to "
                                    "compare two models (B uses strategy B)")
         self.ab_button = QPushButton("Run A/B")
+        self.ab_button.setToolTip("Generate with A and with B on the prompt above and plot, per step, the KL "
+                                  "divergence and total variation between their next-token distributions, "
+                                  "whether they chose the same token, and their first fork")
         for label, w in (("A", self.ab_a), ("B", self.ab_b), ("model B", self.ab_model_b)):
             arow.addWidget(QLabel(label))
             arow.addWidget(w, 1 if w is self.ab_model_b else 0)

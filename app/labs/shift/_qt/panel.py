@@ -116,6 +116,8 @@ class ShiftLabPanel(QWidget):
         row = QHBoxLayout()
         self.add_button = QPushButton("Add")
         self.remove_button = QPushButton("Remove")
+        self.add_button.setToolTip("Add an empty concept row and edit its name (fill in the unit and question too)")
+        self.remove_button.setToolTip("Remove the selected concept rows")
         self.import_button = QPushButton("Import…")
         self.import_button.setToolTip("Read concepts from a CSV file (id,domain,name,unit,question,notes)")
         self.export_button = QPushButton("Export…")
@@ -167,6 +169,9 @@ class ShiftLabPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(0)
+        self.seed.setToolTip("Random seed of the sampled answers, 0 to 2^31-1 (llama.cpp --seed); each answer "
+                             "gets its own seed counted up from this one, so the same seed repeats a run. "
+                             "The exact mode does not draw.")
         form.addRow("Seed", self.seed)
         ll.addLayout(form)
 
@@ -175,7 +180,12 @@ class ShiftLabPanel(QWidget):
         trow = QHBoxLayout()
         self.template_kind = QComboBox()
         self.template_kind.addItems(list(KINDS))
+        self.template_kind.setToolTip("Which of the three questions to edit below: average (on average, what is "
+                                      "it?), ideal (what should it be?) or sample (the first number that comes to "
+                                      "mind); each style (completion, chat) has its own")
         self.reset_templates_button = QPushButton("Reset templates")
+        self.reset_templates_button.setToolTip("Put back the built-in templates of all three questions in both "
+                                               "styles, dropping your edits")
         trow.addWidget(QLabel("Question"))
         trow.addWidget(self.template_kind, 1)
         trow.addWidget(self.reset_templates_button)
@@ -232,6 +242,7 @@ class ShiftLabPanel(QWidget):
         self.models_table.verticalHeader().setVisible(False)
         ml.addWidget(self.models_table)
         self.refresh_models_button = QPushButton("Refresh")
+        self.refresh_models_button.setToolTip("Read the finished shift-lab runs from the run store again")
         ml.addWidget(self.refresh_models_button, 0, Qt.AlignLeft)
         self.tabs.addTab(models, "Models")
 
@@ -260,6 +271,8 @@ class ShiftLabPanel(QWidget):
         self.glub_examples.setToolTip("Values shown in the prompt, each with its grade (the paper: 100)")
         gform.addRow("Shown examples", self.glub_examples)
         self.glub_bimodal = QCheckBox("bimodal values")
+        self.glub_bimodal.setToolTip("Draw the shown values from two bumps 3 spreads apart with the dip at the "
+                                     "mean (same overall mean) instead of one normal bump")
         gform.addRow("", self.glub_bimodal)
         gl.addLayout(gform)
         self.glub_button = QPushButton("Run glubbing sweep")

@@ -135,6 +135,8 @@ class VSLabPanel(QWidget):
         self.t.setSingleStep(0.05)
         self.t.setDecimals(2)
         self.t.setValue(0.10)
+        self.t.setToolTip("The tail bound t, 0.01 to 1: with 'tails t' on, the prompt asks that every stated "
+                          "probability be below t (the paper's VS tail sampling)")
         self.t.setEnabled(False)
         form.addRow(self.t_on, self.t)
         self.tau_on = QCheckBox("post-filter tau")
@@ -145,6 +147,8 @@ class VSLabPanel(QWidget):
         self.tau.setSingleStep(0.05)
         self.tau.setDecimals(2)
         self.tau.setValue(0.10)
+        self.tau.setToolTip("The threshold tau, 0 to 1: with 'post-filter tau' on, candidates whose stated "
+                            "probability is below tau are dropped before one is drawn")
         self.tau.setEnabled(False)
         form.addRow(self.tau_on, self.tau)
         self.style = QComboBox()
