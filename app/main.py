@@ -12,8 +12,9 @@ import sys
 __all__ = ["run_gui", "create_window"]
 
 
-def create_window(*, autoload: bool = True):
-    """Build controller and window with the user's settings and run store."""
+def create_window(*, autoload: bool = True, first_run_hint: bool = False):
+    """Build controller and window with the user's settings and run store; ``first_run_hint``:
+    show the first-run hint unless the user dismissed it (the app does; tests ask for it)."""
     from app.controller import WorkbenchController
     from app.core.settings import AppSettings
     from app.core.store import RunStore, StoreError
@@ -36,6 +37,8 @@ def create_window(*, autoload: bool = True):
     window = MainWindow(controller, settings, autoload=autoload)
     if store_error:
         window.show_banner(f"History disabled: {store_error}", sticky=True)
+    if first_run_hint:
+        window.offer_first_run_hint()
     n_runs, n_labs = interrupted
     if n_runs or n_labs:
         what = " and ".join(x for x in (f"{n_runs} run(s)" if n_runs else "", f"{n_labs} lab run(s)" if n_labs else "")
@@ -53,7 +56,7 @@ def run_gui(argv: list[str] | None = None, *, prompt: str | None = None, autorun
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName("Samplescope")
     app.setOrganizationName("samplescope")
-    window = create_window()
+    window = create_window(first_run_hint=True)
     if prompt:
         window.prompt_edit.setPlainText(prompt)
     if step_mode:

@@ -6,7 +6,8 @@ pacer, selection between token view, bar chart and entropy timeline, state and f
 error banner, view options, drag-and-drop, closing). Its other parts are mixins beside it:
 ``app.window_model`` (model and server), ``app.window_labs`` (lab runs and generations),
 ``app.window_exports`` (exports), ``app.window_guess`` (the guess game), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
-``app.window_presentation`` (presentation mode and its pace). About
+``app.window_presentation`` (presentation mode and its pace), ``app.window_experiments`` (ready-made
+experiments, the first-run hint). About
 660 lines: building the widgets and menus is long but
 one job, kept with the slots it connects. Runs on the GUI thread. It never touches the model: it
 asks the ``WorkbenchController``.
@@ -40,6 +41,7 @@ from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, Un
 from app.lab_presenter import LabPresenter
 from app.lab_registry import LABS
 from app.redraw_pacer import RedrawPacer
+from app.window_experiments import ExperimentsMixin
 from app.window_exports import ExportsMixin
 from app.window_labs import LabsMixin
 from app.window_model import ModelMixin
@@ -80,7 +82,7 @@ def _window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
 
 
-class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, GuessMixin, QMainWindow):
+class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, GuessMixin, ExperimentsMixin, QMainWindow):
     def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
         super().__init__()
         self.controller = controller
@@ -282,6 +284,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.vs_compare_action = self._action(r, "VS lab: &compare with Direct", self._vs_compare,
                                               "Ctrl+Shift+Return", "Verbalized Sampling: Direct vs the method, N runs")
 
+        self._build_experiments(mb)  # the Experiments menu, its card and the first-run hint (app.window_experiments)
         v = mb.addMenu("&View")
         pal = v.addMenu("Token colours")
         group = QActionGroup(self)

@@ -81,6 +81,8 @@ class AppSettings:
     palette: str = "default"
     show_whitespace: bool = False
     step_mode: bool = False
+    #: the first-run hint above the tabs (what to try first) until the user dismisses it
+    show_first_run_hint: bool = True
     #: presentation mode (View > Presentation, F11): every font and plot label this many times as large
     presentation_scale: float = 1.5
     #: presentation mode's pace: tokens shown per second (0 = one token per click)
@@ -268,7 +270,7 @@ def _checked(name: str, v: Any) -> Any:
         return float(v)
     if name in ("preset_name", "palette"):
         return v if isinstance(v, str) else _BAD
-    if name in ("show_whitespace", "step_mode"):
+    if name in ("show_whitespace", "step_mode", "show_first_run_hint"):
         return v if isinstance(v, bool) else _BAD
     if name == "remote":
         if not isinstance(v, dict):
