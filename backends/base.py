@@ -553,6 +553,8 @@ _MISSING = {
     "prompt_logprobs": ("needs each prompt token's log-probability, which the server did not return for an echoed "
                         "prompt in the probe (vLLM and llama-cpp-python's server with --logits_all true do; "
                         "llama.cpp's own server does not): use a local model"),
+    "layer_lens": ("needs every layer's hidden state while the model decodes, which only a model run here through "
+                   "llama.cpp exposes (a server sends its final distribution at most): use a local model"),
 }
 
 
@@ -567,7 +569,7 @@ class Capabilities:
     ``sequences``: several sequences in one KV cache (beams, forks, exact lockstep columns).
     ``max_parallel``: how many generations run at once by default (sequences or requests).
     ``prompt_logprobs``: each prompt token's log-probability given what precedes it (the
-    prompt X-ray)."""
+    prompt X-ray). ``layer_lens``: every layer's output read while decoding (the layer lens)."""
 
     full_logits: bool = False
     sampler_stages: bool = False
@@ -584,6 +586,8 @@ class Capabilities:
     token_ids: bool = False
     max_parallel: int = 1
     prompt_logprobs: bool = False
+    #: each layer's output read while decoding (the layer lens): local models only
+    layer_lens: bool = False
 
     @property
     def local(self) -> bool:

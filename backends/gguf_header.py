@@ -1,7 +1,8 @@
 """The one reader of GGUF headers: what a file says about itself, without loading the model.
 
 Owns: ``read_header`` (magic, version, counts, the small metadata values, the tensor table's
-extent) and its guards against damaged or hostile headers: every length is checked against the
+extent), ``read_tensor_table`` (the same and every tensor's name, type, shape and file offset:
+the layer lens finds the output head's weights with it) and its guards against damaged or hostile headers: every length is checked against the
 file's size before it is used, counts are capped, nested arrays are walked with an explicit
 stack (never recursion) and refused deeper than ``MAX_ARRAY_NESTING``, long strings and every
 array are skipped rather than kept, and no byte of tensor data is read. The header is read
@@ -25,8 +26,8 @@ from typing import Union
 
 from .base import ModelLoadError
 
-__all__ = ["GGUFHeader", "read_header", "MAX_ARRAY_NESTING", "MAX_KEPT_STRING", "GGML_TYPE_SIZES",
-           "tensor_nbytes"]
+__all__ = ["GGUFHeader", "TensorInfo", "read_header", "read_tensor_table", "MAX_ARRAY_NESTING", "MAX_KEPT_STRING",
+           "GGML_TYPE_SIZES", "tensor_nbytes"]
 
 Value = Union[str, int, float, bool]
 
@@ -195,7 +196,20 @@ class _Cursor:
             vtype = stack[-1][0]
 
 
-def _parse(c: _Cursor, tensors: bool) -> GGUFHeader:
+@dataclass(frozen=True)
+class TensorInfo:
+    """One entry of a GGUF file's tensor table: ``name``, ``ggml_type``, ``dims`` (ggml's order:
+    ``dims[0]`` is the row length), ``offset`` (from the file's start, the data section's
+    alignment applied) and ``nbytes`` (None for a type ``GGML_TYPE_SIZES`` does not know)."""
+
+    name: str
+    ggml_type: int
+    dims: tuple[int, ...]
+    offset: int
+    nbytes: int | None
+
+
+def _parse(c: _Cursor, tensors: bool, table: list[TensorInfo] | None = None) -> GGUFHeader:
     name = c.name
     if c.end < 4 or bytes(c.buf[:4]) != b"GGUF":
         raise ModelLoadError(
@@ -230,20 +244,28 @@ def _parse(c: _Cursor, tensors: bool) -> GGUFHeader:
     if tensors:
         max_end = 0
         for _ in range(n_tensors):
-            c.take(c.string_length())
+            n_name = c.string_length()
+            p_name = c.take(n_name)
             n_dims = c.u32()
             if n_dims > _MAX_DIMS:
                 raise ModelLoadError(f"{name} has a corrupt tensor table.")
             dims = struct.unpack_from(f"<{n_dims}Q", c.buf, c.take(8 * n_dims))
             ggml_type = c.u32()
             offset = c.u64()
-            max_end = max(max_end, offset + (tensor_nbytes(ggml_type, dims) or 0))
+            nbytes = tensor_nbytes(ggml_type, dims)
+            max_end = max(max_end, offset + (nbytes or 0))
+            if table is not None:
+                t_name = bytes(c.buf[p_name:p_name + min(n_name, _MAX_KEY)]).decode("utf-8", errors="replace")
+                table.append(TensorInfo(t_name, ggml_type, tuple(dims), offset, nbytes))
         data_end = c.pos
         if n_tensors:
             alignment = meta.get("general.alignment", 32)
             if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
                 raise c.corrupt("general.alignment is not a power of two")
-            data_end = c.pos + (-c.pos) % alignment + max_end
+            start = c.pos + (-c.pos) % alignment
+            data_end = start + max_end
+            if table is not None:  # offsets from the file's start
+                table[:] = [TensorInfo(t.name, t.ggml_type, t.dims, start + t.offset, t.nbytes) for t in table]
         if data_end > c.size:
             raise ModelLoadError(
                 f"{name} is truncated: its tensor data ends before the header says it should "
@@ -252,7 +274,20 @@ def _parse(c: _Cursor, tensors: bool) -> GGUFHeader:
     return GGUFHeader(version=version, n_tensors=n_tensors, file_size=c.size, data_end=data_end, metadata=meta)
 
 
-def read_header(path: str | os.PathLike, *, tensors: bool = True) -> GGUFHeader:
+def read_tensor_table(path: str | os.PathLike) -> tuple[GGUFHeader, dict[str, TensorInfo]]:
+    """The header of the GGUF file at ``path`` (as ``read_header``) and its tensor table by name
+    (the first entry of a duplicated name), with the same checks and errors; no tensor data is read.
+    Used by the layer lens (``backends.output_head``) to find the output head's tensors."""
+    table: list[TensorInfo] = []
+    header = read_header(path, _table=table)
+    out: dict[str, TensorInfo] = {}
+    for t in table:
+        out.setdefault(t.name, t)
+    return header, out
+
+
+def read_header(path: str | os.PathLike, *, tensors: bool = True,
+                _table: list[TensorInfo] | None = None) -> GGUFHeader:
     """Read the header of the GGUF file at ``path``: its metadata's small values and (with
     ``tensors``, the default) the tensor table, checking that the file is not shorter than its
     tensors' data. Raises ``ModelLoadError`` with a one-line reason that names the file: missing,
@@ -267,9 +302,9 @@ def read_header(path: str | os.PathLike, *, tensors: bool = True) -> GGUFHeader:
                 buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):  # a pipe, some network or FUSE file systems
                 data = f.read(FALLBACK_READ)
-                return _parse(_Cursor(data, len(data), size, p.name), tensors)
+                return _parse(_Cursor(data, len(data), size, p.name), tensors or _table is not None, _table)
             try:
-                return _parse(_Cursor(buf, size, size, p.name), tensors)
+                return _parse(_Cursor(buf, size, size, p.name), tensors or _table is not None, _table)
             finally:
                 buf.close()
     except ModelLoadError:

@@ -88,7 +88,7 @@ def default_threads() -> int:
 #: What a local model reveals: everything (``chat`` depends on the model: see ``local_capabilities``).
 LOCAL_CAPABILITIES = Capabilities(full_logits=True, sampler_stages=True, step_mode=True, top_n_max=200, seed=True,
                                   kind="local", sequences=True, grammar=True, embeddings=True, token_ids=True,
-                                  max_parallel=8, prompt_logprobs=True)
+                                  max_parallel=8, prompt_logprobs=True, layer_lens=True)
 
 
 def local_capabilities(model) -> Capabilities:
@@ -318,11 +318,15 @@ class LlamaModel:
 
     # ----------------------------------------------------------------- contexts
     def context(self, *, n_ctx: int = 2048, n_seq: int = 1, n_batch: int = 512, n_threads: int | None = None,
-                keep_cells: bool = False) -> "LlamaContext":
+                keep_cells: bool = False, eval_callback=None) -> "LlamaContext":
         """A new context of ``n_ctx`` cells (0: the training context) for ``n_seq`` sequences
-        (plus one reserved for retired cells with ``keep_cells``)."""
+        (plus one reserved for retired cells with ``keep_cells``). ``eval_callback`` (a ctypes
+        ``ggml_backend_sched_eval_callback``, kept alive by the context) is installed as the
+        context's ``cb_eval``: only the layer lens (``backends.layer_capture``) passes one; every
+        other context has none, so its graph is computed in one piece as usual."""
         return LlamaContext(self, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch,
-                            n_threads=n_threads or self.n_threads, keep_cells=keep_cells)
+                            n_threads=n_threads or self.n_threads, keep_cells=keep_cells,
+                            eval_callback=eval_callback)
 
     def embedding_context(self, n_ctx: int = 1024) -> "EmbeddingContext":
         return EmbeddingContext(self, n_ctx=min(int(n_ctx), self.n_ctx_train or int(n_ctx)))
@@ -370,7 +374,7 @@ class LlamaContext:
     prompt (N samples of one prompt evaluate it once)."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_seq: int, n_batch: int, n_threads: int,
-                 keep_cells: bool = False) -> None:
+                 keep_cells: bool = False, eval_callback=None) -> None:
         ll = model._ll
         self._ll = ll
         self.model = model
@@ -392,6 +396,10 @@ class LlamaContext:
         cp.swa_full = True  # keep every position so prefix reuse and branching can cut anywhere
         if total_seq > 1:
             cp.kv_unified = True  # a forked prefix is stored once, its cells tagged with every sequence
+        self._eval_callback = eval_callback  # C keeps only the pointer: the ctypes object must live
+        if eval_callback is not None:  # cb_eval / cb_eval_user_data: checked against llama.h
+            cp.cb_eval = eval_callback
+            cp.cb_eval_user_data = None
         model._attach(id(self))
         clear_log()
         ctx = ll.llama_init_from_model(model._model, cp)

@@ -8,6 +8,10 @@ positions before ``first`` are evaluated without logits). The prompt X-ray
 run's steps with it when their logits are no longer kept. The logits equal one-at-a-time
 decoding's within llama.cpp's batch noise (docs/ARCHITECTURE.md, "Batching noise").
 
+``forced_layers`` is the same evaluation for the layer lens (``app.core.lens``): on a lens
+context (``backends.layer_capture.LensContext``, the only kind with llama.cpp's ``cb_eval``
+installed), each chosen position's every layer output beside its logits.
+
 Runs on the calling thread (the CLI's main thread; the model worker in the window); no Qt.
 """
 
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 
     from backends.kinds import LocalEngine
 
-__all__ = ["forced_logits"]
+__all__ = ["forced_logits", "forced_layers"]
 
 
 def forced_logits(backend: LocalEngine, tokens: Sequence[int], first: int = 0, *, chunk: int = 32,
@@ -49,3 +53,23 @@ def forced_logits(backend: LocalEngine, tokens: Sequence[int], first: int = 0, *
                 yield i, np.asarray(ctx.row(rows[j]))
     finally:
         ctx.close()
+
+
+def forced_layers(backend: LocalEngine, tokens: Sequence[int], first: int = 0, *, prompt_len: int | None = None,
+                  chunk: int = 1, cancel: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(position, layers, logits) for each position ``first`` .. len(tokens) - 2 of ``tokens``:
+    ``layers`` (n_layers, n_embd) every layer's output at the position, ``logits`` the model's own
+    there (predicting the token at position + 1); both views valid until the next item. One
+    evaluation on a lens context of its own (closed at the end), scheduled as a generation is:
+    the first ``prompt_len`` tokens in one batch, then ``chunk`` tokens per decode (1: exactly
+    the run's batch shapes; see ``LensContext.evaluate``)."""
+    from backends.layer_capture import LensContext
+
+    toks = [int(t) for t in tokens]
+    if len(toks) < 2 or first > len(toks) - 2:
+        return
+    lens = LensContext(backend.model, n_ctx=len(toks) + 1, n_threads=backend.info.n_threads or None)
+    try:
+        yield from lens.evaluate(toks, first, prompt_len=prompt_len, chunk=chunk, cancel=cancel)
+    finally:
+        lens.close()
