@@ -31,6 +31,15 @@ Sections (``--skip`` leaves any out):
 - ``remote``: ``remote_concurrency_ratio``, 8 sampled shift-lab answers as concurrent requests
   against one at a time, to a real local OpenAI-compatible server (``backends.local_server``).
 - ``long``: a 2,048-token run's speed and memory.
+- ``lens`` (only with ``--lens``, which runs it alone): the layer lens. ``lens_head_load_s`` and
+  ``lens_head_memory_mb`` (the output head read from the GGUF file once per model),
+  ``lens_step_ms`` (the lens of one step: its prefix teacher-forced on a lens context and its
+  layers projected; median over steps spread along a run), ``lens_run_s`` for a ``--tokens``-token
+  run's lens (``lens_run_ms_per_step``, of which ``lens_eval_ms_per_step`` is the evaluation with
+  the layers captured), and ``lens_off_tps_before`` / ``lens_off_tps_after`` /
+  ``lens_off_ratio``: the instrumented stream on the Workbench's context before any lens and
+  after lenses were computed on the same model (``lens_callback_on_workbench_context``: whether
+  that context has an eval callback; it never has).
 
 Qt-free; runs on the CLI's main thread (the window runs in child processes).
 
@@ -562,8 +571,60 @@ def _whatif(b: _Bench) -> dict:
     return r
 
 
+def _lens(b: _Bench) -> dict:
+    """The layer lens's figures (see the module docstring)."""
+    from app.core.lens import lens_run
+    from app.core.session import GenerationSession
+    from app.core.teacher_forcing import forced_layers
+    from backends.output_head import model_head
+
+    k = max(3, b.repeats)  # this pair cannot be interleaved (before is before): more repeats, medians
+    before = [_instrumented_tps(b, r) for r in range(k + 1)][1:]  # no lens yet in this process
+    b.backend.reset()
+    session = GenerationSession(b.backend, BENCH_PROMPT, b.settings, banned_tokens=[b.eos])
+    steps = [x for x in session.run() if isinstance(x, Step)]
+    run = [int(s.token_id) for s in steps if s.token_id is not None]
+    prompt = session.prompt_tokens
+    t0 = time.perf_counter()
+    head = model_head(b.model)
+    load_s = time.perf_counter() - t0
+    step_ms = []
+    for i in (0, len(run) // 4, len(run) // 2, 3 * len(run) // 4, len(run) - 1):
+        t0 = time.perf_counter()
+        list(lens_run(b.backend, prompt, run, indices=[i], head=head))
+        step_ms.append((time.perf_counter() - t0) * 1e3)
+    run_s = []
+    for _ in range(b.repeats):
+        t0 = time.perf_counter()
+        lenses = list(lens_run(b.backend, prompt, run, head=head))
+        run_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    n_eval = sum(1 for _ in forced_layers(b.backend, prompt + run, len(prompt) - 1, prompt_len=len(prompt)))
+    eval_s = time.perf_counter() - t0
+    after = [_instrumented_tps(b, r) for r in range(1, k + 1)]  # the same seeds as before
+    n = len(lenses)
+    r = {"lens_head_load_s": round(load_s, 3), "lens_head_memory_mb": round(head.matrix.nbytes / 2**20, 1),
+         "lens_step_ms": round(_median(step_ms), 1), "lens_step_ms_max": round(max(step_ms), 1),
+         "lens_run_tokens": n, "lens_run_s": round(_median(run_s), 3),
+         "lens_run_ms_per_step": round(_median(run_s) / max(1, n) * 1e3, 1),
+         "lens_eval_ms_per_step": round(eval_s / max(1, n_eval) * 1e3, 1),
+         "lens_off_tps_before": round(_median(before), 2), "lens_off_tps_after": round(_median(after), 2),
+         "lens_off_ratio": _ratio(_median(after), _median(before)),
+         "lens_callback_on_workbench_context": b.backend.context._eval_callback is not None}
+    b.out(f"output head: {r['lens_head_memory_mb']:.0f} MB as float32, read from the GGUF file in "
+          f"{r['lens_head_load_s']:.2f} s (once per model)")
+    b.out(f"lens of one step: {r['lens_step_ms']:.0f} ms median (max {r['lens_step_ms_max']:.0f} ms; its prefix "
+          "evaluated again and 18 layers projected)")
+    b.out(f"lens of a {n}-token run: {r['lens_run_s']:.2f} s ({r['lens_run_ms_per_step']:.0f} ms a step, of which "
+          f"{r['lens_eval_ms_per_step']:.0f} ms the evaluation with the layers captured)")
+    b.out(f"generation with the lens off: {r['lens_off_tps_before']:.2f} tokens/s before any lens, "
+          f"{r['lens_off_tps_after']:.2f} after; ratio {r['lens_off_ratio']:.3f} (target ~1.0; eval callback on the "
+          f"Workbench's context: {r['lens_callback_on_workbench_context']})")
+    return r
+
+
 _RUN = {"baseline": _baseline, "engine": _engine, "parallel": _parallel, "grammar": _grammar, "whatif": _whatif,
-        "startup": _startup, "gui": _gui, "remote": _remote, "long": _long}
+        "startup": _startup, "gui": _gui, "remote": _remote, "long": _long, "lens": _lens}
 
 
 def run_bench(a) -> dict:
@@ -578,8 +639,9 @@ def run_bench(a) -> dict:
     b.out(f"model {b.path}\n{b.n} new tokens per run, {b.repeats} repeats after a warm-up, {b.threads} threads, "
           f"settings: temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, min-p {s.min_p}; "
           "EOS suppressed where lengths must match")
+    sections = ("lens",) if getattr(a, "lens", False) else SECTIONS
     try:
-        for name in SECTIONS:
+        for name in sections:
             if name in skip:
                 continue
             b.out(f"-- {name}")

@@ -1,9 +1,9 @@
 """Command line: ``samplescope`` (the window), ``samplescope generate``, ``vs``, ``align``, ``shift``,
-``compare`` and ``bench``.
+``compare``, ``lens`` and ``bench``.
 
 The package: ``args`` (the parser and what the flags mean), ``scaffold`` (what every command
 shares: opening the model, printing records, exit codes, Ctrl+C), one module per kind of command
-(``generate``, ``vs``, ``align``, ``shift``, ``compare``) and ``main`` (dispatch, the checks
+(``generate``, ``vs``, ``align``, ``shift``, ``compare``, ``lens``) and ``main`` (dispatch, the checks
 every command shares, ``bench``, the window). Runs on the main thread; Qt is imported only when
 the window is launched.
 """

@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--top", type=int, default=5, help="alternatives listed per token (1..100)")
     _add_model_args(sc, remote=True)
     sc.add_argument("--json", action="store_true", help="one JSON object per token, then a summary line")
+    ln = sub.add_parser("lens", help="the layer lens: each layer's prediction at every step of a generation "
+                        "(top tokens, the chosen token's probability and rank, entropy, commitment layer)",
+                        description="Generates with our sampler chain (the flags of generate), then projects every "
+                        "layer's output at each step through the model's own final norm and unembedding, "
+                        "teacher-forced on the run's tokens. Local models only.")
+    ln.add_argument("--prompt", required=True)
+    ln.add_argument("--top", type=int, default=5, help="top tokens listed per layer (1..50)")
+    _add_model_args(ln, remote=True)
+    _add_sampler_args(ln)
+    ln.set_defaults(max_tokens=16)
+    ln.add_argument("--json", action="store_true", help="one JSON object per step (index, token_id, token, "
+                    "commitment_layer, layers), then a summary line")
     v = sub.add_parser("vs", help="Verbalized Sampling: compare Direct against a VS method headless")
     v.add_argument("--prompt", required=True)
     v.add_argument("--method", default="VS-Standard",
@@ -221,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--long-tokens", type=int, default=2048, help="length of the peak-memory run (0 = skip)")
     b.add_argument("--skip", action="append", default=[], metavar="SECTIONS",
                    help="leave sections out (comma-separated, repeatable): " + ", ".join(SECTIONS))
+    b.add_argument("--lens", action="store_true", help="measure the layer lens only: one step's lens, a "
+                   "run's lens, and generation with the lens off before and after a lens was used")
     b.add_argument("--json", action="store_true")
     md = sub.add_parser("models", help="list the GGUF models already on disk (Hugging Face cache, LM Studio, Ollama, "
                         "llama.cpp's cache, added folders) with what their headers say, without loading any",

@@ -16,6 +16,7 @@ from backends.text import clean_text
 from .args import build_parser, load_settings_from_args
 from .compare import cmd_compare
 from .generate import cmd_generate
+from .lens import cmd_lens
 from .align import cmd_align
 from .models import cmd_models
 from .score import cmd_score
@@ -45,7 +46,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], int]] = {
     "generate": (cmd_generate, 1), "bench": (cmd_bench, 1), "vs": (cmd_vs, 1), "align": (cmd_align, 2),
     "shift": (cmd_shift, 1), "compare": (cmd_compare, 2), "score": (cmd_score, 1),
-    "models": (cmd_models, 2),
+    "models": (cmd_models, 2), "lens": (cmd_lens, 1),
 }
 
 
