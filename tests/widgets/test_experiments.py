@@ -73,7 +73,9 @@ def test_temperature_sets_prompt_knobs_and_view_and_flattens_the_first_token(win
     assert [b.text() for b in card.variant_buttons()] == [v.label for v in exp.variants]
     # the view it asks for: the first token selected, raw against final
     first = trace.steps[0]
-    assert window.distribution_plot.step() is first and window.distribution_plot.stage() == "final"
+    shown = window.distribution_plot.step()
+    assert window._selected == 0 and (shown.index, shown.token_id) == (0, first.token_id)
+    assert window.distribution_plot.stage() == "final"
     # temperature 1.5 flattens it: the top token loses probability, the entropy grows
     top = first.top[0]
     assert top.p_final < 0.6 * top.p_raw
@@ -123,7 +125,8 @@ def test_repetition_penalty_breaks_the_greedy_loop(window, qtbot, catalog):
     assert broken.settings.repeat_penalty == 1.3 and broken.settings.greedy
     assert broken.finished.text.count(line) <= 1, broken.finished.text
     # the variant's view: step 1 selected, after the penalties stage
-    assert window.distribution_plot.step() is broken.steps[1]
+    shown = window.distribution_plot.step()
+    assert window._selected == 1 and (shown.index, shown.token_id) == (1, broken.steps[1].token_id)
     assert window.distribution_plot.stage() == "penalties"
     sea = next(a for a in broken.steps[1].top if a.token == " sea")  # the prompt's word, pushed down
     penalised = next(st for st in broken.steps[1].stages if st.name == "penalties")
@@ -145,7 +148,7 @@ def test_the_same_prompt_gives_new_seeds_and_the_same_distribution(window, qtbot
     exp = catalog.get("different_answers")
     _finish(window, qtbot, _menu_action(window, exp.title).trigger)
     first = window.controller.trace
-    assert window.distribution_plot.step() is first.steps[0]
+    assert window._selected == 0 and window.distribution_plot.step().index == 0
     _finish(window, qtbot, window.experiment_card.run_again_button.click)
     second = window.controller.trace
     assert second is not first and second.prompt == first.prompt == exp.prompt
