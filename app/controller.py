@@ -571,7 +571,7 @@ class WorkbenchController(QObject):
                 self._stop_after_step = False
                 self.finish_step_run()
             self._set_state(self._idle_state())
-            if kind == JobKind.STEP and self.in_step_mode_run:
+            if kind in (JobKind.STEP, JobKind.LENS) and self.in_step_mode_run:
                 self._set_state(State.STEPPING)
         if kind == JobKind.RECOMPUTE and result is not None:  # announced once the model is free again
             self._recomputed(result)
@@ -594,7 +594,7 @@ class WorkbenchController(QObject):
         else:
             what = {JobKind.LOAD: "Loading the model", JobKind.GENERATE: "The generation", JobKind.STEP: "The step",
                     JobKind.TEST: "Testing the connection", JobKind.CONNECT: "Connecting", JobKind.XRAY: "The prompt X-ray",
-                    JobKind.RECOMPUTE: "Recomputing the run"}.get(kind, "The operation")
+                    JobKind.RECOMPUTE: "Recomputing the run", JobKind.LENS: "The layer lens"}.get(kind, "The operation")
             failure = UnexpectedFailure(describe_unexpected(exc, what), tb)
             log.error("worker job failed: %s", tb)
         # keep what was produced: a failed generation still ends its trace
@@ -603,7 +603,7 @@ class WorkbenchController(QObject):
                 Finished("error", self.trace.text, len(self.trace), 0.0, message=failure.message)
             )
         if not self._jobs:
-            self._set_state(self._idle_state())
+            self._set_state(State.STEPPING if kind == JobKind.LENS and self.in_step_mode_run else self._idle_state())
         self._fail(failure)
 
     # ------------------------------------------------------------------ history

@@ -5,7 +5,7 @@ Owns: ``MainWindow`` (the layout, menus and shortcuts, the lab tabs made from
 pacer, selection between token view, bar chart and entropy timeline, state and failures, the
 error banner, view options, drag-and-drop, closing). Its other parts are mixins beside it:
 ``app.window_model`` (model and server), ``app.window_labs`` (lab runs and generations),
-``app.window_exports`` (exports), ``app.window_guess`` (the guess game), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
+``app.window_exports`` (exports), ``app.window_guess`` (the guess game), ``app.window_lens`` (the layer lens), ``app.window_whatif`` (what-if, re-score, prompt X-ray),
 ``app.window_presentation`` (presentation mode and its pace), ``app.window_experiments`` (ready-made
 experiments, the first-run hint). About
 660 lines: building the widgets and menus is long but
@@ -47,6 +47,7 @@ from app.window_labs import LabsMixin
 from app.window_model import ModelMixin
 from app.window_presentation import PresentationMixin
 from app.window_guess import GuessMixin
+from app.window_lens import LensMixin
 from app.window_whatif import WhatIfMixin
 from backends.base import Finished, SamplerSettings, Step
 from widgets.chat_editor import ChatEditor
@@ -82,7 +83,7 @@ def _window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.IniFormat)
 
 
-class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, GuessMixin, ExperimentsMixin, QMainWindow):
+class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationMixin, GuessMixin, LensMixin, ExperimentsMixin, QMainWindow):
     def __init__(self, controller: WorkbenchController, settings: AppSettings, *, autoload: bool = True) -> None:
         super().__init__()
         self.controller = controller
@@ -278,6 +279,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
             "the timeline overlays the new final entropy and the chosen tokens' new probabilities and marks "
             "each step whose token the new settings would have cut")
         self._build_guess(r)  # Run > Guess the next token (app.window_guess)
+        self._build_lens(r)  # Run > Layer lens of this step / of the whole run (app.window_lens)
         r.addSeparator()
         self.vs_once_action = self._action(r, "VS lab: run &once", self._vs_run_once, "Ctrl+Shift+R",
                                            "Verbalized Sampling: one answer and its stated distribution")
@@ -657,7 +659,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
     def _show_shortcuts(self) -> None:
         self.show_banner(
             "Shortcuts: Ctrl+Enter generate · Esc stop · Ctrl+T step mode · F10 step · "
-            "Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace · F11 presentation · "
+            "Ctrl+L / Ctrl+Shift+L layer lens of the step / the run · Ctrl+O open model · Ctrl+Shift+J/C export run · Ctrl+Shift+W whitespace · F11 presentation · "
             "Ctrl+Shift+R VS run once · Ctrl+Shift+Enter VS compare"
         )
 

@@ -23,7 +23,7 @@ __all__ = [
     "WorkbenchFailure", "BusyFailure", "NoModelFailure", "InvalidInputFailure", "ModelLoadFailure",
     "ConnectionFailure", "ConnectionSettingsFailure", "GenerationFailure", "StepFailure", "StepModeUnavailable",
     "XrayUnavailable",
-    "WhatIfUnavailable",
+    "WhatIfUnavailable", "LensUnavailableFailure",
     "RunNotOpened", "NotSaved", "LabFailure", "UnexpectedFailure", "failure_for_job",
 ]
 
@@ -48,6 +48,7 @@ class JobKind(enum.StrEnum):
     STEP = "step"
     XRAY = "xray"  # score the prompt's own tokens (the prompt X-ray)
     RECOMPUTE = "recompute"  # evaluate a shown run again to keep its steps' logits (the what-if)
+    LENS = "lens"  # the layer lens of a step or of a whole run (app.lens_jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,12 @@ class XrayUnavailable(WorkbenchFailure):
     title = "Prompt X-ray unavailable"
 
 
+class LensUnavailableFailure(WorkbenchFailure):
+    """The layer lens cannot be shown (a server, another model's run, a refused self-check)."""
+
+    title = "Layer lens unavailable"
+
+
 class RunNotOpened(WorkbenchFailure):
     title = "Run not opened"
 
@@ -180,7 +187,7 @@ class UnexpectedFailure(WorkbenchFailure):
 _JOB_FAILURES: dict[JobKind, type[WorkbenchFailure]] = {
     JobKind.LOAD: ModelLoadFailure, JobKind.GENERATE: GenerationFailure, JobKind.STEP: StepFailure,
     JobKind.TEST: ConnectionFailure, JobKind.CONNECT: ConnectionFailure, JobKind.XRAY: GenerationFailure,
-    JobKind.RECOMPUTE: WhatIfUnavailable,
+    JobKind.RECOMPUTE: WhatIfUnavailable, JobKind.LENS: LensUnavailableFailure,
 }
 
 
