@@ -12,7 +12,7 @@ tokenizer is used only between two steps, while the model worker is idle.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QFileDialog
 
 from app.core.guess import POINTS_RULE, GuessGame, guess_token, score_guess, shortlist
@@ -78,6 +78,8 @@ class GuessMixin:
     def _guess_dock_shown(self, visible: bool) -> None:
         if not visible and self.guessing and not self.isMinimized():  # the dock's own close button
             self.guess_action.setChecked(False)
+        elif visible and not self.guessing:  # the window's saved layout brought it back: no game is on
+            QTimer.singleShot(0, lambda: self.guessing or self.guess_dock.hide())
 
     def new_guess_game(self) -> None:
         """Score 0, and a new step-mode run from the prompt (its first distribution hidden)."""
