@@ -5,7 +5,6 @@ and leaving the mode flushing the queue and restoring everything as it was."""
 
 from __future__ import annotations
 
-
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QPalette
