@@ -21,7 +21,7 @@ def _generate(window, qtbot, prompt: str, n: int) -> None:
 
 
 def test_a_steps_lens_and_the_whole_runs_lens(window, qtbot, local_backend):
-    _generate(window, qtbot, "The capital of France is", 6)
+    _generate(window, qtbot, "The capital of France is", 12)
     trace = window.controller.trace
     n_layers = window.controller.model_info.n_layers
     window.select_step(2)
@@ -44,7 +44,15 @@ def test_a_steps_lens_and_the_whole_runs_lens(window, qtbot, local_backend):
     ref = list(lens_run(local_backend, prompt_tokens, [s.token_id for s in trace.steps], indices=[2]))[0]
     assert ref.commitment_layer == lens.commitment_layer and ref.layers[-1].top[0][0] == top[0]
 
-    # the whole run, in the background: heatmap, strip, then a click on a cell opens that step
+    # the whole run in the background, stopped after its first steps: what was made is kept
+    with qtbot.waitSignal(window.lens_jobs.lensReady, timeout=120_000):
+        window.lens_run_action.trigger()
+    assert window.run_lens_view.progress.isVisible()
+    with qtbot.waitSignal(window.lens_jobs.ended, timeout=60_000) as stopped:
+        window.run_lens_view.stop_button.click()
+    assert stopped.args[3] and 0 < stopped.args[2] < len(trace.steps)
+    assert "stopped" in window.run_lens_view.status.text()
+    # the whole run to its end: heatmap, strip, then a click on a cell opens that step
     with qtbot.waitSignal(window.lens_jobs.ended, timeout=300_000) as ended:
         window.lens_run_action.trigger()
     assert ended.args[2] == len(trace.steps) and not ended.args[3]
