@@ -15,7 +15,7 @@ shown. The palette follows the token view's. GUI thread.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QTabWidget, QVBoxLayout, QWidget
 
 from app.lens_jobs import LensJobs
@@ -51,6 +51,8 @@ class LensMixin:
         self.lens_dock.setWidget(self.lens_tabs)
         self.addDockWidget(Qt.RightDockWidgetArea, self.lens_dock)
         self.lens_dock.hide()
+        self._lens_asked = False  # shown by a lens action (not brought back by the saved layout)
+        self.lens_dock.visibilityChanged.connect(self._lens_dock_shown)
         # the strip sits under the token view, in the same cell of the Workbench's splitter
         self.commitment_strip = CommitmentStrip()
         self.commitment_strip.setVisible(False)
@@ -141,6 +143,7 @@ class LensMixin:
         (docked, its table and heatmaps would make the window wider than a 1600-pixel screen;
         drag it onto an edge to dock it)."""
         self.set_lens_palette(self.app_settings.palette)  # the token view's colours
+        self._lens_asked = True
         if self.lens_dock.isVisible():
             return
         if not getattr(self, "_lens_placed", False):
@@ -151,6 +154,12 @@ class LensMixin:
             self.lens_dock.setGeometry(g.right() - w - 10, g.top() + 60, w, h)
         self.lens_dock.show()
         self.lens_dock.raise_()
+
+    def _lens_dock_shown(self, visible: bool) -> None:
+        if not visible and not self.isMinimized():  # closed by its own button: a later action shows it again
+            self._lens_asked = False
+        elif visible and not self._lens_asked:  # the window's saved layout brought it back, with nothing in it
+            QTimer.singleShot(0, lambda: self._lens_asked or self.lens_dock.hide())
 
     # ------------------------------------------------------------ results
     def _lens_top(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication
 
 from app.core.lens import lens_run
 from app.core.whatif import run_prompt_tokens
@@ -84,3 +85,17 @@ def test_a_run_of_another_model_is_refused_with_the_reason(window, qtbot):
         assert not window.lens_jobs.running
     finally:
         c.trace.model_name = c.model_info.name
+
+
+def test_the_saved_layout_does_not_bring_an_empty_lens_back(window, qtbot):
+    """A window closed with the lens showing saves its dock as visible; the next window's
+    restored layout must not show an empty lens (nor squeeze the Workbench with it)."""
+    window.lens_dock.close()  # its own close button
+    assert not window.lens_dock.isVisible() and not window._lens_asked
+    window.lens_dock.show()  # as restoreState does
+    qtbot.waitUntil(lambda: not window.lens_dock.isVisible(), timeout=5000)
+    window.lens_step_action.trigger()  # an action shows it, and it stays
+    assert window.lens_dock.isVisible() and window._lens_asked
+    QApplication.processEvents()  # the restored layout's deferred check has nothing to hide now
+    assert window.lens_dock.isVisible()
+    window.lens_dock.close()
