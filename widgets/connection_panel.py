@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.core.remote import SERVER_PRESETS
 from backends.sources import RemoteConfig
+from widgets.lab_controls import plain_label
 
 __all__ = ["ConnectionPanel", "BADGES"]
 
@@ -39,14 +40,6 @@ BADGES = {
     "json_schema": "JSON schema",
     "echo_logprobs": "prompt logprobs",
 }
-
-
-def _plain(text: str = "") -> QLabel:
-    lab = QLabel(text)
-    lab.setTextFormat(Qt.PlainText)
-    lab.setWordWrap(True)
-    lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
-    return lab
 
 
 class ConnectionPanel(QWidget):
@@ -136,9 +129,9 @@ class ConnectionPanel(QWidget):
         for b in (self.test_button, self.connect_button, self.disconnect_button):
             brow.addWidget(b)
         lay.addLayout(brow)
-        self.status = _plain("Not connected.")
+        self.status = plain_label("Not connected.", selectable=True)
         lay.addWidget(self.status)
-        self.note = _plain("")
+        self.note = plain_label("", selectable=True)
         self.note.setStyleSheet("color: palette(mid);")
         lay.addWidget(self.note)
         self.badge_grid = QGridLayout()
@@ -152,7 +145,7 @@ class ConnectionPanel(QWidget):
             self.badges[attr] = b
             self.badge_grid.addWidget(b, i // 3, i % 3)
         lay.addLayout(self.badge_grid)
-        self.top_n_label = _plain("")
+        self.top_n_label = plain_label("", selectable=True)
         lay.addWidget(self.top_n_label)
         lay.addStretch(1)
         self._apply_preset(self.preset.currentText())

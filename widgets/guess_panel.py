@@ -11,9 +11,10 @@ shown as plain text (escaped whitespace, ``menu_text`` on buttons). GUI thread o
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from widgets.formatting import menu_text, pct
+from widgets.lab_controls import plain_label
 
 __all__ = ["GuessPanel", "shown_token", "reveal_text"]
 
@@ -21,13 +22,6 @@ __all__ = ["GuessPanel", "shown_token", "reveal_text"]
 def shown_token(text: str) -> str:
     """A token as the class reads it: quoted, with its spaces and line breaks visible."""
     return "“" + text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") + "”"
-
-
-def _plain(text: str = "", *, wrap: bool = True) -> QLabel:
-    label = QLabel(text)
-    label.setTextFormat(Qt.PlainText)
-    label.setWordWrap(wrap)
-    return label
 
 
 class GuessPanel(QWidget):
@@ -44,10 +38,10 @@ class GuessPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 2, 6, 2)
         top = QHBoxLayout()
-        self.question = _plain("Start a game: the model is about to choose its next token.")
+        self.question = plain_label("Start a game: the model is about to choose its next token.")
         self.question.setStyleSheet("font-weight: bold")
         top.addWidget(self.question, 1)
-        self.score_label = _plain("Score: 0", wrap=False)
+        self.score_label = plain_label("Score: 0", wrap=False)
         self.score_label.setStyleSheet("font-weight: bold")
         top.addWidget(self.score_label)
         self.new_button = QPushButton("New game")
@@ -74,7 +68,7 @@ class GuessPanel(QWidget):
         row.addWidget(self.reveal_button)
         lay.addLayout(row)
         choices = QHBoxLayout()
-        choices.addWidget(_plain("…or pick one:", wrap=False))
+        choices.addWidget(plain_label("…or pick one:", wrap=False))
         self.choice_buttons: list[QPushButton] = []
         for _ in range(self.N_CHOICES):
             b = QPushButton()
@@ -85,7 +79,7 @@ class GuessPanel(QWidget):
             self.choice_buttons.append(b)
         choices.addStretch(1)
         lay.addLayout(choices)
-        self.reveal = _plain("")
+        self.reveal = plain_label("")
         self.reveal.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.reveal)
         lay.addStretch(1)

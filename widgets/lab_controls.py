@@ -80,11 +80,14 @@ def table_item(text: Any, editable: bool = False) -> QTableWidgetItem:
     return item
 
 
-def plain_label(text: str = "", *, wrap: bool = True) -> QLabel:
-    """A label for text that may come from a model or a user: always plain text."""
+def plain_label(text: str = "", *, wrap: bool = True, selectable: bool = False) -> QLabel:
+    """A label for text that may come from a model or a user: always plain text (``selectable``:
+    the mouse can select it, to copy a path or a message)."""
     label = QLabel(text)
     label.setTextFormat(Qt.PlainText)
     label.setWordWrap(wrap)
+    if selectable:
+        label.setTextInteractionFlags(Qt.TextSelectableByMouse)
     return label
 
 

@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 from app.workers import GeneratorWorker, Job
 from backends.discovery import FoundModel, iter_models, locations
 from widgets.formatting import plain_tip
+from widgets.lab_controls import plain_label
 
 __all__ = ["ModelPickerDialog", "COLUMNS"]
 
@@ -67,14 +67,6 @@ def _item(text: str) -> QTableWidgetItem:
     return item
 
 
-def _plain_label(text: str = "") -> QLabel:
-    lab = QLabel(text)
-    lab.setTextFormat(Qt.PlainText)
-    lab.setWordWrap(True)
-    lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
-    return lab
-
-
 class ModelPickerDialog(QDialog):
     """See the module docstring. ``folders``: the added folders to search beside the usual
     places; ``scan(folders, cancel)`` is what searches (``backends.discovery.iter_models``)."""
@@ -96,7 +88,7 @@ class ModelPickerDialog(QDialog):
         self._worker: GeneratorWorker | None = None
 
         lay = QVBoxLayout(self)
-        self.status = _plain_label("")
+        self.status = plain_label("", selectable=True)
         self.status.setToolTip("What the search found, and where it looked")
         lay.addWidget(self.status)
 
@@ -118,12 +110,12 @@ class ModelPickerDialog(QDialog):
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.cellDoubleClicked.connect(lambda row, _col: self._choose(row))
         lay.addWidget(self.table, 1)
-        self.details = _plain_label("")
+        self.details = plain_label("", selectable=True)
         self.details.setToolTip("The selected model's file (and why it cannot be used, when it cannot)")
         lay.addWidget(self.details)
 
         folders_row = QHBoxLayout()
-        folders_label = _plain_label("Added folders")
+        folders_label = plain_label("Added folders", selectable=True)
         folders_label.setWordWrap(False)
         folders_label.setToolTip("Folders you added: searched with their subfolders, remembered between sessions")
         folders_row.addWidget(folders_label)
