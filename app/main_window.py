@@ -38,8 +38,8 @@ from PySide6.QtWidgets import (
 from app.controller import WorkbenchController
 from app.core.settings import AppSettings
 from app.workbench_control import ConnectionFailure, ModelLoadFailure, State, UnexpectedFailure, WorkbenchFailure
-from app.lab_presenter import LabPresenter
 from app.lab_registry import LABS
+from app.lab_tabs import LabTabs
 from app.redraw_pacer import RedrawPacer
 from app.window_experiments import ExperimentsMixin
 from app.window_exports import ExportsMixin
@@ -191,15 +191,14 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.lab_tabs = QTabWidget()
         self.lab_tabs.setDocumentMode(True)
         self.lab_tabs.addTab(split, "Workbench")
-        #: name -> panel of every registered lab (app.lab_registry), in tab order; each is also
-        #: the attribute ``<name>_panel`` (and its presenter ``<name>_lab``, made in _connect)
-        self.lab_panels: dict[str, QWidget] = {}
-        for spec in LABS:
-            panel = spec.make_panel()
-            self.lab_panels[spec.name] = panel
-            setattr(self, f"{spec.name}_panel", panel)
-            index = self.lab_tabs.addTab(panel, spec.title)
-            self.lab_tabs.setTabToolTip(index, spec.tooltip)
+        #: every registered lab's tab (app.lab_registry), in tab order, built when first needed:
+        #: ``lab_panels`` / ``lab_presenters`` map a lab's name to its panel / presenter, also the
+        #: attributes ``<name>_panel`` / ``<name>_lab`` (see __getattr__)
+        self.lab_tab_set = LabTabs(self.lab_tabs, LABS,
+                                   lambda spec, panel: spec.make_presenter(panel, self.controller, self.settings),
+                                   self._on_lab_built)
+        self.lab_panels = self.lab_tab_set.panels
+        self.lab_presenters = self.lab_tab_set.presenters
         outer.addWidget(self.lab_tabs, 1)
         self.setCentralWidget(central)
 
@@ -356,15 +355,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
         self.history_panel.deleteRequested.connect(self._delete_run)
         self.history_panel.openLabRequested.connect(self.open_lab_run)
         self.history_panel.deleteLabRequested.connect(self._delete_lab_run)
-        #: name -> presenter of every registered lab
-        self.lab_presenters: dict[str, LabPresenter] = {}
-        for spec in LABS:
-            lab = spec.make_presenter(self.lab_panels[spec.name], c, self.settings)
-            self.lab_presenters[spec.name] = lab
-            setattr(self, f"{spec.name}_lab", lab)
         c.labs.failed.connect(self._on_failure)
-        for panel in self.lab_panels.values():
-            panel.openTraceRequested.connect(self.open_generation)
         c.labs.finished.connect(lambda *_: self._refresh_history())
         c.labs.busyChanged.connect(lambda _busy: self._on_state(c.state))
 
@@ -423,8 +414,7 @@ class MainWindow(ModelMixin, LabsMixin, ExportsMixin, WhatIfMixin, PresentationM
     def stop(self) -> None:
         """Esc: stop the lab run when its tab is showing, else the generation."""
         current = self.lab_tabs.currentWidget()
-        for name, panel in self.lab_panels.items():
-            lab = self.lab_presenters[name]
+        for panel, lab in self.lab_tab_set.built().values():
             if current is panel and lab.running:
                 lab.stop()
                 return

@@ -24,7 +24,7 @@ class ExportsMixin:
     def _current_lab(self):
         """The lab panel of the open tab, or None (after saying so) on the workbench tab."""
         panel = self.lab_tabs.currentWidget()
-        if panel in self.lab_panels.values():
+        if self.lab_tab_set.is_panel(panel):
             return panel
         self.statusBar().showMessage("Open a lab tab first: these exports are of a lab's results.", 5000)
         return None

@@ -1,8 +1,10 @@
 """The window's labs: showing a lab's tab, reopening a stored lab run, opening a lab's
-generation in the Workbench, the VS lab's menu entries.
+generation in the Workbench, the VS lab's menu entries, wiring a lab when its tab is built.
 
 Owns: ``LabsMixin``, a part of ``MainWindow``; the labs themselves come from
-``app.lab_registry`` (the tabs and presenters are made in ``MainWindow``). GUI thread."""
+``app.lab_registry``, their tabs from ``app.lab_tabs`` (made in ``MainWindow``, each built the
+first time it is needed; ``window.<name>_panel`` and ``window.<name>_lab`` build it too). GUI
+thread."""
 
 from __future__ import annotations
 
@@ -14,6 +16,21 @@ __all__ = ["LabsMixin"]
 
 class LabsMixin:
     """The labs' part of ``MainWindow`` (see the module docstring)."""
+
+    def __getattr__(self, attr: str):
+        """``<name>_panel`` and ``<name>_lab``: a registered lab's panel and presenter (built now
+        if its tab has not been opened yet)."""
+        tabs = self.__dict__.get("lab_tab_set")
+        for suffix, which in (("_panel", "panels"), ("_lab", "presenters")):
+            name = attr[: -len(suffix)] if attr.endswith(suffix) else None
+            if tabs is not None and name in tabs.panels:
+                return getattr(tabs, which)[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+    def _on_lab_built(self, spec, panel, presenter) -> None:
+        """A lab's tab was just built: connect it as every lab is."""
+        panel.openTraceRequested.connect(self.open_generation)
+        self._style_new_lab(panel)
 
     def show_lab(self, name: str) -> None:
         """Open the tab ``name``: "workbench" or a registered lab's name ("vs", "shift", ...)."""

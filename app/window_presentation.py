@@ -156,13 +156,28 @@ class PresentationMixin:
         for kind in (QEvent.Type.ApplicationFontChange, QEvent.Type.ApplicationPaletteChange):
             QCoreApplication.sendPostedEvents(None, kind)
 
-    def _plot_items(self) -> list[PlainPlotItem]:
+    @staticmethod
+    def _plot_items_of(root) -> list[PlainPlotItem]:
         items = []
-        for widget in self.findChildren(pg.PlotWidget):
+        for widget in root.findChildren(pg.PlotWidget):
             item = widget.getPlotItem()
             if isinstance(item, PlainPlotItem):
                 items.append(item)
         return items
+
+    def _plot_items(self) -> list[PlainPlotItem]:
+        return self._plot_items_of(self)
+
+    def _style_new_lab(self, panel) -> None:
+        """A lab tab built while presenting gets the presentation's plot labels (its fonts and
+        colours follow the application's by themselves) and gives them back on leaving."""
+        saved = self._presenting
+        if saved is None:
+            return
+        for item in self._plot_items_of(panel):
+            item.set_text_scale(float(self.app_settings.presentation_scale))
+            item.set_text_color(PLOT_TEXT)
+            saved["plot_items"].append(item)
 
     def _enter_presentation(self) -> None:
         app = QApplication.instance()

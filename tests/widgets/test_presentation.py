@@ -214,6 +214,7 @@ def test_fonts_and_plot_labels_scale_by_the_setting(window, qtbot, scale):
     entropy_axis = window.entropy_plot.plot_widget().getPlotItem().getAxis("bottom")
     label_before = entropy_axis.label.font().pointSizeF()
     dist_axis = window.distribution_plot.plot_widget().getPlotItem().getAxis("bottom")
+    list(window.lab_panels.values())  # every lab tab built before entering (one built later: test_lab_tabs)
     window.set_presentation(True)
     assert QApplication.font().pointSizeF() == pytest.approx(base * scale)
     for w in (window.token_view.text_edit(), window.prompt_edit, window.generate_button, window.state_label,

@@ -123,9 +123,11 @@ def menu_actions_without_tip(menus: list[QMenu]) -> list[str]:
 
 
 def test_every_control_of_the_window_has_a_tooltip(window):
+    labs = list(window.lab_panels.values())  # every lab tab, built (they are built when first opened)
     found = [w for kind in CONTROLS for w in window.findChildren(kind)]
     # the hidden docks and lab tabs are in there too
     assert window.guess_dock.isHidden() and any(window.guess_dock.isAncestorOf(w) for w in found)
+    assert all(any(lab.isAncestorOf(w) for w in found) for lab in labs)
     assert len(found) > 100
     missing = controls_without_tooltip(window)
     assert not missing, f"{len(missing)} control(s) without a tooltip:\n" + "\n".join(missing)

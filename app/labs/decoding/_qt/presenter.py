@@ -50,6 +50,7 @@ class DecodingLab(LabPresenter):
         panel.abRequested.connect(self.run_ab)
         controller.remoteConnected.connect(lambda _caps: self._update_remote())
         controller.modelLoaded.connect(lambda _info: self._update_remote())
+        self._update_remote()  # the tab may be built after the server was connected
 
     def _update_remote(self) -> None:
         self.panel.set_remote(REMOTE_LIMITS if self.controller.remote is not None else None)
