@@ -63,6 +63,22 @@ def test_softmax_stats_handles_minus_inf_nan_and_float64_input():
     assert np.isnan(v[3])  # input untouched
 
 
+def test_the_chain_selects_its_top_tokens_among_the_cleaned_logits_when_some_are_nan():
+    # the top-N is selected before the full-vocabulary pass cleans NaN: then it is selected again
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(50_000) * 3).astype(np.float32)
+    bad = list(range(0, 50_000, 2)) + list(range(1, 45_000, 2))  # most of them, as a broken model gives
+    x[bad] = np.nan
+    clean = x.copy()
+    clean[bad] = -np.inf
+    s = SamplerSettings(top_k=40, top_n=20)
+    a, b = apply_chain(x, s), apply_chain(clean, s)
+    assert len(a.top_ids) == 20 and list(a.top_ids) == list(b.top_ids) and not set(a.top_ids.tolist()) & set(bad)
+    assert list(a.top_ids) == list(np.argsort(-clean, kind="stable")[:20])
+    assert a.entropy_raw == pytest.approx(b.entropy_raw, abs=1e-9) and list(a.ids) == list(b.ids)
+    assert np.isnan(x[bad]).all()  # input untouched
+
+
 def test_softmax_stats_large_vocab_accuracy():
     rng = np.random.default_rng(3)
     v = (rng.normal(0, 3, 262144) + 20).astype(np.float32)

@@ -15,7 +15,7 @@ from backends.base import GenerationError, SamplerSettings
 
 from .adaptive import SamplerState, _stage_adaptive_p, _stage_mirostat, _stage_mirostat_v2
 from .dry import NO_BREAKERS, DryBreakers, _stage_dry, dry_active, dry_penalties, resolve_dry_breakers
-from .numeric import _F32, _Raw, _top_desc
+from .numeric import _F32, _Raw, _top_desc, as_logits
 from .result import ChainResult, _raw_mass, _Snap
 from .stages import (_Cands, _stage_dynamic_temperature, _stage_grammar, _stage_logit_bias, _stage_min_p, _stage_penalties, _stage_temperature,
                      _stage_top_k, _stage_top_n_sigma, _stage_top_p, _stage_typical, _stage_xtc)
@@ -141,9 +141,7 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     (``resolve_dry_breakers``; none by default). ``state`` is what Mirostat and adaptive-p
     carry from the step before (``SamplerState.initial(settings)`` by default); the result's
     ``next_state(token)`` is the state for the step after."""
-    raw = _Raw(logits)
-    x = raw.x
-    assert x is not None  # dropped only at the end of this function
+    x = as_logits(logits)
     n = x.shape[0]
     top_n = settings.top_n if top_n is None else top_n
     top_n = max(0, min(int(top_n), n))
@@ -169,7 +167,14 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     want = top_n
     if top_first and k < n:
         want = max(top_n, k)
+    # the selection reads the logits first, the full-vocabulary pass after it finds them in the
+    # cache (measured: 70 us of a 0.77 ms step's analysis, right after a decode)
     top_sel = _top_desc(x, want)
+    raw = _Raw(x)
+    if raw.x is not x:  # NaN or infinite logits were cleaned: select on the cleaned values
+        x = raw.x
+        assert x is not None
+        top_sel = _top_desc(x, want)
     top_ids = top_sel[:top_n].astype(np.int64, copy=False)
 
     c = _Cands(None, x, False, (raw.m32, raw.e))

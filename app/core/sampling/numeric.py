@@ -108,17 +108,21 @@ def _sample_index(w: np.ndarray, u: float) -> int:
     return min(b * block + j, n - 1)
 
 
+def as_logits(logits) -> np.ndarray:
+    """``logits`` as a non-empty 1-D float32 array (the same array when it already is one)."""
+    x = np.asarray(logits)
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise ValueError("logits must be a non-empty 1-D array")
+    return x if x.dtype == _F32 else x.astype(_F32)
+
+
 class _Raw:
     """One pass over the raw logits: max, shifted logits, their exp, log-sum-exp, entropy."""
 
     __slots__ = ("x", "m", "m32", "y", "e", "s", "lse", "entropy")
 
     def __init__(self, logits: np.ndarray) -> None:
-        x = np.asarray(logits)
-        if x.ndim != 1 or x.shape[0] == 0:
-            raise ValueError("logits must be a non-empty 1-D array")
-        if x.dtype != _F32:
-            x = x.astype(_F32)
+        x = as_logits(logits)
         m = x.max()
         with np.errstate(invalid="ignore"):
             y = np.subtract(x, m)  # new array: the caller's memory is only read
