@@ -172,8 +172,8 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     top_sel = _top_desc(x, want)
     raw = _Raw(x)
     if raw.x is not x:  # NaN or infinite logits were cleaned: select on the cleaned values
+        assert raw.x is not None
         x = raw.x
-        assert x is not None
         top_sel = _top_desc(x, want)
     top_ids = top_sel[:top_n].astype(np.int64, copy=False)
 
