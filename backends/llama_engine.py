@@ -64,6 +64,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from typing import Sequence as Seq
 
 import numpy as np
@@ -371,7 +372,9 @@ def _common(a: Seq[int], b: Seq[int]) -> int:
 class LlamaContext:
     """One llama.cpp context on a ``LlamaModel`` (see the module docstring). ``share_prefixes``
     (off by default): ``prefill`` first takes another sequence's cells when it holds more of the
-    prompt (N samples of one prompt evaluate it once)."""
+    prompt (N samples of one prompt evaluate it once); when that sequence holds exactly the
+    prompt and was fed its next token, not decoded yet, its logits after the prompt are copied
+    too and nothing is evaluated (the first round of N samples is then ONE decode)."""
 
     def __init__(self, model: LlamaModel, *, n_ctx: int, n_seq: int, n_batch: int, n_threads: int,
                  keep_cells: bool = False, eval_callback=None) -> None:
@@ -424,6 +427,10 @@ class LlamaContext:
         self._rows: dict[int, int] = {}  # sequence -> its row in the last decode's output, unread
         self._read: dict[int, int] = {}  # sequence -> its row in the last decode's output, read
         self._saved: dict[int, np.ndarray] = {}  # logits kept across a later decode
+        # sequence -> (tokens it held, its logits after them: ("row", i) of the last decode or
+        # ("saved", array)) when it was fed its next token, not decoded yet (a sibling's prefill
+        # of the same prompt takes them instead of evaluating the prompt's last token again)
+        self._fed_from: dict[int, tuple[int, str, Any]] = {}
         self._epoch = 0
         self.batched = False
         self.share_prefixes = False
@@ -448,6 +455,9 @@ class LlamaContext:
             self._saved[seq] = np.array(self.row(row), copy=True)
         self._rows.clear()
         self._read.clear()
+        for seq, (_n, kind, _v) in list(self._fed_from.items()):
+            if kind == "row":  # the rows are overwritten now
+                del self._fed_from[seq]
         n = THREADS.share(id(self), self.wanted_threads)
         if n != self._threads:
             ll.llama_set_n_threads(self._ctx, n, n)
@@ -514,6 +524,14 @@ class LlamaContext:
                     if n > best_n:
                         best, best_n = other, n
             if best is not None:
+                fed = self._fed_from.get(best)
+                if fed is not None and best_n == len(tokens) == len(self.tokens[best]) == fed[0]:
+                    # the sibling holds exactly this prompt and was fed its next token, not yet
+                    # evaluated: take its cells and its logits after the prompt, evaluate nothing
+                    self._copy_cells(best, seq)
+                    kind, value = fed[1], fed[2]
+                    self._saved[seq] = np.array(self.row(value) if kind == "row" else value, copy=True)
+                    return len(tokens)
                 same = best_n == len(tokens) == len(self.tokens[best]) and best not in self._pending
                 self.fork(best, seq)
                 if same and self.has_logits(seq):
@@ -539,8 +557,11 @@ class LlamaContext:
             self._flush([seq])
         if len(self.tokens[seq]) >= self.n_ctx:
             raise PromptTooLongError(f"The context window ({self.n_ctx:,} tokens) is full.")
+        before = self._logits_ref(seq) if self.share_prefixes else None
         self._invalidate(seq)
         self._pending[seq] = int(token)
+        if before is not None:
+            self._fed_from[seq] = (len(self.tokens[seq]), *before)
 
     def flush(self) -> None:
         """Decode every queued token now: one ``llama_decode`` with ``batched``, else one per
@@ -596,6 +617,16 @@ class LlamaContext:
             return self.row(self._read[seq])
         return self._saved[seq]
 
+    def _logits_ref(self, seq: int) -> tuple[str, Any] | None:
+        """Where ``seq``'s current logits are (a row of the last decode, or a kept array)."""
+        if seq in self._rows:
+            return ("row", self._rows[seq])
+        if seq in self._read:
+            return ("row", self._read[seq])
+        if seq in self._saved:
+            return ("saved", self._saved[seq])
+        return None
+
     def has_logits(self, seq: int) -> bool:
         """Whether ``seq`` has next-token logits now (a queued token does not count)."""
         return seq in self._rows or seq in self._read or seq in self._saved
@@ -604,6 +635,7 @@ class LlamaContext:
         self._rows.pop(seq, None)
         self._read.pop(seq, None)
         self._saved.pop(seq, None)
+        self._fed_from.pop(seq, None)
 
     def fork(self, src: int, dst: int) -> None:
         """Make ``dst`` hold what ``src`` holds (its cells tagged with ``dst`` too, nothing
@@ -613,11 +645,15 @@ class LlamaContext:
             return
         if src in self._pending:
             self._flush([src])
+        self._copy_cells(src, dst)
+        if self.has_logits(src):
+            self._saved[dst] = np.array(self._peek(src), copy=True)  # src's own logits stay unread
+
+    def _copy_cells(self, src: int, dst: int) -> None:
+        """Make ``dst`` hold the cells ``src`` holds (its queued token, if any, is not one)."""
         self.drop(dst)
         self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         self.tokens[dst] = list(self.tokens[src])
-        if self.has_logits(src):
-            self._saved[dst] = np.array(self._peek(src), copy=True)  # src's own logits stay unread
 
     def truncate(self, seq: int, n: int) -> None:
         """Cut ``seq`` back to its first ``n`` tokens (its logits are gone until it is fed)."""
@@ -660,6 +696,7 @@ class LlamaContext:
         self._rows.clear()
         self._read.clear()
         self._saved.clear()
+        self._fed_from.clear()
 
     def sequence(self, seq: int = 0) -> "Sequence":
         return Sequence(self, self._check_seq(seq))

@@ -64,6 +64,37 @@ def test_a_forked_prefix_equals_a_fresh_evaluation(ctx, local_backend):
         np.testing.assert_array_equal(forked[k], local_backend.logits())
 
 
+def test_siblings_of_a_prompt_already_fed_on_take_its_cells_and_logits_evaluating_nothing(ctx, local_backend):
+    # N samples of one prompt as parallel sequences: the first evaluates the prompt, draws and is
+    # fed its first token (queued, not decoded); each later one prefills the same prompt and must
+    # start from the same logits without evaluating anything (before: the first's token was
+    # decoded alone, and the prompt's last token again for each sibling)
+    tokens = local_backend.tokenize(PROMPT)
+    ctx.reset()
+    ctx.share_prefixes, ctx.batched = True, True
+    try:
+        ctx.prefill(0, tokens)
+        base = np.array(ctx.logits(0), copy=True)
+        first = [int(t) for t in np.argsort(-base)[:4]]
+        ctx.feed(0, first[0])
+        evaluated = ctx.evaluations
+        for k in (1, 2, 3):
+            assert ctx.prefill(k, tokens) == len(tokens)
+            np.testing.assert_array_equal(ctx.logits(k), base)
+            ctx.feed(k, first[k])
+        assert ctx.evaluations == evaluated  # nothing evaluated yet
+        after = [np.array(ctx.logits(k), copy=True) for k in range(4)]  # one decode of the 4 queued tokens
+        assert ctx.evaluations == evaluated + 4
+        assert all(ctx.held(k) == tuple(tokens) + (first[k],) for k in range(4))
+    finally:
+        ctx.share_prefixes, ctx.batched = False, False
+    for k, t in enumerate(first):  # each as a fresh single-sequence run, within the batch noise
+        local_backend.reset()
+        local_backend.prepare(tokens)
+        local_backend.feed(t)
+        assert _kl(local_backend.logits(), after[k]) < BATCH_NOISE_KL
+
+
 def test_batched_decodes_stay_within_the_batch_noise(ctx, local_backend):
     tokens = local_backend.tokenize(PROMPT)
     ctx.reset()
