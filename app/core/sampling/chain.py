@@ -45,10 +45,24 @@ def _active(name: str, s: SamplerSettings, pen: bool) -> bool:
     return False  # "adaptive_p" runs last, outside the order (see ``stage_names``)
 
 
+#: the settings ``stage_names`` was last asked about and its answer: a generation asks at every
+#: step with the same (frozen) settings; 30 us a step otherwise
+_LAST_STAGES: tuple[SamplerSettings | None, tuple[str, ...]] = (None, ())
+
+
 def stage_names(s: SamplerSettings) -> list[str]:
     """The stages the chain runs after the grammar and the logit bias, in order: with Mirostat
     the temperature and Mirostat alone (llama.cpp ignores the order then); otherwise the active
     stages of ``s.samplers`` and adaptive-p last when its target is set."""
+    global _LAST_STAGES
+    last, names = _LAST_STAGES  # one read: another thread may replace the pair at any time
+    if last is not s:
+        names = tuple(_stage_names(s))
+        _LAST_STAGES = (s, names)
+    return list(names)
+
+
+def _stage_names(s: SamplerSettings) -> list[str]:
     if s.mirostat in (1, 2):
         return (["temperature"] if _F32(s.temperature) != 1 else []) + ["mirostat" if s.mirostat == 1 else
                                                                          "mirostat_v2"]

@@ -142,7 +142,7 @@ class ChainResult:
         self._ids: np.ndarray | None = None
         self._probs: np.ndarray | None = None
         self.stages = tuple(
-            StageInfo(name, kept, rm, rr, tuple(float(v) for v in snap.probs_of(top_ids)), value)
+            StageInfo(name, kept, rm, rr, tuple(snap.probs_of(top_ids).tolist()), value)
             for (name, kept, rm, rr, value), snap in zip(stage_meta, snaps[1:])
         )
         names = [m[0] for m in stage_meta]
@@ -236,7 +236,7 @@ class ChainResult:
         """The ``Step`` record: ``top`` is the top-N raw tokens plus the chosen token when it is
         not among them; every ``StageInfo.probs`` is aligned with that ``top``."""
         token_id = int(token_id)
-        top = [int(t) for t in self.top_ids]
+        top = self.top_ids.tolist()
         stages = self.stages
         if token_id not in top:
             top.append(token_id)
@@ -249,7 +249,7 @@ class ChainResult:
         q = np.array(top, dtype=np.int64)
         praw = np.exp(self._raw.y[q].astype(np.float64)) / self._raw.s
         pfin = self._final.probs_of(q)
-        alts = tuple(TokenAlt(t, piece_of(t), float(a), float(b)) for t, a, b in zip(top, praw, pfin))
+        alts = tuple(TokenAlt(t, piece_of(t), a, b) for t, a, b in zip(top, praw.tolist(), pfin.tolist()))
         g_before = g_after = None
         if self._grammar_at is not None:  # the chosen token's probability entering / leaving the grammar
             one = np.array([token_id], dtype=np.int64)
