@@ -167,6 +167,7 @@ class LlamaModel:
         self.n_ctx_train = int(ll.llama_model_n_ctx_train(model))
         self.n_embd = int(ll.llama_model_n_embd(model))
         self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._piece_text: dict[int, str] = {}  # token -> piece(token): every step shows its top-N
         self._vocab_bytes: tuple[bytes, ...] | None = None
         self._lock = threading.Lock()
         self._contexts: set[int] = set()
@@ -308,11 +309,15 @@ class LlamaModel:
     def piece(self, token: int) -> str:
         """Display text of one token: its text, or ``<0xE2>``-style escapes for bytes that are
         not a whole UTF-8 character (never a replacement character)."""
-        b = self.token_bytes(token, special=True)
-        try:
-            return b.decode("utf-8")
-        except UnicodeDecodeError:
-            return "".join(f"<0x{x:02X}>" for x in b)
+        text = self._piece_text.get(token)
+        if text is None:
+            b = self.token_bytes(token, special=True)
+            try:
+                text = b.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "".join(f"<0x{x:02X}>" for x in b)
+            self._piece_text[int(token)] = text
+        return text
 
     def is_eog(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, int(token)))

@@ -193,6 +193,33 @@ def test_eos_ends_the_run(local_backend):
     assert session.finished.n_tokens == 2
 
 
+def test_banned_tokens_are_never_drawn_and_every_step_sees_its_own_logits(local_backend):
+    # the bench's runs ban EOS; the banned copy of the logits is one buffer reused every step
+    greedy = SamplerSettings(temperature=0.0, max_tokens=6)
+    free = GenerationSession(local_backend, "1, 2, 3, 4,", greedy)
+    free.start()
+    free_steps = [x for x in free.run() if isinstance(x, Step)]
+    banned = {free_steps[0].token_id, free_steps[2].token_id}
+    session = GenerationSession(local_backend, "1, 2, 3, 4,", greedy, banned_tokens=sorted(banned))
+    session.start()
+    steps = [x for x in session.run() if isinstance(x, Step)]
+    assert len(steps) == 6 and not banned & {s.token_id for s in steps}
+    # each step's record is that of its own position: the raw entropy changes along the run, and a
+    # fresh evaluation of the second step's prefix in the same batch shapes (the prompt, then the
+    # first token alone), the same tokens banned, gives the same figures
+    assert len({round(s.entropy_raw, 6) for s in steps}) > 1
+    local_backend.reset()
+    local_backend.prepare(local_backend.tokenize("1, 2, 3, 4,"))
+    local_backend.feed(steps[0].token_id)
+    logits = np.array(local_backend.logits(), copy=True)
+    logits[sorted(banned)] = np.float32(-1e30)
+    from app.core.sampling import apply_chain
+
+    again = apply_chain(logits, greedy)
+    assert again.entropy_raw == pytest.approx(steps[1].entropy_raw, abs=1e-9)
+    assert int(again.draw(np.random.default_rng(0))) == steps[1].token_id
+
+
 def test_stop_string_cuts_the_text(local_backend):
     steps, fin = run(local_backend, temperature=0.0, max_tokens=24)
     words = fin.text.split()

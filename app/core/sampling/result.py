@@ -19,11 +19,15 @@ from .numeric import _F32, _SMALL, _Raw, _sample_index
 from .stages import _Cands
 
 
+#: up to this many candidates a snapshot finds ids through a dictionary
+_FEW = 64
+
+
 class _Snap:
     """A distribution p_i = exp(lg_i - ref) / z over ``ids`` (None = the whole vocabulary).
     Holds only arrays this module owns."""
 
-    __slots__ = ("ids", "lg", "ref", "z", "w", "shift", "_sorted_ids", "_sorted_pos", "_posmap")
+    __slots__ = ("ids", "lg", "ref", "z", "w", "shift", "_sorted_ids", "_sorted_pos", "_posmap", "_posdict")
 
     def __init__(self, ids, lg, ref: float, z: float, w: np.ndarray | None = None,
                  shift: float = 0.0):
@@ -36,6 +40,7 @@ class _Snap:
         self._sorted_ids: np.ndarray | None = None
         self._sorted_pos: np.ndarray | None = None
         self._posmap: np.ndarray | None = None
+        self._posdict: dict[int, int] | None = None
 
     @classmethod
     def of(cls, c: _Cands, raw: _Raw) -> "_Snap":
@@ -69,6 +74,14 @@ class _Snap:
             n = self.lg.shape[0]
             return np.where((q >= 0) & (q < n), q, -1)
         m = self.ids.shape[0]
+        if m <= _FEW:  # a few candidates (after top-k): a dictionary beats six numpy calls
+            if self._posdict is None:
+                d: dict[int, int] = {}
+                for i, v in enumerate(self.ids.tolist()):
+                    d.setdefault(v, i)
+                self._posdict = d
+            get = self._posdict.get
+            return np.fromiter((get(v, -1) for v in q.tolist()), dtype=np.int64, count=q.shape[0])
         if m > 65536:
             if self._posmap is None:
                 nmax = int(self.ids.max()) + 1
