@@ -10,8 +10,9 @@ and an ``<img>`` tag even made Qt try to load a local file. Text passed to these
 escaped; markup of our own (a coloured axis label) goes through ``setHtmlTitle`` /
 ``setHtmlLabel``, whose callers escape any text they embed. GUI thread only.
 
-``PlainPlotItem.set_text_scale(factor)`` scales every text of a plot (tick labels, axis labels,
-title, legend entries; with room above the top tick label) and ``set_text_color(rgb)`` colours it and the axes, for presentation mode;
+Every ``PlainPlotItem`` leaves room above its view for the top tick label (pyqtgraph centres it
+on the view's top edge). ``PlainPlotItem.set_text_scale(factor)`` scales every text of a plot
+(tick labels, axis labels, title, legend entries; the room above grows with them) and ``set_text_color(rgb)`` colours it and the axes, for presentation mode;
 ``set_text_scale(1.0)`` and ``set_text_color(None)`` give back exactly what it had before. A plot
 whose owner sets its axes' tick fonts and pens itself (the distribution plot, from its widget's
 font and palette) sets ``owner_axes`` and keeps them.
@@ -71,6 +72,14 @@ class PlainPlotItem(pg.PlotItem):
     _text_originals: dict[str, Any] | None = None
     _color_originals: dict[str, Any] | None = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # room above the top tick label, which is centred on the view's top edge: a range that
+        # ends on a tick (0 to 1 on an empty plot, a whole number while a run streams) cut it in half
+        left, top, right, bottom = self.getContentsMargins()
+        room = math.ceil(QFontMetricsF(QApplication.font()).height() / 2)
+        self.setContentsMargins(left, max(top, room), right, bottom)
+
     def setTitle(self, title=None, **args):  # noqa: N802
         super().setTitle(None if title is None else escape(title), **args)
         self._fit_title_row()
@@ -121,7 +130,7 @@ class PlainPlotItem(pg.PlotItem):
         # room above the top tick label, which is centred on the view's top edge
         left, top, right, bottom = orig["margins"]
         if not restore:
-            top += math.ceil(QFontMetricsF(scaled_font(orig["app_font"], factor)).height() / 2)
+            top = max(top, math.ceil(QFontMetricsF(scaled_font(orig["app_font"], factor)).height() / 2))
         self.setContentsMargins(left, top, right, bottom)
         self._text_scale = factor
         if title.isVisible():
