@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QGrap
                                QTableWidget, QTabWidget, QTreeWidget, QWidget)
 
 import pyqtgraph as pg
+import pytest
 
 from app.core.trace import Trace
 from backends.base import SamplerSettings
@@ -27,6 +28,12 @@ from tests.fault_server import MARKUP
 from tests.widgets.factory import make_step, wait_saved
 
 RAW = "<u>mk1</u>"  # what must never reach Qt unescaped
+
+
+@pytest.fixture(autouse=True)
+def _every_lab_built(window):
+    """The lab tabs are built when first opened (app.lab_tabs): these checks walk all of them."""
+    list(window.lab_panels.values())
 
 
 def _tooltips(w: QWidget):
