@@ -2,11 +2,11 @@
 
 Owns: ``LabTabs``. For every registered lab (``app.lab_registry.LABS``) it adds a tab to the
 window's tab widget that holds an empty placeholder; the lab's panel and presenter are made the
-first time the tab is opened or either of them is asked for (``panel(name)``, ``presenter(name)``,
-or the ``panels`` / ``presenters`` mappings), and the panel then takes the placeholder's place
+first time the tab is opened or either of them is asked for (``build(name)``, or the
+``panels`` / ``presenters`` mappings), and the panel then takes the placeholder's place
 in the same tab, with the same title and tooltip. The window so opens without building four labs
-a user may never look at (about 0.45 s of a 1.1 s start, measured in ``samplescope bench``'s
-``startup`` section). Once built, a tab's page is its panel, as if it had been there from the
+a user may never look at (``window_open_s`` of ``samplescope bench``'s ``startup`` section:
+0.66 s with every lab built up front, 0.47 s this way, measured back to back). Once built, a tab's page is its panel, as if it had been there from the
 start. GUI thread.
 """
 
@@ -72,12 +72,6 @@ class LabTabs:
     def is_panel(self, widget: QWidget | None) -> bool:
         """Whether ``widget`` is a lab's panel (a placeholder is not)."""
         return any(widget is panel for panel, _ in self._built.values())
-
-    def panel(self, name: str) -> QWidget:
-        return self.build(name)[0]
-
-    def presenter(self, name: str) -> Any:
-        return self.build(name)[1]
 
     def build(self, name: str) -> tuple[QWidget, Any]:
         """The lab ``name``'s panel and presenter, made now if not yet (KeyError for a name that

@@ -534,8 +534,7 @@ class LlamaContext:
                     # the sibling holds exactly this prompt and was fed its next token, not yet
                     # evaluated: take its cells and its logits after the prompt, evaluate nothing
                     self._copy_cells(best, seq)
-                    kind, value = fed[1], fed[2]
-                    self._saved[seq] = np.array(self.row(value) if kind == "row" else value, copy=True)
+                    self._saved[seq] = np.array(self._logits_at(fed[1], fed[2]), copy=True)
                     return len(tokens)
                 same = best_n == len(tokens) == len(self.tokens[best]) and best not in self._pending
                 self.fork(best, seq)
@@ -616,14 +615,13 @@ class LlamaContext:
 
     def _peek(self, seq: int) -> np.ndarray:
         """``seq``'s current logits without marking them read (nothing is decoded)."""
-        if seq in self._rows:
-            return self.row(self._rows[seq])
-        if seq in self._read:
-            return self.row(self._read[seq])
-        return self._saved[seq]
+        ref = self._logits_ref(seq)
+        if ref is None:
+            raise KeyError(seq)
+        return self._logits_at(*ref)
 
     def _logits_ref(self, seq: int) -> tuple[str, Any] | None:
-        """Where ``seq``'s current logits are (a row of the last decode, or a kept array)."""
+        """Where ``seq``'s current logits are: ("row", i) of the last decode, ("saved", array), or None."""
         if seq in self._rows:
             return ("row", self._rows[seq])
         if seq in self._read:
@@ -631,6 +629,9 @@ class LlamaContext:
         if seq in self._saved:
             return ("saved", self._saved[seq])
         return None
+
+    def _logits_at(self, kind: str, value: Any) -> np.ndarray:
+        return self.row(value) if kind == "row" else value
 
     def has_logits(self, seq: int) -> bool:
         """Whether ``seq`` has next-token logits now (a queued token does not count)."""
