@@ -30,9 +30,6 @@ from .sampling import ChainResult, DryBreakers, SamplerState, apply_chain, histo
 
 __all__ = ["GenerationSession", "LogitsEngine", "Utf8Stream"]
 
-_BANNED = np.float32(-1e30)  # finite, so p * log p stays 0 instead of nan
-
-
 class LogitsEngine(Protocol):
     """What a ``GenerationSession`` drives: a local sequence (``backends.llama_engine.Sequence``)."""
 
@@ -76,7 +73,7 @@ class GenerationSession:
         self.grammar = grammar  # a backends.grammar.Grammar: the "grammar" stage of the chain
         self.parse_special = parse_special  # a chat prompt from ``format_chat``
         self.banned_tokens = tuple(int(t) for t in banned_tokens)
-        self._banned_buf: np.ndarray | None = None  # the logits with those tokens banned, reused every step
+        self._banned = np.asarray(self.banned_tokens, dtype=np.int64)  # the chain's ``banned``
         self.engine = engine
         self.prompt = prompt
         self.settings = settings
@@ -132,17 +129,9 @@ class GenerationSession:
             logits = self.engine.logits()
             if self.on_logits is not None:
                 self.on_logits(self, len(self.steps), logits)
-            if self.banned_tokens:  # e.g. EOS suppressed for the benchmark
-                # one buffer for every step (the chain keeps no reference to the logits it reads)
-                buf = self._banned_buf
-                if buf is None or buf.shape != logits.shape or buf.dtype != logits.dtype:
-                    buf = self._banned_buf = np.empty_like(logits)
-                np.copyto(buf, logits)
-                buf[list(self.banned_tokens)] = _BANNED
-                logits = buf
             self._pending = apply_chain(logits, s, window, top_n=s.top_n, grammar=self.grammar,
                                         logit_bias=self._logit_bias, rng=self.xtc_rng, state=self.state,
-                                        dry_breakers=self._dry_breakers)
+                                        dry_breakers=self._dry_breakers, banned=self._banned)
         return self._pending
 
     def commit(self, token_id: int | None = None) -> Step:

@@ -493,6 +493,70 @@ def test_result_does_not_depend_on_callers_buffer_afterwards():
     assert (r.p_raw(5), r.p_final(5), r.probs[5], r.rank(5)) == before
 
 
+@pytest.mark.parametrize("settings", [
+    SamplerSettings(),  # top-k first: the ban is folded into the one pass, no copy
+    SamplerSettings(temperature=0.0),
+    SamplerSettings(top_k=0),  # top-p on the whole vocabulary: the ban is made in a copy
+    SamplerSettings(repeat_penalty=1.3),  # penalties first
+], ids=["default", "greedy", "no-top-k", "penalties"])
+def test_banned_tokens_read_as_a_banned_copy_of_the_logits(settings):
+    rng = np.random.default_rng(21)
+    v = rng.normal(0.0, 2.0, 50000).astype(np.float32)
+    v[rng.choice(50000, 30, replace=False)] += 12.0
+    order = np.argsort(-v)
+    banned = [int(order[0]), int(order[3]), 49999]  # the best token, another of the top, one in the tail
+    copy = v.copy()
+    copy[banned] = np.float32(-1e30)
+    hist = [int(order[1]), int(order[2])] * 4
+    want = apply_chain(copy, settings, hist, top_n=20)
+    got = apply_chain(v, settings, hist, top_n=20, banned=banned)
+    assert np.array_equal(got.top_ids, want.top_ids) and int(order[0]) not in got.top_ids.tolist()
+    assert got.entropy_raw == pytest.approx(want.entropy_raw, rel=1e-12, abs=1e-12)
+    assert got.logsumexp_raw == pytest.approx(want.logsumexp_raw, rel=1e-12)
+    assert got.stages == want.stages
+    assert np.array_equal(got.ids, want.ids) and np.allclose(got.probs, want.probs, rtol=1e-12, atol=0)
+    tok = int(want.draw(np.random.default_rng(3)))
+    assert int(got.draw(np.random.default_rng(3))) == tok
+    a = got.to_step(tok, index=0, position=0, text="", piece="", piece_of=str)
+    b = want.to_step(tok, index=0, position=0, text="", piece="", piece_of=str)
+    assert a == b
+    assert got.p_raw(banned[0]) == 0.0 and got.rank(banned[0]) == want.rank(banned[0])
+
+
+def test_the_full_vocabulary_sums_are_llama_cpps_kernels_or_numpy_and_agree(monkeypatch):
+    # backends.vec_kernels: llama.cpp's SIMD kernels, checked against numpy when first used
+    import subprocess
+    import sys
+
+    from backends import vec_kernels
+
+    assert vec_kernels.kernel_note()  # says which arithmetic and why
+    rng = np.random.default_rng(5)
+    y = rng.normal(-8.0, 3.0, 262145).astype(np.float32)
+    y[:3] = (0.0, -1e30, -0.25)
+    y = np.minimum(y, np.float32(0.0))
+    got = vec_kernels.exp_sums(y)
+    e = np.exp(y.astype(np.float64))
+    if got is not None:
+        assert got[0] == pytest.approx(float(e.sum()), rel=1e-6)
+        assert got[1] == pytest.approx(float((e * y).sum()), rel=1e-5)
+    assert vec_kernels.exp_sums(y.astype(np.float64)) is None and vec_kernels.exp_sums(y[::2]) is None
+    # forced off, the chain's figures are numpy's, within float32 rounding of the kernels'
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    code = ("import numpy as np; from app.core.sampling import softmax_stats; from backends import vec_kernels; "
+            "v = np.random.default_rng(5).normal(0, 3, 262144).astype(np.float32); "
+            "print(vec_kernels.kernel_note()); print(repr(softmax_stats(v)))")
+    env = dict(__import__("os").environ, SAMPLESCOPE_NUMPY_KERNELS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    note, stats = done.stdout.strip().splitlines()
+    assert note.startswith("numpy") and "SAMPLESCOPE_NUMPY_KERNELS" in note
+    v = np.random.default_rng(5).normal(0, 3, 262144).astype(np.float32)
+    lse, ent = softmax_stats(v)
+    np_lse, np_ent = eval(stats)
+    assert lse == pytest.approx(np_lse, abs=1e-5) and ent == pytest.approx(np_ent, abs=1e-5)
+
+
 def test_rejects_bad_input():
     with pytest.raises(ValueError):
         apply_chain(np.zeros((2, 3), dtype=np.float32), OFF)

@@ -15,7 +15,7 @@ from backends.base import GenerationError, SamplerSettings
 
 from .adaptive import SamplerState, _stage_adaptive_p, _stage_mirostat, _stage_mirostat_v2
 from .dry import NO_BREAKERS, DryBreakers, _stage_dry, dry_active, dry_penalties, resolve_dry_breakers
-from .numeric import _F32, _Raw, _top_desc, as_logits
+from .numeric import _F32, BANNED_LOGIT, _Raw, _top_desc, as_logits
 from .result import ChainResult, _raw_mass, _Snap
 from .stages import (_Cands, _stage_dynamic_temperature, _stage_grammar, _stage_logit_bias, _stage_min_p, _stage_penalties, _stage_temperature,
                      _stage_top_k, _stage_top_n_sigma, _stage_top_p, _stage_typical, _stage_xtc)
@@ -135,7 +135,8 @@ def resolve_inputs(settings: SamplerSettings, engine: TokenizingEngine) -> tuple
 def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence[int] = (),
                 top_n: int | None = None, grammar=None, *, logit_bias: tuple[np.ndarray, np.ndarray] | None = None,
                 xtc_draw: float | None = None, rng: np.random.Generator | None = None,
-                state: SamplerState | None = None, dry_breakers: DryBreakers | None = None) -> ChainResult:
+                state: SamplerState | None = None, dry_breakers: DryBreakers | None = None,
+                banned: Sequence[int] | np.ndarray = ()) -> ChainResult:
     """Run the chain on one step's logits (1-D, the whole vocabulary; never modified).
 
     The stages run in ``settings.samplers`` order (llama.cpp's ``--samplers``), after two that
@@ -154,7 +155,12 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     much the chain reads), with ``dry_breakers`` its sequence breakers as tokens
     (``resolve_dry_breakers``; none by default). ``state`` is what Mirostat and adaptive-p
     carry from the step before (``SamplerState.initial(settings)`` by default); the result's
-    ``next_state(token)`` is the state for the step after."""
+    ``next_state(token)`` is the state for the step after.
+
+    ``banned``: token ids that read as ``BANNED_LOGIT`` (-1e30, so they are never drawn and
+    hold no mass), everywhere in the result, the raw distribution included (the benchmark bans
+    EOS so every run has its full length). The logits are copied for that only when a stage
+    reads the whole vocabulary."""
     x = as_logits(logits)
     n = x.shape[0]
     top_n = settings.top_n if top_n is None else top_n
@@ -181,18 +187,32 @@ def apply_chain(logits: np.ndarray, settings: SamplerSettings, history: Sequence
     want = top_n
     if top_first and k < n:
         want = max(top_n, k)
+    ban = None
+    if len(banned):
+        ban = np.asarray(banned, dtype=np.int64).reshape(-1)
+        ban = np.unique(ban[(ban >= 0) & (ban < n)])
+        # only top-k's best are read when it comes first (and cuts); else a stage reads every logit
+        if not (top_first and k < n) or n - ban.shape[0] < want:  # then the ban is made in a copy
+            x = x.copy()
+            x[ban] = BANNED_LOGIT
+            ban = None
     # the selection reads the logits first, the full-vocabulary pass after it finds them in the
     # cache (measured: 70 us of a 0.77 ms step's analysis, right after a decode)
-    top_sel = _top_desc(x, want)
-    raw = _Raw(x)
-    if raw.x is not x:  # NaN or infinite logits were cleaned: select on the cleaned values
+    if ban is None:
+        top_sel = _top_desc(x, want)
+    else:  # the best that are not banned (top-k's stage reads only those)
+        top_sel = _top_desc(x, want + ban.shape[0])
+        keep = top_sel != ban[0] if ban.shape[0] == 1 else ~np.isin(top_sel, ban)
+        top_sel = top_sel[keep][:want]
+    raw = _Raw(x, int(top_sel[0]) if top_sel.shape[0] else None, ban)
+    if raw.x is not x:  # NaN or infinite logits were cleaned (and banned): select on the cleaned values
         assert raw.x is not None
         x = raw.x
         top_sel = _top_desc(x, want)
     top_ids = top_sel[:top_n].astype(np.int64, copy=False)
 
-    c = _Cands(None, x, False, (raw.m32, raw.e))
-    snaps = [_Snap(None, raw.y, 0.0, raw.s, raw.e, raw.m)]
+    c = _Cands(None, x, False, raw)
+    snaps = [_Snap(None, raw.y, 0.0, raw.s, raw, raw.m)]
     meta: list[tuple[str, int, float, float, float | None]] = []
     raw_in = 1.0
     greedy = False

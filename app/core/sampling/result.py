@@ -27,15 +27,14 @@ class _Snap:
     """A distribution p_i = exp(lg_i - ref) / z over ``ids`` (None = the whole vocabulary).
     Holds only arrays this module owns."""
 
-    __slots__ = ("ids", "lg", "ref", "z", "w", "shift", "_sorted_ids", "_sorted_pos", "_posmap", "_posdict")
+    __slots__ = ("ids", "lg", "ref", "z", "_w", "shift", "_sorted_ids", "_sorted_pos", "_posmap", "_posdict")
 
-    def __init__(self, ids, lg, ref: float, z: float, w: np.ndarray | None = None,
-                 shift: float = 0.0):
+    def __init__(self, ids, lg, ref: float, z: float, w=None, shift: float = 0.0):
         self.ids = ids
         self.lg = lg
         self.ref = ref
         self.z = z
-        self.w = w  # cached exp(lg - ref), when already known
+        self._w = w  # exp(lg - ref) when already known: an array, or a _Raw that computes it on use
         self.shift = shift  # the logit is lg + shift (the raw snapshot stores x - max)
         self._sorted_ids: np.ndarray | None = None
         self._sorted_pos: np.ndarray | None = None
@@ -46,9 +45,9 @@ class _Snap:
     def of(cls, c: _Cands, raw: _Raw) -> "_Snap":
         n = len(c)
         if c.ids is None and c.lg is raw.x:
-            return cls(None, raw.y, 0.0, raw.s, raw.e, raw.m)
+            return cls(None, raw.y, 0.0, raw.s, raw, raw.m)
         if c.ids is None and c.ecache is not None:
-            m, e = c.ecache
+            m, e = c.ecache.ref, c.ecache.e
             z = float(e.sum())
             if z > 1e-20:  # else the penalties pushed everything far below m: start afresh
                 return cls(None, c.lg, float(m), z, e)
@@ -68,11 +67,23 @@ class _Snap:
         return self.ref + self.shift
 
     def positions(self, q: np.ndarray) -> np.ndarray:
-        """Position of each queried id in this snapshot, -1 when absent."""
+        """Position of each queried id (``q``: distinct ids) in this snapshot, -1 when absent."""
         q = np.asarray(q, dtype=np.int64)
         if self.ids is None:
             n = self.lg.shape[0]
             return np.where((q >= 0) & (q < n), q, -1)
+        k = min(self.ids.shape[0], q.shape[0])
+        if k and (self.ids[:k] == q[:k]).all():
+            # the usual case: the ids begin with the queried ones (the raw top-N after top-k,
+            # top-p, min-p, which keep the best in order). Past k every id is matched already, so
+            # (the queries being distinct) the rest of the queries are not among them
+            pos = np.arange(q.shape[0], dtype=np.int64)
+            pos[k:] = -1
+            return pos
+        return self._lookup(q)
+
+    def _lookup(self, q: np.ndarray) -> np.ndarray:
+        assert self.ids is not None
         m = self.ids.shape[0]
         if m <= _FEW:  # a few candidates (after top-k): a dictionary beats six numpy calls
             if self._posdict is None:
@@ -102,6 +113,7 @@ class _Snap:
         return np.where(hit, sorted_pos[jc], -1)
 
     def probs_of(self, q: np.ndarray) -> np.ndarray:
+        """The probability of each of the distinct ids ``q`` (0 when absent)."""
         pos = self.positions(q)
         out = np.zeros(pos.shape[0], dtype=np.float64)
         ok = pos >= 0
@@ -111,8 +123,11 @@ class _Snap:
 
     def weights(self) -> np.ndarray:
         """Unnormalised weights exp(lg - ref) over the snapshot (float64 if small)."""
-        if self.w is not None:
-            return self.w if self.lg.shape[0] > _SMALL else self.w.astype(np.float64)
+        w = self._w
+        if w is not None:
+            if isinstance(w, _Raw):
+                w = self._w = w.e
+            return w if self.lg.shape[0] > _SMALL else w.astype(np.float64)
         if self.lg.shape[0] <= _SMALL:
             return np.exp(self.lg.astype(np.float64) - self.ref)
         return np.exp(self.lg - _F32(self.ref))

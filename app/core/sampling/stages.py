@@ -12,7 +12,7 @@ import numpy as np
 
 from backends.base import GenerationError, SamplerSettings
 
-from .numeric import _F32, _argsort_desc, _expf, _logf, _logf_scalar, _seqsum, _top_desc
+from .numeric import _F32, _ExpCache, _argsort_desc, _expf, _logf, _logf_scalar, _seqsum, _top_desc
 
 
 class _Cands:
@@ -20,7 +20,8 @@ class _Cands:
 
     ``ids`` None means the whole vocabulary in id order (position == id). ``lg`` holds the
     current float32 logits (may be the caller's array: never written). ``ecache`` optionally
-    holds ``(ref, exp(lg - ref))`` in float32 (numpy's fast exp) so the statistics of a
+    holds ``ref`` and ``e = exp(lg - ref)`` in float32 (numpy's fast exp; an ``_ExpCache``, or
+    the ``_Raw`` pass that computes ``e`` on first use) so the statistics of a
     whole-vocabulary stage need no second exp; it is never used where llama.cpp's rounding
     decides the kept set."""
 
@@ -71,11 +72,11 @@ def _stage_penalties(c: _Cands, s: SamplerSettings, window: np.ndarray) -> _Cand
             lg[uniq] = v
             # keep exp(lg - m0) of the untouched tokens instead of another exp over the vocab
             if c.ecache is not None:
-                m0, e0 = c.ecache
+                m0, e0 = c.ecache.ref, c.ecache.e
                 if v.max() <= m0:
                     e = e0.copy()
                     e[uniq] = np.exp(v - m0)
-                    return _Cands(None, lg, False, (m0, e))
+                    return _Cands(None, lg, False, _ExpCache(m0, e))
             return _Cands(None, lg, False)
     return _Cands(None, c.lg, False, c.ecache)
 
@@ -126,7 +127,7 @@ def _stage_grammar(c: _Cands, grammar) -> _Cands:
     lg = c.lg
     n = lg.shape[0]
     if c.ecache is not None:
-        m, e = c.ecache
+        m, e = c.ecache.ref, c.ecache.e
     else:
         m = lg.max()
         with np.errstate(under="ignore"):
@@ -275,12 +276,12 @@ def _stage_logit_bias(c: _Cands, ids: np.ndarray, bias: np.ndarray) -> _Cands:
         pos = np.flatnonzero(keep)
         return _Cands(pos.astype(np.int64), lg[pos], False)
     if c.ecache is not None:  # keep exp(lg - m0) of the untouched tokens
-        m0, e0 = c.ecache
+        m0, e0 = c.ecache.ref, c.ecache.e
         v = lg[ids]
         if v.max() <= m0:
             e = e0.copy()
             e[ids] = np.exp(v - m0)
-            return _Cands(None, lg, False, (m0, e))
+            return _Cands(None, lg, False, _ExpCache(m0, e))
     return _Cands(None, lg, False)
 
 
