@@ -437,6 +437,7 @@ class LlamaContext:
         # of the same prompt takes them instead of evaluating the prompt's last token again)
         self._fed_from: dict[int, tuple[int, str, Any]] = {}
         self._epoch = 0
+        self._views: dict[int | None, np.ndarray] = {}  # address -> a read-only view of a logits row
         self.batched = False
         self.share_prefixes = False
         self.evaluations = 0  # tokens evaluated so far (prompt tokens included)
@@ -502,8 +503,14 @@ class LlamaContext:
         ptr = self._ll.llama_get_logits_ith(self._ctx, int(i))
         if not ptr:
             raise GenerationError("No logits available for that row.")
-        arr = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        arr.flags.writeable = False
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        arr = self._views.get(addr)
+        if arr is None:  # a view per address (llama.cpp keeps its output buffer between decodes)
+            if len(self._views) >= 256:
+                self._views.clear()
+            arr = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+            arr.flags.writeable = False
+            self._views[addr] = arr
         return arr
 
     # ----------------------------------------------------------------- sequences
@@ -716,6 +723,7 @@ class LlamaContext:
             ll.llama_batch_free(self._batch)
             self._batch = None
         if getattr(self, "_ctx", None):
+            self._views.clear()
             ll.llama_free(self._ctx)
             self._ctx = None
             THREADS.forget(id(self))
