@@ -260,15 +260,17 @@ class ExperimentsMixin:
             return
         stage, select = view
         plot = self.distribution_plot
-        if stage and plot.step() is not None and stage in plot.stage_names():
-            if plot.stage() != stage:
-                plot.set_stage(stage)
-            stage = ""
         finished = trace.finished is not None and self.controller.state != State.GENERATING
         all_shown = self.shown_steps() >= len(trace.steps)
         if select is not None and finished and trace.steps and all_shown:
             self.select_step(min(select, len(trace.steps) - 1))
             select = None
+        # the stage after the step: selecting it may be what first puts a step on the chart
+        # (which happens when the run ends before the chart drew one of its steps)
+        if stage and plot.step() is not None and stage in plot.stage_names():
+            if plot.stage() != stage:
+                plot.set_stage(stage)
+            stage = ""
         if finished and all_shown and (plot.step() is not None or not trace.steps):
             stage, select = "", None  # nothing more will come: what is not there is not shown
         self._experiment_view = (stage, select) if stage or select is not None else None

@@ -95,8 +95,15 @@ def test_a_run_whose_logits_are_not_kept_is_recomputed_through_the_model(window,
         assert "Recomputing this run's logits" in window.distribution_plot._info.text()
     qtbot.waitUntil(lambda: not c.busy, timeout=10_000)
     prompt_tokens, logits = c.logit_memory.get(c.trace_memory_key, 3)
-    # the same logits as the run's own, within llama.cpp's batch noise (measured here: identical)
-    assert np.max(np.abs(logits - own_logits)) < 0.5, np.max(np.abs(logits - own_logits))
+    # the same distribution as the run's own, within llama.cpp's batch noise: the run decoded one
+    # token at a time, the recomputation evaluates the prefix in one batch (on an AVX-512 AMD CPU,
+    # 2026-12-03: logits up to 0.93 apart, KL 0.002 nats; identical on the machine before)
+    def logp(v):
+        v = v.astype(np.float64)
+        return v - v.max() - np.log(np.exp(v - v.max()).sum())
+    lp, lq = logp(own_logits), logp(logits)
+    kl = float(np.sum(np.exp(lp) * (lp - lq)))
+    assert kl < 0.02, kl  # the bound of the batch-noise tests (docs/BENCHMARKS.md: max 0.018 measured)
     shown = window.distribution_plot._step
     history = list(prompt_tokens) + [s.token_id for s in reopened.steps[:3]]
     ref = apply_chain(logits, window.sampling_panel.settings(), history[-64:])
