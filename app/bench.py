@@ -5,6 +5,9 @@ interleaved (repeat after repeat) so a busy machine slows both alike; the first 
 and is not counted; medians. Figures are printed (with ``--json``: one JSON object); nothing is
 asserted (a benchmark, not a test). The baselines live in ``backends.baselines``.
 
+``analysis_kernels`` says whose arithmetic makes the chain's full-vocabulary sums
+(``backends.vec_kernels``: llama.cpp's SIMD kernels, or numpy and why).
+
 Sections (``--skip`` leaves any out):
 
 - ``baseline``: llama-cpp-python's ``create_completion`` and ``generate`` loop against our
@@ -685,11 +688,13 @@ def run_bench(a) -> dict:
         raise ValueError(f"unknown bench section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     b = _Bench(a)
     s = b.settings
+    from backends.vec_kernels import kernel_note
+
     result = {"model": b.path, "new_tokens": b.n, "repeats": b.repeats, "threads": b.threads,
-              "n_gpu_layers": a.n_gpu_layers, "cpu_count": os.cpu_count()}
+              "n_gpu_layers": a.n_gpu_layers, "cpu_count": os.cpu_count(), "analysis_kernels": kernel_note()}
     b.out(f"model {b.path}\n{b.n} new tokens per run, {b.repeats} repeats after a warm-up, {b.threads} threads, "
           f"settings: temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, min-p {s.min_p}; "
-          "EOS suppressed where lengths must match")
+          f"EOS suppressed where lengths must match; the full-vocabulary sums by {result['analysis_kernels']}")
     sections = ("lens",) if getattr(a, "lens", False) else SECTIONS
     try:
         for name in sections:

@@ -64,6 +64,7 @@ def test_bench_prints_its_figures(capsys):
         assert result[key] > 0, key
     assert result["new_tokens"] == 128
     assert result["window_construct_s"] <= result["window_open_s"]
+    assert result["analysis_kernels"]  # llama.cpp's kernels, or numpy and why
 
 
 def test_bench_refuses_an_unknown_section(capsys):
