@@ -30,6 +30,7 @@ from .sampling import ChainResult, DryBreakers, SamplerState, apply_chain, histo
 
 __all__ = ["GenerationSession", "LogitsEngine", "Utf8Stream"]
 
+
 class LogitsEngine(Protocol):
     """What a ``GenerationSession`` drives: a local sequence (``backends.llama_engine.Sequence``)."""
 

@@ -194,7 +194,7 @@ def test_eos_ends_the_run(local_backend):
 
 
 def test_banned_tokens_are_never_drawn_and_every_step_sees_its_own_logits(local_backend):
-    # the bench's runs ban EOS; the banned copy of the logits is one buffer reused every step
+    # the bench's runs ban EOS; the chain folds the ban into its one pass (no copy of the logits)
     greedy = SamplerSettings(temperature=0.0, max_tokens=6)
     free = GenerationSession(local_backend, "1, 2, 3, 4,", greedy)
     free.start()
