@@ -229,22 +229,13 @@ def _answers_tokens(answers) -> list[int]:
 NOISE_STEPS = 16
 
 
-def _kl_nats(a: np.ndarray, b: np.ndarray) -> float:
-    """KL(softmax(a) || softmax(b)) in float64."""
-    def logp(x):
-        x = np.asarray(x, dtype=np.float64)
-        y = x - x.max()
-        return y - np.log(np.exp(y).sum())
-
-    la, lb = logp(a), logp(b)
-    return float((np.exp(la) * (la - lb)).sum())
-
-
 def _batch_noise(b: _Bench, prompt: list[int], k: int) -> dict:
     """llama.cpp's batch float noise, the reason parallel answers may differ from lone ones: the
     same k greedy paths (from the prompt's k best first tokens) on two contexts, one decoding
     each sequence's token alone (the exact path), one all k in one batch; per step the KL
     between the two next-token distributions of each sequence, and how often the argmax differs."""
+    from app.core.metrics import kl_logits
+
     n_ctx = len(prompt) + k * (NOISE_STEPS + 2) + 64
     exact = b.model.context(n_ctx=n_ctx, n_seq=k, n_threads=b.threads)
     batched = b.model.context(n_ctx=n_ctx, n_seq=k, n_threads=b.threads)
@@ -263,7 +254,7 @@ def _batch_noise(b: _Bench, prompt: list[int], k: int) -> dict:
             lone = [np.array(exact.logits(j), copy=True) for j in range(k)]
             for j in range(k):
                 together = batched.logits(j)
-                kls.append(_kl_nats(lone[j], together))
+                kls.append(kl_logits(lone[j], together))
                 flips += int(np.argmax(lone[j])) != int(np.argmax(together))
             nxt = [int(np.argmax(x)) for x in lone]  # both follow the exact path
     finally:

@@ -6,8 +6,8 @@ first time the tab is opened or either of them is asked for (``build(name)``, or
 ``panels`` / ``presenters`` mappings), and the panel then takes the placeholder's place
 in the same tab, with the same title and tooltip. The window so opens without building four labs
 a user may never look at (``window_open_s`` of ``samplescope bench``'s ``startup`` section:
-0.66 s with every lab built up front, 0.47 s this way, measured back to back). Once built, a tab's page is its panel, as if it had been there from the
-start. GUI thread.
+0.66 s with every lab built up front, 0.47 s this way, measured back to back). Once built, a
+tab's page is its panel, as if it had been there from the start. GUI thread.
 """
 
 from __future__ import annotations

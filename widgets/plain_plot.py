@@ -12,7 +12,8 @@ escaped; markup of our own (a coloured axis label) goes through ``setHtmlTitle``
 
 Every ``PlainPlotItem`` leaves room above its view for the top tick label (pyqtgraph centres it
 on the view's top edge). ``PlainPlotItem.set_text_scale(factor)`` scales every text of a plot
-(tick labels, axis labels, title, legend entries; the room above grows with them) and ``set_text_color(rgb)`` colours it and the axes, for presentation mode;
+(tick labels, axis labels, title, legend entries; the room above grows with them) and
+``set_text_color(rgb)`` colours it and the axes, for presentation mode;
 ``set_text_scale(1.0)`` and ``set_text_color(None)`` give back exactly what it had before. A plot
 whose owner sets its axes' tick fonts and pens itself (the distribution plot, from its widget's
 font and palette) sets ``owner_axes`` and keeps them.

@@ -3,7 +3,7 @@
 Owns the numbers of issue 4, items 5 and 6, each defined exactly in its docstring:
 
 - distributions on aligned arrays: ``entropy``, ``kl``, ``js``, ``total_variation``
-  (natural logarithms, so nats);
+  (natural logarithms, so nats); ``kl_logits`` for two logit vectors (llama.cpp's batch noise);
 - diversity of a set of outputs for one prompt: ``semantic_diversity`` (from embeddings),
   ``rouge_l_f1`` / ``lexical_similarity`` (ROUGE-L on whitespace tokens), ``distinct_n``, and
   ``diversity_ratio`` (VS / Direct per metric);
@@ -107,6 +107,21 @@ def kl(p, q, eps: float = DEFAULT_EPS) -> float:
     if np.any(b[mask] == 0):
         return math.inf
     return max(float((a[mask] * np.log(a[mask] / b[mask])).sum()), 0.0)
+
+
+
+def kl_logits(a, b) -> float:
+    """KL(softmax(a) || softmax(b)) in nats, computed in float64 from two aligned logit vectors
+    (e.g. one position's logits evaluated in two batch shapes). Finite logits only."""
+    def logp(x):
+        y = np.asarray(x, dtype=np.float64)
+        y = y - y.max()
+        return y - np.log(np.exp(y).sum())
+
+    la, lb = logp(a), logp(b)
+    if la.shape != lb.shape or la.ndim != 1:
+        raise ValueError("kl_logits needs two 1-D logit vectors of the same length")
+    return float((np.exp(la) * (la - lb)).sum())
 
 
 def js(p, q) -> float:

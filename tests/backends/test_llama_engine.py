@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.core.metrics import kl_logits
 from app.core.sampling import apply_chain
 from app.core.session import GenerationSession
 from app.labs.vs.prompts import build_request
@@ -22,16 +23,6 @@ BATCH_NOISE_KL = 0.02
 #: 0.15 (AVX-512 build, 4 prompts); a wrong sequence's logits differ by whole nats.
 ENTROPY_NOISE = 0.3
 NEUTRAL = SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
-
-
-def _kl(a, b) -> float:
-    def sm(x):
-        x = x.astype(np.float64)
-        e = np.exp(x - x.max())
-        return e / e.sum()
-
-    p, q = sm(a), sm(b)
-    return float((p * np.log(p / q)).sum())
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +83,7 @@ def test_siblings_of_a_prompt_already_fed_on_take_its_cells_and_logits_evaluatin
         local_backend.reset()
         local_backend.prepare(tokens)
         local_backend.feed(t)
-        assert _kl(local_backend.logits(), after[k]) < BATCH_NOISE_KL
+        assert kl_logits(local_backend.logits(), after[k]) < BATCH_NOISE_KL
 
 
 def test_batched_decodes_stay_within_the_batch_noise(ctx, local_backend):
@@ -115,7 +106,7 @@ def test_batched_decodes_stay_within_the_batch_noise(ctx, local_backend):
     finally:
         ctx.batched = False
     for a, b in zip(exact, batched):
-        assert _kl(a, b) < BATCH_NOISE_KL
+        assert kl_logits(a, b) < BATCH_NOISE_KL
         assert int(np.argmax(a)) == int(np.argmax(b))
 
 

@@ -308,3 +308,14 @@ def test_shipped_us_state_reference():
     # every state named once: precision 1, coverage 1
     assert M.precision(list(ref), ref) == 1.0
     assert M.coverage_n(list(ref), ref) == 1.0
+
+
+def test_kl_logits_is_the_kl_of_the_two_softmaxes():
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.0, 3.0, 5000).astype(np.float32)
+    b = a + rng.normal(0.0, 0.1, 5000).astype(np.float32)
+    p, q = (np.exp(x.astype(np.float64) - x.max()) for x in (a, b))
+    assert M.kl_logits(a, b) == pytest.approx(M.kl(p, q, eps=0), rel=1e-9)
+    assert M.kl_logits(a, a) == 0.0 and M.kl_logits(a, a + 7.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        M.kl_logits(a, b[:10])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.core.metrics import kl_logits
 from app.core.sampling import apply_chain
 from backends.base import SamplerSettings
 from tests.widgets.factory import wait_saved
@@ -98,11 +99,7 @@ def test_a_run_whose_logits_are_not_kept_is_recomputed_through_the_model(window,
     # the same distribution as the run's own, within llama.cpp's batch noise: the run decoded one
     # token at a time, the recomputation evaluates the prefix in one batch (on an AVX-512 AMD CPU,
     # 2026-12-03: logits up to 0.93 apart, KL 0.002 nats; identical on the machine before)
-    def logp(v):
-        v = v.astype(np.float64)
-        return v - v.max() - np.log(np.exp(v - v.max()).sum())
-    lp, lq = logp(own_logits), logp(logits)
-    kl = float(np.sum(np.exp(lp) * (lp - lq)))
+    kl = kl_logits(own_logits, logits)
     assert kl < 0.02, kl  # the bound of the batch-noise tests (docs/BENCHMARKS.md: max 0.018 measured)
     shown = window.distribution_plot._step
     history = list(prompt_tokens) + [s.token_id for s in reopened.steps[:3]]

@@ -72,15 +72,20 @@ class _Snap:
         if self.ids is None:
             n = self.lg.shape[0]
             return np.where((q >= 0) & (q < n), q, -1)
-        k = min(self.ids.shape[0], q.shape[0])
-        if k and (self.ids[:k] == q[:k]).all():
-            # the usual case: the ids begin with the queried ones (the raw top-N after top-k,
-            # top-p, min-p, which keep the best in order). Past k every id is matched already, so
-            # (the queries being distinct) the rest of the queries are not among them
+        k = self._prefix(q)
+        if k:  # past k every id is matched already: the rest of the (distinct) queries are absent
             pos = np.arange(q.shape[0], dtype=np.int64)
             pos[k:] = -1
             return pos
         return self._lookup(q)
+
+    def _prefix(self, q: np.ndarray) -> int:
+        """k > 0 when the ids begin with the first k queries, k = min(len(ids), len(q)): the
+        usual case (the raw top-N after top-k, top-p and min-p, which keep the best in order)."""
+        if self.ids is None:
+            return 0
+        k = min(self.ids.shape[0], q.shape[0])
+        return k if k and bool((self.ids[:k] == q[:k]).all()) else 0
 
     def _lookup(self, q: np.ndarray) -> np.ndarray:
         assert self.ids is not None
@@ -115,9 +120,8 @@ class _Snap:
     def probs_of(self, q: np.ndarray) -> np.ndarray:
         """The probability of each of the distinct ids ``q`` (0 when absent)."""
         q = np.asarray(q, dtype=np.int64)
-        ids = self.ids
-        k = 0 if ids is None else min(ids.shape[0], q.shape[0])
-        if k and (ids[:k] == q[:k]).all():  # the usual case (see ``positions``), in fewer steps
+        k = self._prefix(q)
+        if k:  # the usual case, in fewer steps than through ``positions``
             out = np.zeros(q.shape[0], dtype=np.float64)
             out[:k] = np.exp(self.lg[:k].astype(np.float64) - self.ref) / self.z
             return out
